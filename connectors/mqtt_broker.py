@@ -1,0 +1,100 @@
+"""The embedded MQTT broker: mosquitto when it is on PATH, else amqtt (pure Python)."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+from connectors import ServiceStartError
+from connectors.process import ManagedProcess, ensure_writable_dir, port_for, wait_until
+
+
+def choose_mqtt_broker(setting: str) -> str:
+    """Resolve ``EVTWIN_MQTT_BROKER``: ``auto`` means mosquitto when on PATH, else amqtt."""
+    if setting == "auto":
+        return "mosquitto" if shutil.which("mosquitto") else "amqtt"
+    if setting == "mosquitto" and not shutil.which("mosquitto"):
+        raise ServiceStartError(
+            "mqtt: mosquitto is not on PATH; install it (apt-get install mosquitto) or set "
+            "EVTWIN_MQTT_BROKER=amqtt"
+        )
+    return setting
+
+
+def mqtt_ready(host: str, port: int) -> bool:
+    """Connect with paho-mqtt and wait for the broker's CONNACK."""
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="evtwin-readiness")
+    try:
+        client.connect(host, port, keepalive=5)
+        client.loop_start()
+        for _ in range(50):
+            if client.is_connected():
+                return True
+            time.sleep(0.02)
+        return False
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+class MqttBroker:
+    """An embedded MQTT broker on 127.0.0.1.
+
+    Args:
+        kind: ``"mosquitto"`` or ``"amqtt"``.
+        data_dir: Where its configuration and log go.
+        port: TCP port; 0 picks a free one.
+    """
+
+    name = "mqtt"
+
+    def __init__(self, kind: str, data_dir: Path, port: int) -> None:
+        self.kind = kind
+        self.data_dir = data_dir
+        self.requested_port = port
+        self.port = 0
+        self.proc: ManagedProcess | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def _argv(self) -> list[str]:
+        if self.kind == "amqtt":
+            return [sys.executable, "-m", "connectors.amqtt_server", "--port", str(self.port)]
+        conf = self.data_dir / "mosquitto.conf"
+        user = pwd.getpwuid(os.getuid()).pw_name
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            f"user {user}\nlog_dest stdout\nmax_queued_messages 100000\n"
+        )
+        return [shutil.which("mosquitto") or "mosquitto", "-c", str(conf)]
+
+    def start(self) -> None:
+        ensure_writable_dir(self.data_dir, "mqtt")
+        self.port = port_for(self.requested_port, "mqtt", "EVTWIN_EMBEDDED_MQTT_PORT")
+        repo = Path(__file__).resolve().parent.parent
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo), env.get("PYTHONPATH")]))
+        self.proc = ManagedProcess(f"mqtt ({self.kind})", self._argv(),
+                                   self.data_dir / f"{self.kind}.log", env=env)
+        self.proc.start()
+
+    def wait_ready(self, timeout_s: float) -> float:
+        assert self.proc is not None
+        return wait_until(lambda: mqtt_ready("127.0.0.1", self.port), self.proc, timeout_s,
+                          f"mqtt ({self.kind}) on 127.0.0.1:{self.port}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+
+
+__all__ = ["MqttBroker", "choose_mqtt_broker", "mqtt_ready"]

