@@ -9,12 +9,15 @@ PostgreSQL refuses to run as root, so as root the server runs as a system user
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import logging
 import os
 import pwd
 import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 from pathlib import Path
@@ -28,6 +31,8 @@ from connectors.process import (
     require_binary,
     wait_until,
 )
+
+log = logging.getLogger(__name__)
 
 DB_NAME = "evtwin"
 DB_USER = "evtwin"
@@ -69,6 +74,34 @@ def _chown_tree(path: Path, user: str) -> None:
             os.lchown(os.path.join(root, name), entry.pw_uid, entry.pw_gid)
 
 
+def reachable_by(path: Path, user: str) -> bool:
+    """Whether system user ``user`` can traverse every directory above ``path``."""
+    entry = pwd.getpwnam(user)
+    for parent in path.resolve().parents:
+        st = parent.stat()
+        if st.st_uid == entry.pw_uid:
+            ok = st.st_mode & stat.S_IXUSR
+        elif st.st_gid == entry.pw_gid:
+            ok = st.st_mode & stat.S_IXGRP
+        else:
+            ok = st.st_mode & stat.S_IXOTH
+        if not ok:
+            return False
+    return True
+
+
+def _cluster_home(data_dir: Path, user: str | None) -> Path:
+    """Where the cluster lives: in the state directory, unless the server's system user cannot
+    reach it (a state directory under a private home, as root); then under /var/tmp."""
+    if user is None or reachable_by(data_dir, user):
+        return data_dir
+    digest = hashlib.sha1(str(data_dir.resolve()).encode()).hexdigest()[:12]
+    home = Path("/var/tmp") / f"evtwin-postgres-{digest}"
+    home.mkdir(mode=0o700, exist_ok=True)
+    log.warning("postgres: %s cannot reach %s; keeping the cluster in %s", user, data_dir, home)
+    return home
+
+
 class PostgresServer:
     """An embedded PostgreSQL cluster on 127.0.0.1.
 
@@ -104,11 +137,12 @@ class PostgresServer:
         return path.read_text().strip()
 
     def _initdb(self, bin_dir: Path) -> None:
-        with tempfile.NamedTemporaryFile("w", delete=False, dir=self.data_dir) as pw:
+        home = self.cluster.parent
+        with tempfile.NamedTemporaryFile("w", delete=False, dir=home) as pw:
             pw.write(self._password + "\n")
         try:
             if self.user:
-                _chown_tree(self.data_dir, self.user)
+                _chown_tree(home, self.user)
             argv = [str(bin_dir / "initdb"), "-D", str(self.cluster), "-U", DB_USER,
                     "--auth=scram-sha-256", f"--pwfile={pw.name}", "-E", "UTF8", "--locale=C",
                     "--no-instructions"]
@@ -133,6 +167,7 @@ class PostgresServer:
         if os.geteuid() == 0:
             self.user = _ensure_os_user(self.os_user)
         self._password = self._password_file()
+        self.cluster = _cluster_home(self.data_dir, self.user) / "data"
         if not (self.cluster / "PG_VERSION").exists():
             self._initdb(bin_dir)
         elif self.user:

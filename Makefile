@@ -1,0 +1,39 @@
+# The two commands of the README: `make demo` runs the pipeline on the embedded stack,
+# `make test` runs the test suite against real embedded services. Both build .venv on first use.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+PIP_FLAGS ?= --quiet --disable-pip-version-check
+SHELL  := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+
+.PHONY: install demo services test test-fast bench lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $$(infra/find-python.sh) -m venv $(VENV)
+	@echo "installing into $(VENV) with $$($(PY) --version)…"
+	@$(PY) -m pip install $(PIP_FLAGS) --upgrade "pip>=24" 2>&1 | { grep -v "^WARNING: Location" || true; }
+	@$(PY) -m pip install $(PIP_FLAGS) -e '.[dev]' 2>&1 | { grep -v "^WARNING: Location" || true; }
+	@$(PY) -c "import streams, schemas, connectors, training, models, datasets, xgboost, faust"
+	@touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/evtwin up
+
+services: install
+	$(VENV)/bin/evtwin services
+
+test: install
+	$(PY) -m pytest
+
+bench: install
+	$(VENV)/bin/evtwin bench physics
+
+lint: install
+	$(VENV)/bin/ruff check streams schemas connectors training models datasets tests
+	$(VENV)/bin/mypy streams schemas connectors
+
+clean:
+	rm -rf $(VENV) .evtwin .pytest_cache

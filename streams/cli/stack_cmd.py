@@ -1,0 +1,143 @@
+"""``evtwin services`` and ``evtwin up``: run the embedded stack (and the pipeline) until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from connectors import ServiceStartError
+from connectors.kafka import ensure_topics, list_topics
+from connectors.stack import EmbeddedStack, Endpoints
+from streams.settings import Settings
+from streams.topics import topic_specs
+
+
+def register(sub: Any, opt: Any) -> None:
+    for name, handler, help_text in (
+        ("services", run_services, "start only the embedded services, print their URLs, run until Ctrl-C"),
+        ("up", run_up, "start the embedded services and the pipeline, run until Ctrl-C"),
+    ):
+        p = sub.add_parser(name, help=help_text, description=help_text + ".")
+        opt.setting(p, "--kafka-broker", "kafka_broker", "embedded Kafka-compatible broker",
+                    choices=["noida", "tansu"])
+        opt.setting(p, "--mqtt-broker", "mqtt_broker", "embedded MQTT broker",
+                    choices=["auto", "amqtt", "mosquitto"])
+        opt.setting(p, "--kafka-port", "embedded_kafka_port", "embedded broker port, 0 = any free", type=int)
+        opt.setting(p, "--postgres-port", "embedded_postgres_port", "embedded PostgreSQL port, 0 = any free", type=int)
+        opt.setting(p, "--mqtt-port", "embedded_mqtt_port", "embedded MQTT port, 0 = any free", type=int)
+        opt.setting(p, "--schema-registry-port", "embedded_schema_registry_port",
+                    "embedded schema registry port, 0 = any free", type=int)
+        p.add_argument("--with-schema-registry", dest="embedded_schema_registry",
+                       action="store_const", const=True, default=None,
+                       help="also run the embedded schema registry, so records use the Confluent "
+                       "framing (env EVTWIN_EMBEDDED_SCHEMA_REGISTRY=true)")
+        if name == "up":
+            opt.setting(p, "--partitions", "topic_partitions", "partitions per topic", type=int)
+        opt.env(p, "--exit-after", f"EVTWIN_{name.upper()}_EXIT_AFTER",
+                "stop by itself after this many seconds (for scripts and smoke tests); 0 = never",
+                default=0.0, type=float)
+        p.set_defaults(handler=handler)
+
+
+class _Stop(Exception):
+    """Raised in the main thread by SIGTERM, so shutdown runs the same path as Ctrl-C."""
+
+
+def _install_sigterm() -> None:
+    def handler(signum: int, frame: Any) -> None:
+        raise _Stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGHUP, handler)
+
+
+def _print_endpoints(console: Console, stack: EmbeddedStack, ep: Endpoints, settings: Settings) -> None:
+    table = Table(title="EV battery twin — embedded stack", title_justify="left")
+    for col in ("service", "kind", "URL", "ready in"):
+        table.add_column(col)
+    started = {svc.name: svc for svc in stack.services}
+    rows = [
+        ("kafka", "kafka", ep.kafka_bootstrap_servers),
+        ("postgres", "postgres", ep.database_url),
+        ("mqtt", "mqtt", ep.mqtt_url),
+        ("schema-registry", "schema registry", ep.schema_registry_url),
+    ]
+    for name, label, url in rows:
+        svc = started.get(name)
+        kind = getattr(svc, "kind", "embedded") if svc else ("external" if url else "—")
+        ready = f"{stack.timings[name]:.2f} s" if name in stack.timings else ""
+        table.add_row(label, kind, _redact(url) if url else "none", ready)
+    table.add_row("mlflow", "sqlite file" if (ep.mlflow_tracking_uri or "").startswith("sqlite") else "external",
+                  ep.mlflow_tracking_uri or "", "")
+    console.print(table)
+    console.print(f"URLs (with credentials) in [bold]{settings.stack_file}[/bold]; "
+                  f"started in {stack.timings.get('total', 0):.2f} s.")
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url
+
+
+def _print_topics(console: Console, bootstrap: str) -> None:
+    table = Table(title="Topics", title_justify="left")
+    for col in ("topic", "partitions", "schema", "carries"):
+        table.add_column(col)
+    present = list_topics(bootstrap)
+    for spec in topic_specs():
+        parts = present[spec.name].partitions if spec.name in present else "missing"
+        table.add_row(spec.name, str(parts), spec.schema, spec.doc)
+    console.print(table)
+
+
+def _watch(stack: EmbeddedStack, exit_after: float) -> None:
+    """Block until Ctrl-C, SIGTERM, ``exit_after`` seconds, or a service dying."""
+    deadline = time.monotonic() + exit_after if exit_after > 0 else None
+    while deadline is None or time.monotonic() < deadline:
+        for svc in stack.services:
+            proc = getattr(svc, "proc", None)
+            if proc is not None and not proc.running():
+                proc.fail_if_exited()
+        time.sleep(0.2)
+
+
+def _run(args: argparse.Namespace, settings: Settings, with_pipeline: bool) -> int:
+    console = Console(stderr=False)
+    assert threading.current_thread() is threading.main_thread()
+    _install_sigterm()
+    stack = EmbeddedStack(settings)
+    try:
+        endpoints = stack.start()
+        _print_endpoints(console, stack, endpoints, settings)
+        if with_pipeline:
+            ensure_topics(endpoints.kafka_bootstrap_servers, topic_specs(settings.topic_partitions),
+                          settings.topic_replication_factor)
+            _print_topics(console, endpoints.kafka_bootstrap_servers)
+        console.print("Running. Press Ctrl-C to stop.")
+        _watch(stack, args.exit_after)
+    except (KeyboardInterrupt, _Stop):
+        console.print("Stopping…")
+    except ServiceStartError:
+        raise
+    finally:
+        stack.stop()
+    console.print("Stopped; no service left running.")
+    return 0
+
+
+def run_services(args: argparse.Namespace, settings: Settings) -> int:
+    return _run(args, settings, with_pipeline=False)
+
+
+def run_up(args: argparse.Namespace, settings: Settings) -> int:
+    return _run(args, settings, with_pipeline=True)

@@ -1,0 +1,76 @@
+"""Shared fixtures: one real embedded stack for the session (broker, PostgreSQL, MQTT broker, schema
+registry) on free loopback ports, in a temporary state directory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from connectors.stack import EmbeddedStack, Endpoints
+from streams.settings import Settings
+from streams.topics import topic_specs
+
+REPO = Path(__file__).resolve().parent.parent
+EVTWIN = [sys.executable, "-m", "streams.cli"]
+
+
+def free_port_settings(state_dir: Path, **overrides: object) -> Settings:
+    """Settings for an embedded stack on free ports in ``state_dir``."""
+    values: dict[str, object] = dict(
+        state_dir=state_dir, embedded_kafka_port=0, embedded_postgres_port=0,
+        embedded_mqtt_port=0, embedded_schema_registry_port=0,
+    )
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def state_root() -> Iterator[Path]:
+    """A temporary directory that PostgreSQL's system user can traverse when we run as root
+    (pytest's own temporary directories are private to root)."""
+    root = Path(tempfile.mkdtemp(prefix="evtwin-tests-"))
+    root.chmod(0o755)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def state_dir(state_root: Path, request: pytest.FixtureRequest) -> Path:
+    """A fresh state directory for one test."""
+    path = Path(tempfile.mkdtemp(prefix=request.node.name[:40] + "-", dir=state_root))
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture(scope="session")
+def stack(state_root: Path) -> Iterator[tuple[Settings, Endpoints]]:
+    """A running embedded stack with the schema registry and our topics."""
+    from connectors.kafka import ensure_topics
+
+    state = state_root / "session-stack"
+    settings = free_port_settings(state, embedded_schema_registry=True)
+    with EmbeddedStack(settings) as endpoints:
+        ensure_topics(endpoints.kafka_bootstrap_servers, topic_specs(settings.topic_partitions))
+        yield settings, endpoints
+
+
+def cli_env(state_dir: Path, **extra: str) -> dict[str, str]:
+    """Environment for an ``evtwin`` subprocess: no EVTWIN_* from the caller, our state dir."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVTWIN_")}
+    env["EVTWIN_STATE_DIR"] = str(state_dir)
+    env.update(extra)
+    return env
+
+
+def run_cli(args: list[str], env: dict[str, str], stdin: str | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``evtwin ARGS`` as a subprocess and return its result."""
+    return subprocess.run(EVTWIN + args, input=stdin, capture_output=True, text=True,
+                          env=env, timeout=timeout, cwd=REPO)

@@ -1,0 +1,74 @@
+"""``evtwin services`` / ``up`` leave no process behind: after Ctrl-C, SIGTERM, or their own death."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import EVTWIN, REPO, cli_env
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _start(command: str, state_dir: Path) -> tuple[subprocess.Popen[bytes], dict]:
+    env = cli_env(state_dir, EVTWIN_EMBEDDED_KAFKA_PORT="0", EVTWIN_EMBEDDED_POSTGRES_PORT="0",
+                  EVTWIN_EMBEDDED_MQTT_PORT="0")
+    proc = subprocess.Popen(EVTWIN + [command], env=env, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stack_file = state_dir / "stack.json"
+    deadline = time.monotonic() + 60
+    while not stack_file.exists():
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        assert time.monotonic() < deadline, "stack did not start in 60 s"
+        time.sleep(0.1)
+    data = json.loads(stack_file.read_text())
+    assert data["pid"] == proc.pid
+    return proc, data
+
+
+def _service_pids(data: dict) -> list[int]:
+    pids = [s["pid"] for s in data["services"].values()]
+    assert len(pids) == 3 and all(_alive(p) for p in pids)
+    return pids
+
+
+def _wait_all_gone(pids: list[int], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while any(_alive(p) for p in pids):
+        assert time.monotonic() < deadline, f"still running: {[p for p in pids if _alive(p)]}"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize(("command", "sig"), [("services", signal.SIGINT), ("up", signal.SIGTERM)])
+def test_signal_stops_everything(state_dir: Path, command: str, sig: int) -> None:
+    proc, data = _start(command, state_dir)
+    pids = _service_pids(data)
+    proc.send_signal(sig)
+    assert proc.wait(60) == 0
+    _wait_all_gone(pids)
+    assert not (state_dir / "stack.json").exists()
+
+
+def test_parent_killed_takes_its_services_along(state_dir: Path) -> None:
+    proc, data = _start("services", state_dir)
+    pids = _service_pids(data)
+    proc.kill()  # SIGKILL: no chance to clean up; the kernel signals the children
+    proc.wait(10)
+    _wait_all_gone(pids)
