@@ -75,6 +75,19 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(12, ge=1, le=1000, description="Partitions per topic.")
     topic_replication_factor: int = Field(1, ge=1, le=10, description="Replicas per partition.")
 
+    # --- Fleet simulator (evtwin simulate, evtwin up).
+    sim_batteries: int = Field(200, ge=1, le=1_000_000, description="Packs in the simulated fleet.")
+    sim_rate_hz: float = Field(1.0, gt=0, le=1000, description="Readings per pack per second.")
+    sim_speedup: float = Field(
+        24.0, ge=0, description="Hours of aging per wall second (0 = age in real time)."
+    )
+    sim_seed: int = Field(42, description="Seed of the simulated fleet.")
+    sim_ground_truth: bool = Field(True, description="Also publish the true state to ev.groundtruth.v1.")
+
+    # --- Validation of incoming telemetry (ingest bridge, score agents).
+    max_future_skew_s: float = Field(300.0, ge=0, description="Reject readings further ahead, s.")
+    max_event_age_s: float = Field(30 * 86400.0, gt=0, description="Reject readings older than this, s.")
+
     # --- Logging.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["plain", "json"] = "plain"

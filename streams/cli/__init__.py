@@ -59,7 +59,7 @@ class OptionAdder:
 
 
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
-    from streams.cli import stack_cmd, topics_cmd
+    from streams.cli import bench_cmd, data_cmd, sim_cmd, stack_cmd, topics_cmd
 
     opt = OptionAdder(environ)
     parser = argparse.ArgumentParser(
@@ -74,6 +74,9 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     stack_cmd.register(sub, opt)
     topics_cmd.register(sub, opt)
+    sim_cmd.register(sub, opt)
+    data_cmd.register(sub, opt)
+    bench_cmd.register(sub, opt)
     return parser
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import threading
 import time
 from typing import Any
@@ -13,8 +14,9 @@ from rich.table import Table
 
 from connectors import ServiceStartError
 from connectors.kafka import ensure_topics, list_topics
+from connectors.process import ManagedProcess
 from connectors.stack import EmbeddedStack, Endpoints
-from streams.settings import Settings
+from streams.settings import REPO_ROOT, Settings
 from streams.topics import topic_specs
 
 
@@ -38,7 +40,12 @@ def register(sub: Any, opt: Any) -> None:
                        help="also run the embedded schema registry, so records use the Confluent "
                        "framing (env EVTWIN_EMBEDDED_SCHEMA_REGISTRY=true)")
         if name == "up":
+            from streams.cli.sim_cmd import add_sim_options
+
             opt.setting(p, "--partitions", "topic_partitions", "partitions per topic", type=int)
+            add_sim_options(p, opt)
+            opt.flag(p, "--no-simulator", "EVTWIN_UP_NO_SIMULATOR",
+                     "do not run the fleet simulator (devices or other producers feed the twin)")
         opt.env(p, "--exit-after", f"EVTWIN_{name.upper()}_EXIT_AFTER",
                 "stop by itself after this many seconds (for scripts and smoke tests); 0 = never",
                 default=0.0, type=float)
@@ -100,15 +107,32 @@ def _print_topics(console: Console, bootstrap: str) -> None:
     console.print(table)
 
 
-def _watch(stack: EmbeddedStack, exit_after: float) -> None:
-    """Block until Ctrl-C, SIGTERM, ``exit_after`` seconds, or a service dying."""
+def _watch(procs: list[ManagedProcess], exit_after: float) -> None:
+    """Block until Ctrl-C, SIGTERM, ``exit_after`` seconds, or a process dying."""
     deadline = time.monotonic() + exit_after if exit_after > 0 else None
     while deadline is None or time.monotonic() < deadline:
-        for svc in stack.services:
-            proc = getattr(svc, "proc", None)
-            if proc is not None and not proc.running():
+        for proc in procs:
+            if not proc.running():
                 proc.fail_if_exited()
         time.sleep(0.2)
+
+
+def _pipeline(settings: Settings, args: argparse.Namespace) -> list[ManagedProcess]:
+    """The pipeline's processes: the MQTT ingest bridge and the fleet simulator."""
+    base = [sys.executable, "-m", "streams.cli", "--state-dir", str(settings.state_dir),
+            "--log-level", settings.log_level, "--log-format", settings.log_format]
+    logs = settings.state_dir / "logs"
+    procs = [ManagedProcess("ingest bridge", base + ["ingest"], logs / "ingest.log", cwd=REPO_ROOT)]
+    if not args.no_simulator:
+        procs.append(ManagedProcess(
+            "simulator",
+            base + ["simulate", "--batteries", str(settings.sim_batteries),
+                    "--rate", str(settings.sim_rate_hz), "--speedup", str(settings.sim_speedup),
+                    "--seed", str(settings.sim_seed)],
+            logs / "simulator.log", cwd=REPO_ROOT))
+    for proc in procs:
+        proc.start()
+    return procs
 
 
 def _run(args: argparse.Namespace, settings: Settings, with_pipeline: bool) -> int:
@@ -116,6 +140,7 @@ def _run(args: argparse.Namespace, settings: Settings, with_pipeline: bool) -> i
     assert threading.current_thread() is threading.main_thread()
     _install_sigterm()
     stack = EmbeddedStack(settings)
+    procs: list[ManagedProcess] = []
     try:
         endpoints = stack.start()
         _print_endpoints(console, stack, endpoints, settings)
@@ -123,13 +148,20 @@ def _run(args: argparse.Namespace, settings: Settings, with_pipeline: bool) -> i
             ensure_topics(endpoints.kafka_bootstrap_servers, topic_specs(settings.topic_partitions),
                           settings.topic_replication_factor)
             _print_topics(console, endpoints.kafka_bootstrap_servers)
+            procs = _pipeline(settings, args)
+            console.print(f"Pipeline: {', '.join(p.name for p in procs)} (logs in "
+                          f"{settings.state_dir / 'logs'}). Watch it with "
+                          "`evtwin topics consume ev.telemetry.v1 --follow`.")
         console.print("Running. Press Ctrl-C to stop.")
-        _watch(stack, args.exit_after)
+        _watch([*procs, *(s.proc for s in stack.services if getattr(s, "proc", None))],
+               args.exit_after)
     except (KeyboardInterrupt, _Stop):
         console.print("Stopping…")
     except ServiceStartError:
         raise
     finally:
+        for proc in reversed(procs):
+            proc.stop()
         stack.stop()
     console.print("Stopped; no service left running.")
     return 0

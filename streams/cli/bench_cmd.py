@@ -1,0 +1,48 @@
+"""``evtwin bench``: the one home of our benchmarks. Each prints a table, or with ``--json`` one
+JSON object. Numbers, never assertions: the README's performance section quotes them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from streams.settings import Settings
+
+
+def register(sub: Any, opt: Any) -> None:
+    p = sub.add_parser("bench", help="benchmarks that print numbers",
+                       description="Benchmarks that print numbers (a table, or JSON with --json).")
+    bsub = p.add_subparsers(dest="bench_command", metavar="BENCH", required=True)
+    b = bsub.add_parser("physics", help="the vectorised fleet physics step",
+                        description="Time Fleet.step over many packs: battery-steps per second.")
+    opt.env(b, "--batteries", "EVTWIN_BENCH_BATTERIES", "packs in the fleet", default=10000, type=int)
+    opt.env(b, "--steps", "EVTWIN_BENCH_STEPS", "steps to time", default=200, type=int)
+    opt.env(b, "--dt", "EVTWIN_BENCH_DT", "step length, seconds", default=1.0, type=float)
+    opt.flag(b, "--json", "EVTWIN_BENCH_JSON", "print one JSON object instead of a table")
+    b.set_defaults(handler=run_physics)
+
+
+def print_result(title: str, result: dict[str, Any], as_json: bool) -> None:
+    """Print ``result`` as one JSON object or as a two-column table."""
+    if as_json:
+        print(json.dumps(result))
+        return
+    table = Table(title=title, title_justify="left")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for key, value in result.items():
+        table.add_row(key, f"{value:,.0f}" if isinstance(value, float) and value > 100 else
+                      (f"{value:.4g}" if isinstance(value, float) else str(value)))
+    Console().print(table)
+
+
+def run_physics(args: argparse.Namespace, settings: Settings) -> int:
+    from models.physics.bench import run_bench
+
+    result = run_bench(n_batteries=args.batteries, steps=args.steps, dt_s=args.dt)
+    print_result("Physics step (one core)", result, args.json)
+    return 0

@@ -1,0 +1,119 @@
+"""MQTT ingest bridge: devices publish JSON readings to ``ev/battery/<id>/telemetry``; the bridge
+validates each one and forwards it as Avro to ``ev.telemetry.v1`` — or, when it is invalid, the
+original bytes with the reason to ``ev.telemetry.dlq.v1``. Nothing is dropped silently."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+from schemas import EncodeError
+from schemas.codec import AvroCodec
+from schemas.jsonio import record_from_json
+from streams.deadletter import dead_letter
+from streams.topics import TELEMETRY, TELEMETRY_DLQ
+from streams.validation import telemetry_problem
+
+log = logging.getLogger(__name__)
+
+MQTT_TELEMETRY_FILTER = "ev/battery/+/telemetry"
+
+
+@dataclass
+class IngestStats:
+    forwarded: int = 0
+    dead_lettered: int = 0
+
+
+class IngestBridge:
+    """Turns MQTT telemetry messages into Kafka records.
+
+    Args:
+        producer: A confluent-kafka producer.
+        telemetry_codec: Codec of the ``telemetry`` schema.
+        dlq_codec: Codec of the ``dead_letter`` schema.
+        max_future_ms: Readings further ahead of now are invalid, milliseconds.
+        max_age_ms: Readings older than this are invalid, milliseconds.
+    """
+
+    def __init__(self, producer: Any, telemetry_codec: AvroCodec, dlq_codec: AvroCodec,
+                 max_future_ms: int, max_age_ms: int) -> None:
+        self.producer = producer
+        self.telemetry_codec = telemetry_codec
+        self.dlq_codec = dlq_codec
+        self.max_future_ms = max_future_ms
+        self.max_age_ms = max_age_ms
+        self.stats = IngestStats()
+
+    def handle(self, mqtt_topic: str, payload: bytes) -> bool:
+        """Forward one MQTT message; return True when it went to the telemetry topic."""
+        parts = mqtt_topic.split("/")
+        topic_id = parts[2] if len(parts) == 4 else None
+        try:
+            obj = json.loads(payload)
+            if isinstance(obj, dict) and topic_id and "battery_id" not in obj:
+                obj["battery_id"] = topic_id
+            record = record_from_json("telemetry", obj)
+            if topic_id and record.get("battery_id") != topic_id:
+                raise EncodeError(f"battery_id {record.get('battery_id')!r} differs from the "
+                                  f"MQTT topic's {topic_id!r}")
+            problem = telemetry_problem(record, int(time.time() * 1000), self.max_future_ms,
+                                        self.max_age_ms)
+            if problem:
+                return self._reject(mqtt_topic, payload, topic_id, problem, "validation_error")
+            value = self.telemetry_codec.encode(record)
+        except (ValueError, EncodeError) as exc:
+            return self._reject(mqtt_topic, payload, topic_id, str(exc), "decode_error")
+        self.producer.produce(TELEMETRY, value, record["battery_id"].encode())
+        self.producer.poll(0)
+        self.stats.forwarded += 1
+        return True
+
+    def _reject(self, mqtt_topic: str, payload: bytes, key: str | None, reason: str,
+                error_type: str) -> bool:
+        value, headers = dead_letter(
+            self.dlq_codec, reason=reason, error_type=error_type,
+            source_topic=f"mqtt:{mqtt_topic}", partition=-1, offset=-1,
+            key=key.encode() if key else None, value=payload,
+        )
+        self.producer.produce(TELEMETRY_DLQ, value, key.encode() if key else None, headers=headers)
+        self.producer.poll(0)
+        self.stats.dead_lettered += 1
+        log.info("dead-lettered a reading from %s: %s", mqtt_topic, reason)
+        return False
+
+
+def run_bridge(bridge: IngestBridge, mqtt_url: str, stop: threading.Event,
+               client_id: str = "evtwin-ingest") -> IngestStats:
+    """Subscribe to device telemetry on ``mqtt_url`` and forward it until ``stop`` is set.
+
+    Uses a persistent session at QoS 1, so readings published while the bridge reconnects are
+    delivered when it is back.
+    """
+    import paho.mqtt.client as mqtt
+
+    url = urlparse(mqtt_url)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+    if url.username:
+        client.username_pw_set(url.username, url.password)
+    client.on_connect = lambda c, u, flags, rc, props=None: c.subscribe(MQTT_TELEMETRY_FILTER, qos=1)
+    client.on_message = lambda c, u, msg: bridge.handle(msg.topic, msg.payload)
+    client.reconnect_delay_set(0.5, 10)
+    client.connect(url.hostname or "127.0.0.1", url.port or 1883, keepalive=30)
+    client.loop_start()
+    try:
+        while not stop.wait(0.5):
+            bridge.producer.poll(0)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+        bridge.producer.flush(30)
+    return bridge.stats
+
+
+__all__ = ["IngestBridge", "MQTT_TELEMETRY_FILTER", "run_bridge"]

@@ -1,0 +1,62 @@
+"""Validation of telemetry records: one function that says what is wrong with a reading, shared by
+the MQTT ingest bridge and the score agents."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+BATTERY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,49}")
+
+#: Plausible ranges of the numeric fields: (low, high, unit). Outside = a broken sensor or a bug.
+RANGES: dict[str, tuple[float, float, str]] = {
+    "soc": (0.0, 100.0, "%"),
+    "soh": (0.0, 100.0, "%"),
+    "voltage": (0.0, 1000.0, "V"),
+    "current": (-1500.0, 1500.0, "A"),
+    "temperature": (-50.0, 150.0, "°C"),
+    "charge_cycles": (0, 100_000, "cycles"),
+    "power_consumption": (-1000.0, 1000.0, "kW"),
+    "ambient_temperature": (-60.0, 70.0, "°C"),
+    "cell_voltage_min": (0.0, 5.0, "V"),
+    "cell_voltage_max": (0.0, 5.0, "V"),
+}
+
+
+def telemetry_problem(record: dict[str, Any], now_ms: int, max_future_ms: int,
+                      max_age_ms: int) -> str | None:
+    """Return why ``record`` is not a valid reading, or ``None`` when it is.
+
+    Args:
+        record: A decoded telemetry record (timestamps in epoch milliseconds).
+        now_ms: The current time, epoch milliseconds (UTC).
+        max_future_ms: How far ahead of ``now_ms`` a reading may be, milliseconds.
+        max_age_ms: How far behind ``now_ms`` a reading may be, milliseconds.
+    """
+    battery_id = record.get("battery_id")
+    if not isinstance(battery_id, str) or not BATTERY_ID.fullmatch(battery_id):
+        return (f"battery_id {battery_id!r} is not 1-50 characters of [A-Za-z0-9_.-] "
+                "starting with a letter or digit")
+    for field, (low, high, unit) in RANGES.items():
+        value = record.get(field)
+        if value is None:
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{field} is {value} (not a finite number)"
+        if not low <= value <= high:
+            return f"{field} {value} {unit} outside {low:g}..{high:g} {unit}"
+    vmin, vmax = record.get("cell_voltage_min"), record.get("cell_voltage_max")
+    if vmin is not None and vmax is not None and vmin > vmax:
+        return f"cell_voltage_min {vmin} V above cell_voltage_max {vmax} V"
+    ts = record.get("timestamp")
+    if not isinstance(ts, int):
+        return f"timestamp {ts!r} is not epoch milliseconds"
+    if ts > now_ms + max_future_ms:
+        return f"timestamp {ts} is {(ts - now_ms) / 1000:.0f} s in the future (limit {max_future_ms / 1000:.0f} s)"
+    if ts < now_ms - max_age_ms:
+        return f"timestamp {ts} is {(now_ms - ts) / 1000:.0f} s old (limit {max_age_ms / 1000:.0f} s)"
+    return None
+
+
+__all__ = ["BATTERY_ID", "RANGES", "telemetry_problem"]
