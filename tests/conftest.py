@@ -74,3 +74,25 @@ def run_cli(args: list[str], env: dict[str, str], stdin: str | None = None,
     """Run ``evtwin ARGS`` as a subprocess and return its result."""
     return subprocess.run(EVTWIN + args, input=stdin, capture_output=True, text=True,
                           env=env, timeout=timeout, cwd=REPO)
+
+
+def read_topic(bootstrap: str, topic: str, keep, want: int, timeout: float = 30.0) -> list:  # type: ignore[no-untyped-def]
+    """Read ``topic`` from the beginning until ``want`` messages pass ``keep`` (or ``timeout``)."""
+    import time as _time
+
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-{os.getpid()}-{_time.time()}",
+                         "enable.auto.commit": False, "fetch.wait.max.ms": 50})
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
+        found = []
+        deadline = _time.monotonic() + timeout
+        while len(found) < want and _time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is not None and not msg.error() and keep(msg):
+                found.append(msg)
+        return found
+    finally:
+        consumer.close()
