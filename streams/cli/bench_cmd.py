@@ -25,6 +25,13 @@ def register(sub: Any, opt: Any) -> None:
     opt.flag(b, "--json", "EVTWIN_BENCH_JSON", "print one JSON object instead of a table")
     b.set_defaults(handler=run_physics)
 
+    b = bsub.add_parser("broker", help="what the pipeline needs of each embedded broker",
+                        description="Start each embedded broker alone and measure end-offset "
+                        "correctness (consumer lag needs it) and a consumer-group read.")
+    opt.env(b, "--records", "EVTWIN_BENCH_RECORDS", "records to produce", default=10000, type=int)
+    opt.flag(b, "--json", "EVTWIN_BENCH_JSON", "print one JSON object instead of a table")
+    b.set_defaults(handler=run_broker)
+
 
 def print_result(title: str, result: dict[str, Any], as_json: bool) -> None:
     """Print ``result`` as one JSON object or as a two-column table."""
@@ -45,4 +52,22 @@ def run_physics(args: argparse.Namespace, settings: Settings) -> int:
 
     result = run_bench(n_batteries=args.batteries, steps=args.steps, dt_s=args.dt)
     print_result("Physics step (one core)", result, args.json)
+    return 0
+
+
+def run_broker(args: argparse.Namespace, settings: Settings) -> int:
+    from connectors.broker_probe import probe_broker
+
+    results = {kind: probe_broker(Settings, kind, args.records) for kind in ("noida", "tansu")}
+    if args.json:
+        print(json.dumps(results))
+        return 0
+    table = Table(title="Embedded brokers", title_justify="left")
+    for col in ("broker", "records", "high watermark", "end offsets", "produce/s", "group read"):
+        table.add_column(col, justify="right")
+    for r in results.values():
+        table.add_row(r["broker"], str(r["records"]), str(r["high_watermark"]),
+                      "correct" if r["end_offsets_correct"] else "WRONG",
+                      f"{r['produce_per_s']:,.0f}", f"{r['group_consume_s']:.2f} s")
+    Console().print(table)
     return 0
