@@ -49,6 +49,20 @@ def _service_pids(data: dict) -> list[int]:
     return pids
 
 
+def _processes_mentioning(text: str) -> list[int]:
+    """Pids whose command line mentions ``text`` (our state directory)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if text in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    if _alive(int(entry.name)):
+                        found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
 def _wait_all_gone(pids: list[int], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while any(_alive(p) for p in pids):
@@ -60,9 +74,15 @@ def _wait_all_gone(pids: list[int], timeout: float = 30) -> None:
 def test_signal_stops_everything(state_dir: Path, command: str, sig: int) -> None:
     proc, data = _start(command, state_dir)
     pids = _service_pids(data)
+    if command == "up":  # the pipeline's processes (simulator, ingest bridge) run too
+        deadline = time.monotonic() + 30
+        while len(_processes_mentioning(str(state_dir))) < 4:  # broker, postgres, simulator, ingest
+            assert time.monotonic() < deadline, "pipeline processes did not start"
+            time.sleep(0.2)
     proc.send_signal(sig)
     assert proc.wait(60) == 0
     _wait_all_gone(pids)
+    _wait_all_gone(_processes_mentioning(str(state_dir)))
     assert not (state_dir / "stack.json").exists()
 
 
@@ -72,3 +92,4 @@ def test_parent_killed_takes_its_services_along(state_dir: Path) -> None:
     proc.kill()  # SIGKILL: no chance to clean up; the kernel signals the children
     proc.wait(10)
     _wait_all_gone(pids)
+    _wait_all_gone(_processes_mentioning(str(state_dir)))
