@@ -13,7 +13,13 @@ import signal
 from pathlib import Path
 
 from connectors import ServiceStartError
-from connectors.process import ManagedProcess, ensure_writable_dir, port_for, require_binary, wait_until
+from connectors.process import (
+    ManagedProcess,
+    ensure_writable_dir,
+    port_for,
+    require_binary,
+    wait_until,
+)
 
 
 def _package_dir(package: str, extra_hint: str) -> Path:

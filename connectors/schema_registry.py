@@ -91,7 +91,7 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return json.loads(self.rfile.read(length) or b"{}")
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         s, path = self.store, unquote(self.path.split("?")[0]).rstrip("/")
         if path in ("", "/"):
             return self._send(200, {})
@@ -119,7 +119,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, {"compatibilityLevel": s.level(m[1] or "")})
         return self._error(404, 404, f"no route {path}")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         path = unquote(self.path.split("?")[0]).rstrip("/")
         body = self._body()
         if m := re.fullmatch(r"/subjects/(.+)/versions", path):
@@ -140,7 +140,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, {"is_compatible": not problems, "messages": problems})
         return self._error(404, 404, f"no route {path}")
 
-    def do_PUT(self) -> None:  # noqa: N802
+    def do_PUT(self) -> None:
         path = unquote(self.path.split("?")[0]).rstrip("/")
         if m := re.fullmatch(r"/config(?:/(.+))?", path):
             level = str(self._body().get("compatibility", "")).upper()

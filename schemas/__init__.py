@@ -15,7 +15,7 @@ Exceptions::
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,7 @@ def schema_path(name: str) -> Path:
     return SCHEMA_DIR / f"{name}.avsc"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load_text(path: Path) -> str:
     return path.read_text(encoding="utf-8")
 

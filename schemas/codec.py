@@ -20,7 +20,7 @@ import copy
 import io
 import json
 from collections.abc import Mapping
-from functools import lru_cache
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import fastavro
@@ -89,7 +89,7 @@ def full_name(schema: Mapping[str, Any]) -> str:
     return f"{ns}.{schema['name']}" if ns else str(schema["name"])
 
 
-@lru_cache(maxsize=None)
+@cache
 def _known_fingerprints() -> dict[bytes, str]:
     """Fingerprints of every current and published schema, mapped to the schema's full name."""
     known: dict[bytes, str] = {}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import uuid
 from datetime import UTC, datetime
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from schemas import EncodeError, load_schema
@@ -24,7 +24,7 @@ def _kinds(field_type: Any) -> set[str]:
     return kinds
 
 
-@lru_cache(maxsize=None)
+@cache
 def _field_kinds(schema_name: str) -> dict[str, set[str]]:
     return {f["name"]: _kinds(f["type"]) for f in load_schema(schema_name)["fields"]}
 

@@ -4,7 +4,6 @@ why, where from, and when — in the Avro envelope and in the Kafka headers alik
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from schemas.codec import AvroCodec
 

@@ -102,8 +102,12 @@ def run_bridge(bridge: IngestBridge, mqtt_url: str, stop: threading.Event,
     if url.username:
         client.username_pw_set(url.username, url.password)
     client.on_connect = lambda c, u, flags, rc, props=None: c.subscribe(MQTT_TELEMETRY_FILTER, qos=1)
-    client.on_message = lambda c, u, msg: bridge.handle(msg.topic, msg.payload)
-    client.reconnect_delay_set(0.5, 10)
+
+    def on_message(c: Any, u: Any, msg: Any) -> None:
+        bridge.handle(msg.topic, msg.payload)
+
+    client.on_message = on_message
+    client.reconnect_delay_set(1, 10)
     client.connect(url.hostname or "127.0.0.1", url.port or 1883, keepalive=30)
     client.loop_start()
     try:
@@ -116,4 +120,4 @@ def run_bridge(bridge: IngestBridge, mqtt_url: str, stop: threading.Event,
     return bridge.stats
 
 
-__all__ = ["IngestBridge", "MQTT_TELEMETRY_FILTER", "run_bridge"]
+__all__ = ["MQTT_TELEMETRY_FILTER", "IngestBridge", "run_bridge"]

@@ -137,4 +137,4 @@ class FleetSimulator:
         return self.stats
 
 
-__all__ = ["FleetSimulator", "MODE_NAMES", "SimulatorStats", "telemetry_records"]
+__all__ = ["MODE_NAMES", "FleetSimulator", "SimulatorStats", "telemetry_records"]

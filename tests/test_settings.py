@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def _documented() -> set[str]:
     text = (REPO / ".env.example").read_text()
-    return set(re.findall(r"^#?\s*(EVTWIN_[A-Z0-9_]+)=", text, flags=re.M))
+    return set(re.findall(r"^#?\s*(EVTWIN_[A-Z0-9_]+)=", text, flags=re.MULTILINE))
 
 
 def test_every_setting_is_documented_in_env_example() -> None:

@@ -55,9 +55,9 @@ def _processes_mentioning(text: str) -> list[int]:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and int(entry.name) != os.getpid():
             try:
-                if text in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
-                    if _alive(int(entry.name)):
-                        found.append(int(entry.name))
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                if text in cmdline and _alive(int(entry.name)):
+                    found.append(int(entry.name))
             except OSError:
                 continue
     return found

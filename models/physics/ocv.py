@@ -20,9 +20,6 @@ OCV_V = np.array(
 )
 """Cell OCV (V) at ``SOC_GRID``."""
 
-_N = len(SOC_GRID) - 1
-_SLOPE = np.diff(OCV_V) * _N  # V per unit SoC on each segment
-
 
 def ocv(soc: np.ndarray | float) -> np.ndarray:
     """Cell open-circuit voltage.
@@ -33,9 +30,7 @@ def ocv(soc: np.ndarray | float) -> np.ndarray:
     Returns:
         OCV per cell (V), same shape as ``soc``.
     """
-    s = np.clip(np.asarray(soc, dtype=float), 0.0, 1.0)
-    idx = np.minimum((s * _N).astype(np.intp), _N - 1)
-    return OCV_V[idx] + _SLOPE[idx] * (s - SOC_GRID[idx])
+    return np.interp(soc, SOC_GRID, OCV_V)
 
 
 def soc_from_ocv(v_cell: np.ndarray | float) -> np.ndarray:
@@ -52,7 +47,7 @@ def soc_from_ocv(v_cell: np.ndarray | float) -> np.ndarray:
     """
     if np.any(np.diff(OCV_V) <= 0):
         raise PhysicsError("OCV table must be strictly increasing")
-    return np.interp(v_cell, OCV_V, SOC_GRID)
+    return np.asarray(np.interp(v_cell, OCV_V, SOC_GRID))
 
 
 def mean_ocv() -> float:
