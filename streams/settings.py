@@ -88,6 +88,25 @@ class Settings(BaseSettings):
     max_future_skew_s: float = Field(300.0, ge=0, description="Reject readings further ahead, s.")
     max_event_age_s: float = Field(30 * 86400.0, gt=0, description="Reject readings older than this, s.")
 
+    # --- Score workers (evtwin worker, evtwin up --workers N).
+    app_id: str = Field("evtwin-score", description="Faust app id = consumer group of the workers.")
+    model_dir: Path = Field(REPO_ROOT / "models", description="Directory of the trained models.")
+    model_poll_s: float = Field(5.0, gt=0, description="How often workers look for a new model, s.")
+    batch_size: int = Field(1000, ge=1, le=100_000, description="Events per scoring micro-batch.")
+    batch_within_s: float = Field(0.05, gt=0, description="Longest wait to fill a batch, s.")
+    metrics_port: int = Field(6066, ge=0, le=65535, description="Prometheus port of a worker; 0 = none.")
+    workers: int = Field(1, ge=1, le=64, description="Score-worker replicas that evtwin up starts.")
+
+    # --- Alert rules (thresholds in the unit of their signal).
+    alert_soc_below: float = Field(15.0, description="Open low_soc below this SoC, %.")
+    alert_soc_hysteresis: float = Field(2.0, ge=0, description="Resolve low_soc this far above, %.")
+    alert_temperature_above: float = Field(60.0, description="Open over_temperature above this, °C.")
+    alert_temperature_hysteresis: float = Field(3.0, ge=0, description="Resolve this far below, °C.")
+    alert_failure_probability_above: float = Field(0.7, ge=0, le=1, description="Open failure_risk above.")
+    alert_rul_below: float = Field(100.0, ge=0, description="Open low_rul below this RUL, cycles.")
+    alert_anomaly_above: float = Field(0.8, ge=0, le=1, description="Open anomaly above this score.")
+    alert_debounce: int = Field(3, ge=1, le=100, description="Consecutive readings to open or resolve.")
+
     # --- Logging.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["plain", "json"] = "plain"

@@ -59,7 +59,7 @@ class OptionAdder:
 
 
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
-    from streams.cli import bench_cmd, data_cmd, sim_cmd, stack_cmd, topics_cmd
+    from streams.cli import bench_cmd, data_cmd, sim_cmd, stack_cmd, topics_cmd, worker_cmd
 
     opt = OptionAdder(environ)
     parser = argparse.ArgumentParser(
@@ -75,6 +75,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     stack_cmd.register(sub, opt)
     topics_cmd.register(sub, opt)
     sim_cmd.register(sub, opt)
+    worker_cmd.register(sub, opt)
     data_cmd.register(sub, opt)
     bench_cmd.register(sub, opt)
     return parser

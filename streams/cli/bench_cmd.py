@@ -25,6 +25,24 @@ def register(sub: Any, opt: Any) -> None:
     opt.flag(b, "--json", "EVTWIN_BENCH_JSON", "print one JSON object instead of a table")
     b.set_defaults(handler=run_physics)
 
+    b = bsub.add_parser("pipeline", help="decode → score → produce, vs a naive loop and a relay",
+                        description="Run the score workers on the embedded stack over a fixed "
+                        "event count and fleet: events/s (1 and 2 replicas), CPU µs per event, "
+                        "p50/p99 event-to-prediction latency at a fixed rate, and in the same run "
+                        "a naive one-event-at-a-time baseline and a raw consume→produce relay.")
+    opt.env(b, "--events", "EVTWIN_BENCH_EVENTS", "events to score", default=100_000, type=int)
+    opt.env(b, "--fleet", "EVTWIN_BENCH_FLEET", "packs the events come from", default=1000, type=int)
+    opt.env(b, "--naive-events", "EVTWIN_BENCH_NAIVE_EVENTS",
+            "events for the naive baseline (it is slow)", default=5000, type=int)
+    opt.env(b, "--latency-rate", "EVTWIN_BENCH_LATENCY_RATE", "events/s of the latency run",
+            default=5000, type=int)
+    opt.env(b, "--latency-seconds", "EVTWIN_BENCH_LATENCY_SECONDS", "length of the latency run, s",
+            default=10.0, type=float)
+    opt.setting(b, "--model-dir", "model_dir", "directory of the trained models")
+    opt.setting(b, "--partitions", "topic_partitions", "partitions of the bench topics", type=int)
+    opt.flag(b, "--json", "EVTWIN_BENCH_JSON", "print one JSON object instead of a table")
+    b.set_defaults(handler=run_pipeline)
+
     b = bsub.add_parser("broker", help="what the pipeline needs of each embedded broker",
                         description="Start each embedded broker alone and measure end-offset "
                         "correctness (consumer lag needs it) and a consumer-group read.")
@@ -70,4 +88,24 @@ def run_broker(args: argparse.Namespace, settings: Settings) -> int:
                       "correct" if r["end_offsets_correct"] else "WRONG",
                       f"{r['produce_per_s']:,.0f}", f"{r['group_consume_s']:.2f} s")
     Console().print(table)
+    return 0
+
+
+def run_pipeline(args: argparse.Namespace, settings: Settings) -> int:
+    import sys
+
+    from models.errors import ModelError
+    from models.scorer import Scorer
+    from streams.bench_pipeline import run_pipeline_bench
+    from streams.cli import CliError
+
+    try:
+        Scorer.load(settings.model_dir)
+    except ModelError as exc:
+        raise CliError(str(exc)) from None
+    result = run_pipeline_bench(
+        settings.model_dir, args.events, args.fleet, args.naive_events, args.latency_rate,
+        args.latency_seconds, settings.topic_partitions,
+        progress=lambda text: print(text, file=sys.stderr))
+    print_result("Pipeline (embedded stack, this machine)", result, args.json)
     return 0

@@ -46,6 +46,10 @@ def register(sub: Any, opt: Any) -> None:
             add_sim_options(p, opt)
             opt.flag(p, "--no-simulator", "EVTWIN_UP_NO_SIMULATOR",
                      "do not run the fleet simulator (devices or other producers feed the twin)")
+            opt.setting(p, "--workers", "workers", "score-worker replicas", type=int)
+            opt.setting(p, "--metrics-port", "metrics_port",
+                        "Prometheus port of the first worker (replica i gets port + i)", type=int)
+            opt.flag(p, "--no-live", "EVTWIN_UP_NO_LIVE", "print no live summary (logs only)")
         opt.env(p, "--exit-after", f"EVTWIN_{name.upper()}_EXIT_AFTER",
                 "stop by itself after this many seconds (for scripts and smoke tests); 0 = never",
                 default=0.0, type=float)
@@ -107,14 +111,27 @@ def _print_topics(console: Console, bootstrap: str) -> None:
     console.print(table)
 
 
-def _watch(procs: list[ManagedProcess], exit_after: float) -> None:
-    """Block until Ctrl-C, SIGTERM, ``exit_after`` seconds, or a process dying."""
+def _watch(procs: list[ManagedProcess], exit_after: float, view: Any = None,
+           console: Console | None = None) -> None:
+    """Block until Ctrl-C, SIGTERM, ``exit_after`` seconds, or a process dying; refresh the
+    live view (if any) every second."""
+    from rich.live import Live
+
     deadline = time.monotonic() + exit_after if exit_after > 0 else None
-    while deadline is None or time.monotonic() < deadline:
-        for proc in procs:
-            if not proc.running():
-                proc.fail_if_exited()
-        time.sleep(0.2)
+    live = Live(console=console, auto_refresh=False) if view is not None else None
+    if live is not None:
+        live.start()
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            for proc in procs:
+                if not proc.running():
+                    proc.fail_if_exited()
+            if live is not None:
+                live.update(view.render(view.snapshot()), refresh=True)
+            time.sleep(1.0 if live is not None else 0.2)
+    finally:
+        if live is not None:
+            live.stop()
 
 
 def _pipeline(settings: Settings, args: argparse.Namespace) -> list[ManagedProcess]:
@@ -123,6 +140,11 @@ def _pipeline(settings: Settings, args: argparse.Namespace) -> list[ManagedProce
             "--log-level", settings.log_level, "--log-format", settings.log_format]
     logs = settings.state_dir / "logs"
     procs = [ManagedProcess("ingest bridge", base + ["ingest"], logs / "ingest.log", cwd=REPO_ROOT)]
+    for i in range(settings.workers):
+        port = settings.metrics_port + i if settings.metrics_port else 0
+        procs.append(ManagedProcess(
+            f"score worker {i + 1}", base + ["worker", "--metrics-port", str(port)],
+            logs / f"worker-{i + 1}.log", cwd=REPO_ROOT))
     if not args.no_simulator:
         procs.append(ManagedProcess(
             "simulator",
@@ -141,6 +163,7 @@ def _run(args: argparse.Namespace, settings: Settings, with_pipeline: bool) -> i
     _install_sigterm()
     stack = EmbeddedStack(settings)
     procs: list[ManagedProcess] = []
+    view = None
     try:
         endpoints = stack.start()
         _print_endpoints(console, stack, endpoints, settings)
@@ -148,23 +171,53 @@ def _run(args: argparse.Namespace, settings: Settings, with_pipeline: bool) -> i
             ensure_topics(endpoints.kafka_bootstrap_servers, topic_specs(settings.topic_partitions),
                           settings.topic_replication_factor)
             _print_topics(console, endpoints.kafka_bootstrap_servers)
+            ensure_model(settings, console)
             procs = _pipeline(settings, args)
             console.print(f"Pipeline: {', '.join(p.name for p in procs)} (logs in "
                           f"{settings.state_dir / 'logs'}). Watch it with "
-                          "`evtwin topics consume ev.telemetry.v1 --follow`.")
+                          "`evtwin topics consume ev.predictions.v1 --follow`.")
+            if not args.no_live:
+                view = _live_view(settings, endpoints)
         console.print("Running. Press Ctrl-C to stop.")
         _watch([*procs, *(s.proc for s in stack.services if getattr(s, "proc", None))],
-               args.exit_after)
+               args.exit_after, view, console)
     except (KeyboardInterrupt, _Stop):
         console.print("Stopping…")
     except ServiceStartError:
         raise
     finally:
+        if view is not None:
+            view.close()
         for proc in reversed(procs):
             proc.stop()
         stack.stop()
     console.print("Stopped; no service left running.")
     return 0
+
+
+def _live_view(settings: Settings, endpoints: Endpoints) -> Any:
+    from streams.liveview import LiveView
+
+    urls = [f"http://127.0.0.1:{settings.metrics_port + i}/metrics"
+            for i in range(settings.workers)] if settings.metrics_port else []
+    return LiveView(endpoints.kafka_bootstrap_servers, settings.app_id, settings.topic_partitions, urls)
+
+
+def ensure_model(settings: Settings, console: Console) -> None:
+    """Train a small, quick model on first run when ``EVTWIN_MODEL_DIR`` has none; reuse it after."""
+    from models.errors import ModelError
+    from models.scorer import Scorer
+
+    try:
+        Scorer.load(settings.model_dir)
+        return
+    except ModelError:
+        pass
+    console.print(f"No model in {settings.model_dir} yet: training a small, quick one "
+                  "(full training: `evtwin train`)…")
+    from training.train import train
+
+    train(None, settings.model_dir, quick=True)
 
 
 def run_services(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,0 +1,241 @@
+"""``evtwin bench pipeline``: the score path on the embedded stack, measured in one run against a
+naive baseline and a raw relay.
+
+* **pipeline** (1 and 2 replicas): N events are loaded onto the telemetry topic, then ``evtwin
+  worker`` replicas score them; events/s from the first to the last prediction (the topic's end
+  offsets), CPU µs per event from the workers' CPU time.
+* **latency**: one worker runs while the simulator produces at a fixed rate in real time; latency =
+  the prediction's create time − the event's time, p50 and p99.
+* **naive**: one event at a time, as the seed's predictor does: decode, validate, features of one
+  row, scikit-learn-API ``predict`` of each model, encode, produce.
+* **relay**: consume → produce of the raw bytes, no work: the ceiling of this broker and client.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from confluent_kafka import OFFSET_END, TopicPartition
+
+from connectors import kafka
+from connectors.stack import EmbeddedStack, Endpoints
+from schemas.codec import AvroCodec
+from streams.settings import REPO_ROOT, Settings
+from streams.topics import PREDICTIONS, TELEMETRY, TopicSpec, topic_specs
+
+RELAY_TOPIC = "bench.relay.v1"
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _end_total(consumer: Any, topic: str, partitions: int) -> int:
+    return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+               for p in range(partitions))
+
+
+def load_events(bootstrap: str, n_events: int, batteries: int, rate_hz: float = 1.0,
+                realtime: bool = False) -> None:
+    """Put ``n_events`` simulator readings on the telemetry topic."""
+    from models.physics.fleet import Fleet
+    from streams.simulator import FleetSimulator
+
+    fleet = Fleet(batteries, seed=1, start_time_s=time.time())
+    sim = FleetSimulator(fleet, kafka.producer(bootstrap), AvroCodec("telemetry"), None, rate_hz, 24.0)
+    sim.run(threading.Event(), max_events=n_events, realtime=realtime)
+
+
+def wait_output(bootstrap: str, topic: str, partitions: int, target: int,
+                timeout_s: float) -> tuple[float, float, int]:
+    """Poll the end offsets of ``topic`` until they sum to ``target``; return the times of the
+    first growth and of reaching the target, and the total reached."""
+    consumer = kafka.consumer(bootstrap, "bench-watch")
+    try:
+        start_total = _end_total(consumer, topic, partitions)
+        first = 0.0
+        deadline = time.monotonic() + timeout_s
+        total = start_total
+        while total < target and time.monotonic() < deadline:
+            time.sleep(0.02)
+            total = _end_total(consumer, topic, partitions)
+            if total > start_total and not first:
+                first = time.monotonic()
+        return first, time.monotonic(), total
+    finally:
+        consumer.close()
+
+
+def start_workers(state_dir: Path, n: int, model_dir: Path, app_id: str) -> list[subprocess.Popen[bytes]]:
+    """Start ``n`` ``evtwin worker`` processes against the stack in ``state_dir``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVTWIN_")}
+    env.update(EVTWIN_STATE_DIR=str(state_dir), EVTWIN_MODEL_DIR=str(model_dir),
+               EVTWIN_APP_ID=app_id, EVTWIN_LOG_LEVEL="WARNING", EVTWIN_METRICS_PORT="0")
+    return [subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env, cwd=REPO_ROOT,
+                             stdout=subprocess.DEVNULL,
+                             stderr=open(state_dir / f"{app_id}-{i}.log", "wb"))  # noqa: SIM115
+            for i in range(n)]
+
+
+def stop_workers(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def bench_workers(ep: Endpoints, state_dir: Path, model_dir: Path, n_events: int,
+                  replicas: int, partitions: int) -> dict[str, float]:
+    """Throughput and CPU per event of ``replicas`` workers over the events on the topic."""
+    consumer = kafka.consumer(ep.kafka_bootstrap_servers, "bench-before")
+    before = _end_total(consumer, PREDICTIONS, partitions)
+    consumer.close()
+    procs = start_workers(state_dir, replicas, model_dir, f"bench-{replicas}-replicas")
+    try:
+        cpu0 = {p.pid: _cpu_seconds(p.pid) for p in procs}
+        first, last, total = wait_output(ep.kafka_bootstrap_servers, PREDICTIONS, partitions,
+                                         before + n_events, 600)
+        cpu = sum(_cpu_seconds(p.pid) - cpu0[p.pid] for p in procs)
+    finally:
+        stop_workers(procs)
+    scored = total - before
+    return {"events": scored, "events_per_s": scored / max(last - first, 1e-9),
+            "cpu_us_per_event": cpu / max(scored, 1) * 1e6}
+
+
+def _skip_to_end(bootstrap: str, group: str, partitions: int) -> None:
+    """Commit the end of the telemetry topic for ``group``, so its workers start at new events."""
+    consumer = kafka.consumer(bootstrap, group)
+    try:
+        offsets = [TopicPartition(TELEMETRY, p, consumer.get_watermark_offsets(
+            TopicPartition(TELEMETRY, p), timeout=10)[1]) for p in range(partitions)]
+        consumer.commit(offsets=offsets, asynchronous=False)
+    finally:
+        consumer.close()
+
+
+def bench_latency(ep: Endpoints, state_dir: Path, model_dir: Path, rate: int,
+                  seconds: float, partitions: int) -> dict[str, float]:
+    """p50/p99 event-to-prediction latency of one worker at ``rate`` events/s."""
+    bootstrap = ep.kafka_bootstrap_servers
+    _skip_to_end(bootstrap, "bench-latency", partitions)
+    procs = start_workers(state_dir, 1, model_dir, "bench-latency")
+    latencies: list[float] = []
+    codec = AvroCodec("prediction")
+    consumer = kafka.consumer(bootstrap, "bench-latency-reader", **{"fetch.wait.max.ms": 5})
+    consumer.assign([TopicPartition(PREDICTIONS, p, OFFSET_END) for p in range(partitions)])
+    try:
+        time.sleep(8)  # the worker joins its group
+        batteries = max(1, rate // 5)
+        feeder = threading.Thread(target=load_events, args=(bootstrap, int(rate * seconds),
+                                                            batteries, rate / batteries, True))
+        feeder.start()
+        deadline = time.monotonic() + seconds + 20
+        while (feeder.is_alive() or len(latencies) < rate * seconds) and time.monotonic() < deadline:
+            for msg in consumer.consume(5000, 0.1):
+                if not msg.error():
+                    latencies.append(msg.timestamp()[1] - codec.decode(msg.value())["timestamp"])
+        feeder.join()
+    finally:
+        consumer.close()
+        stop_workers(procs)
+    arr = np.asarray(latencies or [float("nan")])
+    return {"rate": rate, "events": len(latencies), "p50_ms": float(np.percentile(arr, 50)),
+            "p99_ms": float(np.percentile(arr, 99))}
+
+
+def bench_relay(bootstrap: str, n_events: int) -> dict[str, float]:
+    """Consume → produce the raw telemetry bytes to another topic: the broker's ceiling."""
+    consumer = kafka.consumer(bootstrap, "bench-relay")
+    consumer.subscribe([TELEMETRY])
+    producer = kafka.producer(bootstrap)
+    done, start, cpu0 = 0, 0.0, time.process_time()
+    deadline = time.monotonic() + 300
+    while done < n_events and time.monotonic() < deadline:
+        for msg in consumer.consume(10000, 0.2):
+            if msg.error():
+                continue
+            start = start or time.monotonic()
+            producer.produce(RELAY_TOPIC, msg.value(), msg.key())
+            done += 1
+        producer.poll(0)
+    producer.flush(30)
+    seconds, cpu = time.monotonic() - start, time.process_time() - cpu0
+    consumer.close()
+    return {"events": done, "events_per_s": done / seconds, "cpu_us_per_event": cpu / done * 1e6}
+
+
+def bench_naive(bootstrap: str, model_dir: Path, n_events: int) -> dict[str, float]:
+    """One event at a time with scikit-learn-API predict calls, as the seed's predictor."""
+    from streams.naive import NaivePredictor
+
+    naive = NaivePredictor(model_dir)
+    consumer = kafka.consumer(bootstrap, "bench-naive")
+    consumer.subscribe([TELEMETRY])
+    producer = kafka.producer(bootstrap)
+    done, start, cpu0 = 0, 0.0, time.process_time()
+    deadline = time.monotonic() + 300
+    while done < n_events and time.monotonic() < deadline:
+        msg = consumer.poll(0.5)
+        if msg is None or msg.error():
+            continue
+        start = start or time.monotonic()
+        producer.produce(PREDICTIONS + ".naive", naive.handle(msg.value() or b""), msg.key())
+        producer.poll(0)
+        done += 1
+    producer.flush(30)
+    seconds, cpu = time.monotonic() - start, time.process_time() - cpu0
+    consumer.close()
+    return {"events": done, "events_per_s": done / seconds, "cpu_us_per_event": cpu / done * 1e6}
+
+
+def run_pipeline_bench(model_dir: Path, events: int, batteries: int, naive_events: int,
+                       latency_rate: int, latency_seconds: float, partitions: int,
+                       progress: Any = print) -> dict[str, Any]:
+    """Run every phase on a fresh embedded stack; return one flat result object."""
+    state = Path(tempfile.mkdtemp(prefix="evtwin-bench-"))
+    state.chmod(0o755)
+    settings = Settings(state_dir=state, embedded_kafka_port=0, database_url="postgresql://unused",
+                        mqtt_url="mqtt://unused:1", topic_partitions=partitions)
+    with EmbeddedStack(settings) as ep:
+        bootstrap = ep.kafka_bootstrap_servers
+        specs = [*topic_specs(partitions),
+                 TopicSpec(RELAY_TOPIC, "telemetry", partitions, 3600_000, "delete", "bench relay"),
+                 TopicSpec(PREDICTIONS + ".naive", "prediction", partitions, 3600_000, "delete", "bench naive")]
+        kafka.ensure_topics(bootstrap, specs)
+        progress(f"loading {events:,} events from {batteries:,} packs…")
+        load_events(bootstrap, events, batteries)
+        progress("relay…")
+        relay = bench_relay(bootstrap, events)
+        progress("pipeline, 1 replica…")
+        one = bench_workers(ep, state, model_dir, events, 1, partitions)
+        progress("pipeline, 2 replicas…")
+        two = bench_workers(ep, state, model_dir, events, 2, partitions)
+        progress(f"naive baseline, {naive_events:,} events…")
+        naive = bench_naive(bootstrap, model_dir, naive_events)
+        progress(f"latency at {latency_rate:,} events/s for {latency_seconds:g} s…")
+        latency = bench_latency(ep, state, model_dir, latency_rate, latency_seconds, partitions)
+    return {
+        "events": events, "batteries": batteries, "partitions": partitions,
+        "events_per_s": one["events_per_s"], "cpu_us_per_event": one["cpu_us_per_event"],
+        "two_replicas_events_per_s": two["events_per_s"],
+        "p50_ms": latency["p50_ms"], "p99_ms": latency["p99_ms"], "latency_rate": latency_rate,
+        "naive_events_per_s": naive["events_per_s"], "naive_cpu_us_per_event": naive["cpu_us_per_event"],
+        "relay_events_per_s": relay["events_per_s"], "relay_cpu_us_per_event": relay["cpu_us_per_event"],
+        "speedup_vs_naive": one["events_per_s"] / naive["events_per_s"],
+    }
+
+
+__all__ = ["run_pipeline_bench"]

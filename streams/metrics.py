@@ -1,0 +1,57 @@
+"""Prometheus metrics of a pipeline process (one endpoint per replica).
+
+Names follow the seed for the per-battery gauges (``battery_rul_prediction``, …) and
+``evtwin_*`` for the pipeline's own health. Gauges are set once per micro-batch with each battery's
+latest value, so their cost does not grow with the event rate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+BATTERY_RUL = Gauge("battery_rul_prediction", "Predicted remaining useful life (P50), equivalent full cycles", ["battery_id"])
+BATTERY_FAILURE = Gauge("battery_failure_probability", "Predicted failure probability within the horizon (0-1)", ["battery_id"])
+BATTERY_SOC = Gauge("battery_soc", "State of charge, percent", ["battery_id"])
+BATTERY_SOH = Gauge("battery_soh", "State of health (BMS estimate), percent", ["battery_id"])
+BATTERY_TEMPERATURE = Gauge("battery_temperature", "Highest pack temperature, degrees Celsius", ["battery_id"])
+PREDICTIONS = Counter("predictions_total", "Predictions emitted")
+
+EVENTS_IN = Counter("evtwin_events_in", "Records consumed", ["topic"])
+EVENTS_OUT = Counter("evtwin_events_out", "Records produced", ["topic"])
+DEAD_LETTERS = Counter("evtwin_dead_letters", "Records sent to the dead-letter topic", ["error_type"])
+ALERTS = Counter("evtwin_alerts", "Alert records emitted", ["rule", "status"])
+BATCH_SIZE = Histogram("evtwin_batch_size", "Events per micro-batch",
+                       buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000))
+SCORING_SECONDS = Histogram("evtwin_scoring_seconds", "Time to decode, validate, score and encode one micro-batch, s",
+                            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0))
+EVENT_LATENCY = Histogram("evtwin_event_latency_seconds", "Event time to prediction emit, s",
+                          buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
+CONSUMER_LAG = Gauge("evtwin_consumer_lag", "Records not yet consumed (end offset - position)", ["topic", "partition"])
+MODEL_INFO = Gauge("evtwin_model_info", "The model in use (value 1)", ["model_version"])
+
+
+def serve_metrics(port: int) -> None:
+    """Expose ``/metrics`` on 127.0.0.1-and-all-interfaces ``port`` (0 = do not serve)."""
+    if port:
+        start_http_server(port)
+
+
+def observe_batteries(battery_ids: Sequence[str], columns: dict[str, Any]) -> None:
+    """Set the per-battery gauges from one batch: the last value of each battery wins."""
+    last = {b: i for i, b in enumerate(battery_ids)}
+    for gauge, key in ((BATTERY_RUL, "rul_p50"), (BATTERY_FAILURE, "failure_probability"),
+                       (BATTERY_SOC, "soc"), (BATTERY_SOH, "soh"),
+                       (BATTERY_TEMPERATURE, "temperature")):
+        values = columns[key]
+        for battery, i in last.items():
+            gauge.labels(battery).set(float(values[i]))
+
+
+__all__ = [
+    "ALERTS", "BATCH_SIZE", "CONSUMER_LAG", "DEAD_LETTERS", "EVENTS_IN", "EVENTS_OUT",
+    "EVENT_LATENCY", "MODEL_INFO", "PREDICTIONS", "SCORING_SECONDS", "observe_batteries",
+    "serve_metrics",
+]

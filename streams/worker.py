@@ -1,0 +1,204 @@
+"""The score worker: a Faust app whose agent ``score_telemetry`` scores every telemetry event.
+
+Each replica of the app joins one consumer group (``EVTWIN_APP_ID``); partitions rebalance across
+replicas. The agent is thin: it takes micro-batches of raw records and hands them to
+:class:`ScoreWorker`, which scores them (:mod:`streams.scoring`), raises alerts
+(:mod:`streams.alerts`), produces predictions, alerts and dead letters, and waits until they are on
+the broker before Faust acknowledges the batch — at-least-once, nothing lost across a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+from connectors import kafka
+from connectors.stack import Endpoints
+from streams import metrics
+from streams.alerts import AlertEngine, default_rules
+from streams.cli.runtime import codec_for
+from streams.model_source import ModelSource
+from streams.scoring import RawRecord, ScoringContext, score_batch
+from streams.settings import Settings
+from streams.topics import ALERTS, PREDICTIONS, TELEMETRY, TELEMETRY_DLQ
+
+log = logging.getLogger(__name__)
+
+
+class ScoreWorker:
+    """Scores batches and produces what they yield; owns the alert state of its partitions."""
+
+    def __init__(self, settings: Settings, endpoints: Endpoints, models: ModelSource) -> None:
+        from models.features import features_from_records
+
+        self.settings = settings
+        self.endpoints = endpoints
+        self.models = models
+        self.ctx = ScoringContext(
+            codec_for(TELEMETRY, endpoints), codec_for(PREDICTIONS, endpoints),
+            codec_for(TELEMETRY_DLQ, endpoints), models.current(), features_from_records,
+            int(settings.max_future_skew_s * 1000), int(settings.max_event_age_s * 1000))
+        self.alert_codec = codec_for(ALERTS, endpoints)
+        self.alerts = AlertEngine(default_rules(settings), settings.alert_debounce)
+        self.producer = kafka.producer(endpoints.kafka_bootstrap_servers, **{"linger.ms": 2})
+        self.partitions: set[int] = set()
+        self.battery_partition: dict[str, int] = {}
+        metrics.MODEL_INFO.labels(self.ctx.scorer.version).set(1)
+
+    def handle(self, batch: list[RawRecord]) -> None:
+        """Score ``batch`` and make every output durable on the broker before returning."""
+        started = time.perf_counter()
+        result = score_batch(self.ctx, batch)
+        produce = self.producer.produce
+        for rec, value in zip(result.records, result.encoded, strict=True):
+            produce(PREDICTIONS, value, rec["battery_id"].encode())
+        for key, value, headers, error_type in result.dead:
+            produce(TELEMETRY_DLQ, value, key, headers=headers)  # type: ignore[arg-type]
+            metrics.DEAD_LETTERS.labels(error_type).inc()
+        if result.records:
+            for alert in self.alerts.evaluate(result.records, result.columns):
+                produce(ALERTS, self.alert_codec.encode(alert), alert["battery_id"].encode())
+                metrics.ALERTS.labels(alert["rule"], alert["status"]).inc()
+        self._flush()
+        self._observe(batch, result, started)
+
+    def _flush(self) -> None:
+        remaining = self.producer.flush(30)
+        if remaining:
+            raise RuntimeError(f"{remaining} records not delivered in 30 s; not acknowledging the batch")
+
+    def _observe(self, batch: list[RawRecord], result: Any, started: float) -> None:
+        n = len(result.records)
+        metrics.EVENTS_IN.labels(TELEMETRY).inc(len(batch))
+        metrics.BATCH_SIZE.observe(len(batch))
+        metrics.SCORING_SECONDS.observe(time.perf_counter() - started)
+        if n:
+            metrics.EVENTS_OUT.labels(PREDICTIONS).inc(n)
+            metrics.PREDICTIONS.inc(n)
+            latency = time.time() - result.columns["timestamp"] / 1000.0
+            for value in latency[:: max(1, n // 100)]:  # a sample per batch keeps the cost flat
+                metrics.EVENT_LATENCY.observe(float(value))
+            metrics.observe_batteries([r["battery_id"] for r in result.records], result.columns)
+
+    def note_partitions(self, batch: list[RawRecord]) -> None:
+        """Remember which partition each battery (= record key) lives on."""
+        for raw in batch:
+            if raw.key is not None:
+                self.battery_partition[raw.key.decode(errors="replace")] = raw.partition
+
+    def sync_assignment(self, assigned: set[int]) -> None:
+        """Forget the alert state of partitions lost; rebuild it for partitions gained."""
+        lost, gained = self.partitions - assigned, assigned - self.partitions
+        if lost:
+            self.alerts.forget(b for b, p in self.battery_partition.items() if p in lost)
+        if gained:
+            self.alerts.restore(self._read_alerts(sorted(gained)))
+            log.info("took over partitions %s; %d open alert(s) known", sorted(gained),
+                     self.alerts.open_count())
+        self.partitions = set(assigned)
+
+    def _read_alerts(self, partitions: list[int]) -> list[dict[str, Any]]:
+        """The alert records of ``partitions`` (same keys, same partition numbers as telemetry)."""
+        consumer = kafka.consumer(self.endpoints.kafka_bootstrap_servers, f"{self.settings.app_id}-restore")
+        try:
+            ends = {p: consumer.get_watermark_offsets(TopicPartition(ALERTS, p), timeout=10)[1]
+                    for p in partitions}
+            todo = {p for p, end in ends.items() if end > 0}
+            consumer.assign([TopicPartition(ALERTS, p, OFFSET_BEGINNING) for p in todo])
+            out, deadline = [], time.monotonic() + 30
+            while todo and time.monotonic() < deadline:
+                msg = consumer.poll(0.2)
+                if msg is None or msg.error():
+                    continue
+                out.append(self.alert_codec.decode(msg.value()))
+                if (msg.offset() or 0) + 1 >= ends[msg.partition() or 0]:
+                    todo.discard(msg.partition())
+            return out
+        finally:
+            consumer.close()
+
+    def reload_model(self) -> bool:
+        """Swap in a newly promoted model, if there is one; return whether it changed."""
+        scorer = self.models.poll()
+        if scorer is None:
+            return False
+        old = self.ctx.scorer.version
+        self.ctx.scorer = scorer
+        metrics.MODEL_INFO.labels(old).set(0)
+        metrics.MODEL_INFO.labels(scorer.version).set(1)
+        log.info("model changed: %s → %s", old, scorer.version)
+        return True
+
+
+def build_app(settings: Settings, endpoints: Endpoints, worker: ScoreWorker) -> Any:
+    """The Faust app of the score workers, configured from ``settings``."""
+    import faust
+
+    embedded = settings.kafka_bootstrap_servers is None
+    datadir = Path(settings.state_dir) / "faust" / settings.app_id
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{h}" for h in endpoints.kafka_bootstrap_servers.split(",")],
+        topic_partitions=settings.topic_partitions,
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        broker_session_timeout=6.0 if embedded else 30.0,
+        broker_heartbeat_interval=1.0 if embedded else 3.0,
+        broker_commit_interval=1.0,
+        broker_max_poll_records=max(settings.batch_size * 2, 1000),
+        stream_buffer_maxsize=max(settings.batch_size * 4, 4096),
+        consumer_auto_offset_reset="earliest",
+        web_enabled=False,
+        datadir=str(datadir),
+        key_serializer="raw",
+        value_serializer="raw",
+        processing_guarantee="at_least_once",
+    )
+    topic = app.topic(TELEMETRY, key_serializer="raw", value_serializer="raw",
+                      partitions=settings.topic_partitions)
+
+    @app.agent(topic, name="score_telemetry")
+    async def score_telemetry(stream: Any) -> None:
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+            batch = [RawRecord(e.message.key, e.message.value, e.message.topic,
+                               e.message.partition, e.message.offset) for e in events]
+            worker.sync_assignment({tp.partition for tp in app.consumer.assignment()})
+            worker.note_partitions(batch)
+            worker.handle(batch)
+
+    @app.timer(interval=settings.model_poll_s)
+    async def reload_model() -> None:
+        worker.reload_model()
+
+    @app.timer(interval=5.0)
+    async def report_lag() -> None:
+        for tp in app.consumer.assignment():
+            position = await app.consumer.position(tp)
+            high = app.consumer.highwater(tp)
+            if position is not None and high is not None:
+                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - position))
+
+    return app
+
+
+def run_worker(settings: Settings, endpoints: Endpoints) -> int:
+    """Run one score-worker replica until SIGINT/SIGTERM."""
+    import faust
+
+    models = ModelSource(settings)
+    worker = ScoreWorker(settings, endpoints, models)
+    app = build_app(settings, endpoints, worker)
+    metrics.serve_metrics(settings.metrics_port)
+    log.info("score worker %s: model %s, metrics on :%s", settings.app_id,
+             worker.ctx.scorer.version, settings.metrics_port or "off")
+    faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True,
+                 redirect_stdouts=False).execute_from_commandline()
+    return 0
+
+
+__all__ = ["ScoreWorker", "build_app", "run_worker"]
