@@ -43,7 +43,15 @@ class DecodeError(SchemaError):
 
 
 class RegistryError(SchemaError):
-    """The schema registry refused a request or could not be reached."""
+    """The schema registry refused a request or could not be reached.
+
+    Attributes:
+        status: The HTTP status the registry answered, or ``None`` when it could not be reached.
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def schema_path(name: str) -> Path:

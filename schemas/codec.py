@@ -30,6 +30,7 @@ from schemas import (
     SCHEMA_NAMES,
     DecodeError,
     EncodeError,
+    RegistryError,
     load_schema,
     published_versions,
 )
@@ -218,7 +219,12 @@ class AvroCodec:
                 f"Confluent-framed record (schema id {schema_id}) but no schema registry is "
                 "configured: set EVTWIN_SCHEMA_REGISTRY_URL"
             )
-        writer_schema = json.loads(self.registry.schema_by_id(schema_id))
+        try:
+            writer_schema = json.loads(self.registry.schema_by_id(schema_id))
+        except RegistryError as exc:
+            if exc.status == 404:  # the record names a schema nobody registered: bad bytes
+                raise DecodeError(f"unknown schema id {schema_id} in a Confluent-framed record") from exc
+            raise  # the registry is unreachable: not the record's fault, so no dead letter
         if not isinstance(writer_schema, dict) or full_name(writer_schema) != self.full_name:
             name = full_name(writer_schema) if isinstance(writer_schema, dict) else "?"
             raise DecodeError(f"record of schema {name} where {self.full_name} was expected")

@@ -45,7 +45,7 @@ class SchemaRegistryClient:
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")[:300]
             raise RegistryError(
-                f"schema registry {method} {path} answered {exc.code}: {detail}"
+                f"schema registry {method} {path} answered {exc.code}: {detail}", exc.code
             ) from exc
         except (urllib.error.URLError, OSError) as exc:
             raise RegistryError(f"schema registry at {self.url} unreachable: {exc}") from exc

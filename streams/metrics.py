@@ -39,15 +39,21 @@ def serve_metrics(port: int) -> None:
         start_http_server(port)
 
 
+_GAUGES = ((BATTERY_RUL, "rul_p50"), (BATTERY_FAILURE, "failure_probability"),
+           (BATTERY_SOC, "soc"), (BATTERY_SOH, "soh"), (BATTERY_TEMPERATURE, "temperature"))
+_children: dict[str, tuple[Any, ...]] = {}
+
+
 def observe_batteries(battery_ids: Sequence[str], columns: dict[str, Any]) -> None:
     """Set the per-battery gauges from one batch: the last value of each battery wins."""
     last = {b: i for i, b in enumerate(battery_ids)}
-    for gauge, key in ((BATTERY_RUL, "rul_p50"), (BATTERY_FAILURE, "failure_probability"),
-                       (BATTERY_SOC, "soc"), (BATTERY_SOH, "soh"),
-                       (BATTERY_TEMPERATURE, "temperature")):
-        values = columns[key]
-        for battery, i in last.items():
-            gauge.labels(battery).set(float(values[i]))
+    values = [columns[key].tolist() for _, key in _GAUGES]
+    for battery, i in last.items():
+        children = _children.get(battery)
+        if children is None:
+            children = _children[battery] = tuple(g.labels(battery) for g, _ in _GAUGES)
+        for child, column in zip(children, values, strict=True):
+            child.set(column[i])
 
 
 __all__ = [

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +47,10 @@ class ScoreWorker:
         self.alerts = AlertEngine(default_rules(settings), settings.alert_debounce)
         self.producer = kafka.producer(endpoints.kafka_bootstrap_servers, **{"linger.ms": 2})
         self.partitions: set[int] = set()
-        self.battery_partition: dict[str, int] = {}
+        self.battery_partition: dict[bytes | None, int] = {}
         metrics.MODEL_INFO.labels(self.ctx.scorer.version).set(1)
 
-    def handle(self, batch: list[RawRecord]) -> None:
+    def handle(self, batch: Sequence[RawRecord]) -> None:
         """Score ``batch`` and make every output durable on the broker before returning."""
         started = time.perf_counter()
         result = score_batch(self.ctx, batch)
@@ -71,7 +72,7 @@ class ScoreWorker:
         if remaining:
             raise RuntimeError(f"{remaining} records not delivered in 30 s; not acknowledging the batch")
 
-    def _observe(self, batch: list[RawRecord], result: Any, started: float) -> None:
+    def _observe(self, batch: Sequence[RawRecord], result: Any, started: float) -> None:
         n = len(result.records)
         metrics.EVENTS_IN.labels(TELEMETRY).inc(len(batch))
         metrics.BATCH_SIZE.observe(len(batch))
@@ -84,17 +85,16 @@ class ScoreWorker:
                 metrics.EVENT_LATENCY.observe(float(value))
             metrics.observe_batteries([r["battery_id"] for r in result.records], result.columns)
 
-    def note_partitions(self, batch: list[RawRecord]) -> None:
-        """Remember which partition each battery (= record key) lives on."""
-        for raw in batch:
-            if raw.key is not None:
-                self.battery_partition[raw.key.decode(errors="replace")] = raw.partition
+    def note_partitions(self, batch: Sequence[Any]) -> None:
+        """Remember which partition each battery (= record key, bytes) lives on."""
+        self.battery_partition.update((raw.key, raw.partition) for raw in batch)
 
     def sync_assignment(self, assigned: set[int]) -> None:
         """Forget the alert state of partitions lost; rebuild it for partitions gained."""
         lost, gained = self.partitions - assigned, assigned - self.partitions
         if lost:
-            self.alerts.forget(b for b, p in self.battery_partition.items() if p in lost)
+            self.alerts.forget(b.decode(errors="replace") for b, p in self.battery_partition.items()
+                               if p in lost and b is not None)
         if gained:
             self.alerts.restore(self._read_alerts(sorted(gained)))
             log.info("took over partitions %s; %d open alert(s) known", sorted(gained),
@@ -136,12 +136,12 @@ class ScoreWorker:
 
 def build_app(settings: Settings, endpoints: Endpoints, worker: ScoreWorker) -> Any:
     """The Faust app of the score workers, configured from ``settings``."""
-    import faust
+    from streams.faust_batching import TwinApp, deliver_in_batches
 
     embedded = settings.kafka_bootstrap_servers is None
     datadir = Path(settings.state_dir) / "faust" / settings.app_id
     datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = TwinApp(
         settings.app_id,
         broker=[f"kafka://{h}" for h in endpoints.kafka_bootstrap_servers.split(",")],
         topic_partitions=settings.topic_partitions,
@@ -161,15 +161,21 @@ def build_app(settings: Settings, endpoints: Endpoints, worker: ScoreWorker) -> 
     )
     topic = app.topic(TELEMETRY, key_serializer="raw", value_serializer="raw",
                       partitions=settings.topic_partitions)
+    fetches = deliver_in_batches(app, topic)
 
-    @app.agent(topic, name="score_telemetry")
+    @app.agent(fetches, name="score_telemetry")
     async def score_telemetry(stream: Any) -> None:
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-            batch = [RawRecord(e.message.key, e.message.value, e.message.topic,
-                               e.message.partition, e.message.offset) for e in events]
+        """Score every telemetry record: one list of records per fetch (see faust_batching)."""
+        ack = app.consumer.ack
+        async for messages in stream:
             worker.sync_assignment({tp.partition for tp in app.consumer.assignment()})
-            worker.note_partitions(batch)
-            worker.handle(batch)
+            for start in range(0, len(messages), settings.batch_size):
+                # Faust's messages have the fields of RawRecord (key, value, topic, partition, offset)
+                chunk = messages[start:start + settings.batch_size]
+                worker.note_partitions(chunk)
+                worker.handle(chunk)
+            for m in messages:  # outputs are on the broker: now the offsets may be committed
+                ack(m)
 
     @app.timer(interval=settings.model_poll_s)
     async def reload_model() -> None:

@@ -76,8 +76,9 @@ def run_cli(args: list[str], env: dict[str, str], stdin: str | None = None,
                           env=env, timeout=timeout, cwd=REPO)
 
 
-def read_topic(bootstrap: str, topic: str, keep, want: int, timeout: float = 30.0) -> list:  # type: ignore[no-untyped-def]
-    """Read ``topic`` from the beginning until ``want`` messages pass ``keep`` (or ``timeout``)."""
+def read_topic(bootstrap: str, topic: str, keep, want: int, timeout: float = 30.0, done=None) -> list:  # type: ignore[no-untyped-def]
+    """Read ``topic`` from the beginning until ``want`` messages pass ``keep``, or ``done(found)``
+    says so, or ``timeout`` passes."""
     import time as _time
 
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
@@ -93,6 +94,67 @@ def read_topic(bootstrap: str, topic: str, keep, want: int, timeout: float = 30.
             msg = consumer.poll(0.2)
             if msg is not None and not msg.error() and keep(msg):
                 found.append(msg)
+                if done is not None and done(found):
+                    break
         return found
     finally:
         consumer.close()
+
+
+@pytest.fixture(scope="session")
+def trained_model(state_root: Path) -> Path:
+    """A small, quick model (the one `evtwin up` trains on first run), trained once per session."""
+    from training.train import train
+
+    model_dir = state_root / "model-a"
+    train(None, model_dir, quick=True, seed=0)
+    return model_dir
+
+
+class Workers:
+    """``evtwin worker`` subprocesses against the session stack (killed at teardown)."""
+
+    def __init__(self, settings: Settings, model_dir: Path, app_id: str, **env: str) -> None:
+        self.settings, self.model_dir, self.app_id, self.extra = settings, model_dir, app_id, env
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, n: int = 1, **env: str) -> list[subprocess.Popen[bytes]]:
+        new = []
+        for _ in range(n):
+            values = {"EVTWIN_MODEL_DIR": str(self.model_dir), "EVTWIN_APP_ID": self.app_id,
+                      "EVTWIN_METRICS_PORT": "0", **self.extra, **env}
+            e = cli_env(self.settings.state_dir, **values)
+            log = open(self.settings.state_dir / f"{self.app_id}-{len(self.procs)}.log", "wb")  # noqa: SIM115
+            proc = subprocess.Popen(EVTWIN + ["worker"], env=e, cwd=REPO, stdout=log, stderr=log)
+            self.procs.append(proc)
+            new.append(proc)
+        return new
+
+    def logs(self) -> str:
+        """The tail of every worker's log (shown when a test fails)."""
+        out = []
+        for i in range(len(self.procs)):
+            path = self.settings.state_dir / f"{self.app_id}-{i}.log"
+            lines = [ln for ln in path.read_text(errors="replace").splitlines() if " INFO " not in ln]
+            out.append(f"--- worker {i} ---\n" + "\n".join(lines[-30:]))
+        return "\n".join(out)
+
+    def stop(self) -> None:
+        print(self.logs(), file=sys.stderr)
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+@pytest.fixture
+def workers(stack, trained_model: Path, request: pytest.FixtureRequest) -> Iterator[Workers]:  # type: ignore[no-untyped-def]
+    """Start score workers with ``workers.start(n)``; a fresh consumer group per test."""
+    settings, _ = stack
+    w = Workers(settings, trained_model, f"test-{request.node.name[:30]}-{os.getpid()}")
+    yield w
+    w.stop()

@@ -70,6 +70,8 @@ def test_confluent_golden_bytes_and_round_trip(stack) -> None:  # type: ignore[n
     assert codec.decode(data) == codec.decode(single) == TELEMETRY
     with pytest.raises(DecodeError, match="no schema registry is configured"):
         AvroCodec("telemetry").decode(data)
+    with pytest.raises(DecodeError, match="unknown schema id 23552370"):
+        codec.decode(b"\x00\x01garbage bytes")
 
 
 @pytest.mark.parametrize(

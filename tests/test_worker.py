@@ -1,0 +1,204 @@
+"""The score workers on the real broker: one prediction per event, in order per battery; bad
+records dead-lettered with their reason while the good ones around them are scored; alert
+episodes; a replica killed under load loses nothing; a promoted model is picked up live; the
+metrics are on the endpoint."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import signal
+import threading
+import time
+import urllib.request
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+from connectors import kafka
+from models.physics.fleet import Fleet
+from schemas.codec import AvroCodec
+from streams.cli.runtime import codec_for
+from streams.simulator import FleetSimulator
+from streams.topics import ALERTS, PREDICTIONS, TELEMETRY, TELEMETRY_DLQ
+from tests.conftest import read_topic
+
+PRED = AvroCodec("prediction")  # writes single-object; reading needs the registry (codec_for)
+
+
+def _simulate(bootstrap: str, prefix: str, batteries: int, events: int) -> list[str]:
+    """Produce ``events`` simulator readings; return their event ids."""
+    ids: list[str] = []
+    codec = AvroCodec("telemetry")
+
+    class Recording:
+        def encode(self, record: dict) -> bytes:
+            ids.append(record["event_id"])
+            return codec.encode(record)
+
+    fleet = Fleet(batteries, seed=11, start_time_s=time.time(), id_prefix=prefix)
+    sim = FleetSimulator(fleet, kafka.producer(bootstrap), Recording(), None, 1.0, 24.0)  # type: ignore[arg-type]
+    sim.run(threading.Event(), max_events=events, realtime=False)
+    return ids
+
+
+def _predictions(ep, prefix: str, want: int, timeout: float = 90,  # type: ignore[no-untyped-def]
+                 covering: set[str] | None = None) -> list[dict]:
+    """Predictions of batteries named ``prefix…``: ``want`` of them, or until they cover the
+    event ids ``covering``."""
+    codec = codec_for(PREDICTIONS, ep)
+    seen: set[str] = set()
+
+    def done(found: list) -> bool:
+        if covering is None:
+            return False
+        seen.add(codec.decode(found[-1].value())["event_id"])
+        return covering <= seen
+
+    msgs = read_topic(ep.kafka_bootstrap_servers, PREDICTIONS,
+                      lambda m: (m.key() or b"").startswith(prefix.encode()), want, timeout, done)
+    return [codec.decode(m.value()) for m in msgs]
+
+
+def test_one_prediction_per_event_in_order_per_battery(stack, workers) -> None:  # type: ignore[no-untyped-def]
+    _, ep = stack
+    prefix = f"ORD{uuid.uuid4().hex[:5]}_"
+    workers.start(1)
+    ids = _simulate(ep.kafka_bootstrap_servers, prefix, 50, 3000)
+    preds = _predictions(ep, prefix, len(ids))
+    assert sorted(p["event_id"] for p in preds) == sorted(ids)  # each exactly once
+    by_battery: dict[str, list[int]] = defaultdict(list)
+    for p in preds:
+        by_battery[p["battery_id"]].append(p["seq"])
+        assert p["rul_p10"] <= p["rul_cycles"] <= p["rul_p90"]
+        assert 0.0 <= p["failure_probability"] <= 1.0 and p["model_version"].startswith("file:")
+        assert p["scored_at"] >= p["timestamp"]
+    assert all(seqs == sorted(seqs) for seqs in by_battery.values())
+
+
+def _reading(battery: str, **changes: object) -> dict:
+    record = {"event_id": str(uuid.uuid4()), "battery_id": battery,
+              "timestamp": int(time.time() * 1000), "seq": 0, "soc": 60.0, "soh": 95.0,
+              "voltage": 370.0, "current": 20.0, "temperature": 28.0, "charge_cycles": 100,
+              "power_consumption": 7.4}
+    record.update(changes)
+    return record
+
+
+def test_bad_records_are_dead_lettered_and_the_rest_scored(stack, workers) -> None:  # type: ignore[no-untyped-def]
+    _, ep = stack
+    tag = uuid.uuid4().hex[:5]
+    codec = AvroCodec("telemetry")
+    producer = kafka.producer(ep.kafka_bootstrap_servers)
+    bad = {
+        f"DLQ{tag}_garbage": b"garbage bytes",
+        f"DLQ{tag}_zero": b"\x00\x01garbage bytes",  # looks Confluent-framed, names no schema
+        f"DLQ{tag}_schema": PRED.encode({**_reading("X"), "rul_cycles": 1.0, "rul_p10": 0.0,
+                                         "rul_p90": 2.0, "failure_probability": 0.1,
+                                         "anomaly_score": 0.0, "model_version": "m",
+                                         "scored_at": 0}),
+        f"DLQ{tag}_nan": codec.encode(_reading(f"DLQ{tag}_nan", soc=math.nan)),
+        f"DLQ{tag}_soc150": codec.encode(_reading(f"DLQ{tag}_soc150", soc=150.0)),
+        f"DLQ{tag}_future": codec.encode(_reading(f"DLQ{tag}_future",
+                                                  timestamp=int(time.time() * 1000) + 365 * 86_400_000)),
+    }
+    good_ids = []
+    for i, (key, value) in enumerate(bad.items()):
+        for j in range(2):  # valid readings around every bad one
+            good = _reading(f"DLQ{tag}_good{i}{j}")
+            good_ids.append(good["event_id"])
+            producer.produce(TELEMETRY, codec.encode(good), good["battery_id"].encode())
+        producer.produce(TELEMETRY, value, key.encode())
+    producer.flush(10)
+    workers.start(1)
+    dead = read_topic(ep.kafka_bootstrap_servers, TELEMETRY_DLQ,
+                      lambda m: (m.key() or b"").startswith(f"DLQ{tag}".encode()), len(bad))
+    reasons = {m.key().decode(): dict(m.headers())["evtwin.reason"].decode() for m in dead}
+    assert set(reasons) == set(bad)
+    assert "not an Avro record" in reasons[f"DLQ{tag}_garbage"]
+    assert "unknown schema id" in reasons[f"DLQ{tag}_zero"]
+    assert "ev.twin.Prediction where ev.twin.Telemetry was expected" in reasons[f"DLQ{tag}_schema"]
+    assert "soc is nan" in reasons[f"DLQ{tag}_nan"]
+    assert "soc 150.0 % outside 0..100 %" in reasons[f"DLQ{tag}_soc150"]
+    assert "in the future" in reasons[f"DLQ{tag}_future"]
+    for m in dead:
+        headers = dict(m.headers())
+        assert headers["evtwin.source.topic"] == TELEMETRY.encode()
+        assert int(headers["evtwin.source.offset"]) >= 0
+        assert codec_for(TELEMETRY_DLQ, ep).decode(m.value())["original_value"] == bad[m.key().decode()]
+    preds = _predictions(ep, f"DLQ{tag}_good", len(good_ids))
+    assert sorted(p["event_id"] for p in preds) == sorted(good_ids)
+
+
+def test_a_battery_hovering_at_a_threshold_opens_one_alert_and_resolves_it_once(stack, workers) -> None:  # type: ignore[no-untyped-def]
+    _, ep = stack
+    battery = f"ALERT{uuid.uuid4().hex[:5]}"
+    codec = AvroCodec("telemetry")
+    producer = kafka.producer(ep.kafka_bootstrap_servers)
+    soc = [40, 20, 14, 13.5, 13.8, 13.9] + [14.8, 15.2] * 15 + [18, 19, 20, 21]
+    start = int(time.time() * 1000) - len(soc) * 1000
+    for i, value in enumerate(soc):
+        producer.produce(TELEMETRY, codec.encode(_reading(battery, soc=float(value), seq=i,
+                                                          timestamp=start + 1000 * i)), battery.encode())
+    producer.flush(10)
+    workers.start(1)
+    _predictions(ep, battery, len(soc))
+    alerts = [codec_for(ALERTS, ep).decode(m.value()) for m in read_topic(
+        ep.kafka_bootstrap_servers, ALERTS, lambda m: m.key() == battery.encode(), 10, timeout=5)]
+    low_soc = [(a["status"], a["alert_id"]) for a in alerts if a["rule"] == "low_soc"]
+    assert [s for s, _ in low_soc] == ["OPENED", "RESOLVED"]
+    assert low_soc[0][1] == low_soc[1][1]
+
+
+def test_a_replica_killed_under_load_loses_no_event(stack, workers) -> None:  # type: ignore[no-untyped-def]
+    _, ep = stack
+    prefix = f"KILL{uuid.uuid4().hex[:5]}_"
+    first, _second = workers.start(2)
+    time.sleep(3)
+    ids = _simulate(ep.kafka_bootstrap_servers, prefix, 200, 10_000)
+    time.sleep(0.5)
+    first.send_signal(signal.SIGKILL)
+    preds = _predictions(ep, prefix, len(ids) * 2, timeout=90, covering=set(ids))
+    assert set(ids) <= {p["event_id"] for p in preds}  # duplicates allowed (at-least-once)
+
+
+def test_promoted_model_is_used_without_restart(stack, workers, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from training.train import train
+
+    _, ep = stack
+    model_dir = tmp_path / "models"
+    shutil.copytree(workers.model_dir, model_dir)
+    workers.model_dir = model_dir
+    workers.start(1, EVTWIN_MODEL_POLL_S="0.5")
+    prefix = f"HOT{uuid.uuid4().hex[:5]}_"
+    _simulate(ep.kafka_bootstrap_servers, prefix + "a", 10, 200)
+    before = {p["model_version"] for p in _predictions(ep, prefix + "a", 200)}
+    train(None, model_dir, quick=True, seed=1, batteries=30)  # promote a new model
+    time.sleep(3)
+    _simulate(ep.kafka_bootstrap_servers, prefix + "b", 10, 200)
+    after = {p["model_version"] for p in _predictions(ep, prefix + "b", 200)}
+    assert len(before) == 1 and len(after) == 1 and before != after
+
+
+def test_metrics_endpoint_reports_predictions_and_batteries(stack, workers) -> None:  # type: ignore[no-untyped-def]
+    from connectors.process import free_port
+
+    _, ep = stack
+    port = free_port()
+    workers.start(1, EVTWIN_METRICS_PORT=str(port))
+    prefix = f"MET{uuid.uuid4().hex[:5]}_"
+    _simulate(ep.kafka_bootstrap_servers, prefix, 5, 100)
+    _predictions(ep, prefix, 100)
+    deadline, text = time.monotonic() + 20, ""
+    while time.monotonic() < deadline and f'battery_soc{{battery_id="{prefix}0001"}}' not in text:
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+        except OSError:
+            time.sleep(0.5)
+    assert f'battery_rul_prediction{{battery_id="{prefix}0001"}}' in text
+    total = next(float(line.split()[-1]) for line in text.splitlines()
+                 if line.startswith("predictions_total "))
+    assert total >= 100
+    assert "evtwin_event_latency_seconds_bucket" in text and "evtwin_batch_size_count" in text
+    _ = json
