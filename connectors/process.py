@@ -50,6 +50,9 @@ def _child_setup(death_signal: int, user: str | None) -> Callable[[], None]:
 def check_port_free(port: int, service: str, setting: str) -> None:
     """Raise :class:`ServiceStartError` if 127.0.0.1:``port`` is taken."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # SO_REUSEADDR as servers set it: a port whose old connections linger in TIME_WAIT
+        # (a restarted service) is free; a port with a listener is not.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

@@ -27,8 +27,10 @@ from faust.transport.drivers import aiokafka as aiokafka_driver
 class BatchingConsumer(aiokafka_driver.Consumer):
     """Faust's aiokafka consumer, delivering the records of batch topics one fetch at a time."""
 
-    #: topic name -> channel receiving ``list[Message]`` per fetch (set by deliver_in_batches)
-    batch_channels: dict[str, Any] = {}
+    @property
+    def batch_channels(self) -> dict[str, Any]:
+        """Topic name -> channel receiving ``list[Message]`` per fetch (see deliver_in_batches)."""
+        return cast(TwinApp, self.app).batch_channels
 
     async def _deliver_batches(self, batches: dict[str, list[Any]]) -> None:
         for topic, messages in batches.items():
@@ -42,12 +44,12 @@ class BatchingConsumer(aiokafka_driver.Consumer):
         """
         unacked = self._unacked_messages
         for messages in batches.values():
-            unacked.update(messages)
+            unacked |= set(messages)
         delivery = self._deliver_batches(batches)
         result = await self.wait_first(delivery, self.suspend_flow.wait())
         if delivery not in result.done:
             for messages in batches.values():
-                unacked.difference_update(messages)
+                unacked -= set(messages)
             return
         set_read_offset = self._read_offset.__setitem__
         for messages in batches.values():
@@ -109,6 +111,10 @@ class BatchingTransport(aiokafka_driver.Transport):
 class TwinApp(faust.App):
     """A Faust app whose consumer can deliver whole fetches to an agent."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batch_channels: dict[str, Any] = {}
+
     def _new_transport(self) -> Any:
         return BatchingTransport(self.conf.broker_consumer, self)
 
@@ -125,9 +131,69 @@ def deliver_in_batches(app: TwinApp, topic: Any, maxsize: int = 8) -> Any:
     """
     channel = app.channel(maxsize=maxsize)
     for name in topic.topics:
-        BatchingConsumer.batch_channels[name] = channel
+        app.batch_channels[name] = channel
     app.topics.add(topic)
     return channel
 
 
-__all__ = ["BatchingConsumer", "BatchingTransport", "TwinApp", "deliver_in_batches"]
+def make_app(settings: Any, bootstrap: str, app_id: str, batch_size: int) -> TwinApp:
+    """A :class:`TwinApp` configured from our settings.
+
+    Args:
+        settings: The process's :class:`streams.settings.Settings`.
+        bootstrap: Kafka bootstrap servers.
+        app_id: Faust app id = consumer group of the replicas.
+        batch_size: Records per fetch to aim for.
+    """
+    from pathlib import Path
+
+    embedded = settings.kafka_bootstrap_servers is None
+    datadir = Path(settings.state_dir) / "faust" / app_id
+    datadir.mkdir(parents=True, exist_ok=True)
+    return TwinApp(
+        app_id,
+        broker=[f"kafka://{h}" for h in bootstrap.split(",")],
+        topic_partitions=settings.topic_partitions,
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        # The embedded broker runs on this machine: a short session timeout makes a dead
+        # replica's partitions move within seconds.
+        broker_session_timeout=6.0 if embedded else 30.0,
+        broker_heartbeat_interval=1.0 if embedded else 3.0,
+        broker_commit_interval=1.0,
+        broker_max_poll_records=max(batch_size * 2, 1000),
+        stream_buffer_maxsize=max(batch_size * 4, 4096),
+        consumer_auto_offset_reset="earliest",
+        web_enabled=False,
+        datadir=str(datadir),
+        key_serializer="raw",
+        value_serializer="raw",
+        processing_guarantee="at_least_once",
+    )
+
+
+def raw_topic(app: TwinApp, name: str, partitions: int) -> Any:
+    """A topic of raw bytes (our codecs decode)."""
+    return app.topic(name, key_serializer="raw", value_serializer="raw", partitions=partitions)
+
+
+async def export_lag(app: TwinApp) -> None:
+    """Set ``evtwin_consumer_lag`` for every partition this replica owns (end offset − position;
+    correct on brokers that report end offsets correctly: noida-db, Redpanda, Kafka)."""
+    from streams.metrics import CONSUMER_LAG
+
+    for tp in app.consumer.assignment():
+        position = await app.consumer.position(tp)
+        high = app.consumer.highwater(tp)
+        if position is not None and high is not None:
+            CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - position))
+
+
+def run_app(app: TwinApp, log_level: str) -> None:
+    """Run ``app`` until SIGINT/SIGTERM (Faust's worker stops it cleanly)."""
+    faust.Worker(app, loglevel=log_level.lower(), quiet=True,
+                 redirect_stdouts=False).execute_from_commandline()
+
+
+__all__ = ["BatchingConsumer", "BatchingTransport", "TwinApp", "deliver_in_batches",
+           "export_lag", "make_app", "raw_topic", "run_app"]

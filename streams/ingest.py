@@ -104,7 +104,10 @@ def run_bridge(bridge: IngestBridge, mqtt_url: str, stop: threading.Event,
     client.on_connect = lambda c, u, flags, rc, props=None: c.subscribe(MQTT_TELEMETRY_FILTER, qos=1)
 
     def on_message(c: Any, u: Any, msg: Any) -> None:
-        bridge.handle(msg.topic, msg.payload)
+        # Some brokers (amqtt 0.12) also hand us retained messages of other subscriptions'
+        # filters (e.g. ev/battery/<id>/state): only telemetry topics are readings.
+        if mqtt.topic_matches_sub(MQTT_TELEMETRY_FILTER, msg.topic):
+            bridge.handle(msg.topic, msg.payload)
 
     client.on_message = on_message
     client.reconnect_delay_set(1, 10)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
@@ -136,32 +135,10 @@ class ScoreWorker:
 
 def build_app(settings: Settings, endpoints: Endpoints, worker: ScoreWorker) -> Any:
     """The Faust app of the score workers, configured from ``settings``."""
-    from streams.faust_batching import TwinApp, deliver_in_batches
+    from streams.faust_batching import deliver_in_batches, export_lag, make_app, raw_topic
 
-    embedded = settings.kafka_bootstrap_servers is None
-    datadir = Path(settings.state_dir) / "faust" / settings.app_id
-    datadir.mkdir(parents=True, exist_ok=True)
-    app = TwinApp(
-        settings.app_id,
-        broker=[f"kafka://{h}" for h in endpoints.kafka_bootstrap_servers.split(",")],
-        topic_partitions=settings.topic_partitions,
-        topic_allow_declare=False,
-        topic_disable_leader=True,
-        broker_session_timeout=6.0 if embedded else 30.0,
-        broker_heartbeat_interval=1.0 if embedded else 3.0,
-        broker_commit_interval=1.0,
-        broker_max_poll_records=max(settings.batch_size * 2, 1000),
-        stream_buffer_maxsize=max(settings.batch_size * 4, 4096),
-        consumer_auto_offset_reset="earliest",
-        web_enabled=False,
-        datadir=str(datadir),
-        key_serializer="raw",
-        value_serializer="raw",
-        processing_guarantee="at_least_once",
-    )
-    topic = app.topic(TELEMETRY, key_serializer="raw", value_serializer="raw",
-                      partitions=settings.topic_partitions)
-    fetches = deliver_in_batches(app, topic)
+    app = make_app(settings, endpoints.kafka_bootstrap_servers, settings.app_id, settings.batch_size)
+    fetches = deliver_in_batches(app, raw_topic(app, TELEMETRY, settings.topic_partitions))
 
     @app.agent(fetches, name="score_telemetry")
     async def score_telemetry(stream: Any) -> None:
@@ -183,18 +160,14 @@ def build_app(settings: Settings, endpoints: Endpoints, worker: ScoreWorker) -> 
 
     @app.timer(interval=5.0)
     async def report_lag() -> None:
-        for tp in app.consumer.assignment():
-            position = await app.consumer.position(tp)
-            high = app.consumer.highwater(tp)
-            if position is not None and high is not None:
-                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - position))
+        await export_lag(app)
 
     return app
 
 
 def run_worker(settings: Settings, endpoints: Endpoints) -> int:
     """Run one score-worker replica until SIGINT/SIGTERM."""
-    import faust
+    from streams.faust_batching import run_app
 
     models = ModelSource(settings)
     worker = ScoreWorker(settings, endpoints, models)
@@ -202,8 +175,7 @@ def run_worker(settings: Settings, endpoints: Endpoints) -> int:
     metrics.serve_metrics(settings.metrics_port)
     log.info("score worker %s: model %s, metrics on :%s", settings.app_id,
              worker.ctx.scorer.version, settings.metrics_port or "off")
-    faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True,
-                 redirect_stdouts=False).execute_from_commandline()
+    run_app(app, settings.log_level)
     return 0
 
 

@@ -1,0 +1,298 @@
+"""MQTT publisher of the bridge agent: the twin's state and alerts for dashboards and devices.
+
+Topic layout (payloads are JSON objects, UTF-8)::
+
+    ev/battery/<battery_id>/state   latest twin state of one pack     retained  QoS 0  conflated
+    ev/battery/<battery_id>/alert   alert episode changes (OPENED,    -         QoS 1  buffered
+                                    RESOLVED) of one pack
+    ev/fleet/summary                fleet-wide summary                retained  QoS 0  conflated
+    ev/battery/<battery_id>/telemetry   (inbound: device readings for the ingest bridge)
+
+* **State and fleet summary** are retained, so a new subscriber gets the latest value at once. They
+  go out at QoS 0 and are *conflated*: only the newest payload per topic waits to be sent, so a
+  slow or absent broker never builds a backlog, and after an outage the latest state of every
+  battery is published again. A lost QoS 0 message is healed by the next update.
+* **Alerts** are events: QoS 1, not retained. While the broker is unreachable they wait in a bounded
+  in-memory buffer (``buffer_size``, default 10,000) and are delivered after the reconnect, oldest
+  first; when the buffer is full the oldest is dropped and :attr:`MqttPublisher.dropped` grows.
+  At most ``max_inflight`` (default 100) QoS 1 messages are unacknowledged at a time — paho-mqtt
+  slows to a crawl with thousands in flight. Delivery is at-least-once: after a reconnect an
+  alert may arrive twice; ``alert_id`` identifies the episode.
+
+The client reconnects by itself (after 1 s, doubling up to 30 s). ``publish_*`` never block on the
+network: they queue and return. URL format: ``mqtt://[user:password@]host:port``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import paho.mqtt.client as mqtt
+
+from connectors import ConnectorError
+
+log = logging.getLogger(__name__)
+
+STATE_TOPIC = "ev/battery/{battery_id}/state"
+ALERT_TOPIC = "ev/battery/{battery_id}/alert"
+FLEET_SUMMARY_TOPIC = "ev/fleet/summary"
+STATE_QOS = 0
+ALERT_QOS = 1
+_TOPIC_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,49}")
+
+
+class MqttPublishError(ConnectorError):
+    """A message cannot be published (bad battery id, bad URL, publisher stopped)."""
+
+
+def parse_mqtt_url(url: str) -> tuple[str, int, str | None, str | None]:
+    """``mqtt://[user:password@]host:port`` → ``(host, port, user, password)``.
+
+    Raises:
+        MqttPublishError: not an ``mqtt://`` URL with a host.
+    """
+    parts = urlparse(url)
+    if parts.scheme != "mqtt" or not parts.hostname:
+        raise MqttPublishError(f"MQTT URL must look like mqtt://[user:password@]host:port, not {parts.scheme}://…")
+    user = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password else None
+    return parts.hostname, parts.port or 1883, user, password
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
+def _encode(payload: Mapping[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), default=_json_default).encode()
+
+
+class MqttPublisher:
+    """Publishes twin state, alerts and the fleet summary; see the module docstring for topics.
+
+    Args:
+        mqtt_url: ``mqtt://[user:password@]host:port``.
+        client_id: MQTT client id; default ``evtwin-bridge-<random>`` (replicas need distinct ids).
+        max_inflight: Most QoS 1 messages awaiting PUBACK at once.
+        buffer_size: Most alerts waiting to be sent (oldest dropped beyond it).
+        max_pending_states: Most retained topics waiting to be sent (oldest dropped beyond it).
+        keepalive_s: MQTT keep-alive, s.
+        reconnect_delay_s: First and longest wait between reconnection attempts, s.
+    """
+
+    def __init__(self, mqtt_url: str, *, client_id: str | None = None, max_inflight: int = 100,
+                 buffer_size: int = 10_000, max_pending_states: int = 100_000,
+                 keepalive_s: int = 30, reconnect_delay_s: tuple[int, int] = (1, 30)) -> None:
+        self.host, self.port, user, password = parse_mqtt_url(mqtt_url)
+        self.max_inflight = max_inflight
+        self.keepalive_s = keepalive_s
+        #: Messages handed to the broker, by kind (``state``, ``alert``, ``fleet_summary``).
+        self.published: dict[str, int] = {"state": 0, "alert": 0, "fleet_summary": 0}
+        #: Messages dropped because a buffer was full (``evtwin_mqtt_buffer_dropped_total``).
+        self.dropped = 0
+        #: Connections re-established after a loss.
+        self.reconnects = 0
+        self._alerts: deque[tuple[str, bytes]] = deque()
+        self._buffer_size = buffer_size
+        self._states: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
+        self._max_states = max_pending_states
+        self._inflight: set[int] = set()  # mids of alerts awaiting PUBACK (pump thread only)
+        self._acked: deque[int] = deque()  # mids acknowledged, appended by paho's thread
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._connected = threading.Event()
+        self._ever_connected = False
+        self._pump: threading.Thread | None = None
+        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                   client_id=client_id or f"evtwin-bridge-{uuid.uuid4().hex[:8]}")
+        if user:
+            self._client.username_pw_set(user, password)
+        self._client.max_inflight_messages_set(max_inflight)
+        self._client.reconnect_delay_set(*reconnect_delay_s)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._on_publish
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start connecting in the background; returns at once (the broker may still be down)."""
+        self._client.connect_async(self.host, self.port, keepalive=self.keepalive_s)
+        self._client.loop_start()
+        self._pump = threading.Thread(target=self._run_pump, name="mqtt-publisher", daemon=True)
+        self._pump.start()
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        """Wait until the broker has accepted the connection; ``False`` on timeout."""
+        return self._connected.wait(timeout_s)
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Wait until every queued message is sent and every alert acknowledged.
+
+        Returns:
+            ``True`` if nothing is pending any more, ``False`` on timeout.
+        """
+        deadline = time.monotonic() + timeout_s
+        while self.pending:
+            if time.monotonic() >= deadline:
+                return False
+            self._wake.set()
+            time.sleep(0.01)
+        return True
+
+    def stop(self, flush_timeout_s: float = 5.0) -> None:
+        """Deliver what is pending (up to ``flush_timeout_s``), then disconnect."""
+        if self._pump is None:
+            return
+        if not self.flush(flush_timeout_s):
+            log.warning("mqtt: stopping with %d messages undelivered", self.pending)
+        self._stopping.set()
+        self._wake.set()
+        self._pump.join(5)
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._pump = None
+
+    def __enter__(self) -> MqttPublisher:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- publishing --------------------------------------------------------------------------
+
+    def publish_state(self, battery_id: str, payload: Mapping[str, Any]) -> None:
+        """Queue the latest state of ``battery_id`` for ``ev/battery/<id>/state`` (retained)."""
+        self._queue_state(STATE_TOPIC.format(battery_id=_checked(battery_id)), payload)
+
+    def publish_fleet_summary(self, payload: Mapping[str, Any]) -> None:
+        """Queue the fleet summary for ``ev/fleet/summary`` (retained)."""
+        self._queue_state(FLEET_SUMMARY_TOPIC, payload)
+
+    def publish_alert(self, battery_id: str, payload: Mapping[str, Any]) -> None:
+        """Queue an alert for ``ev/battery/<id>/alert`` at QoS 1 (kept while the broker is away)."""
+        topic = ALERT_TOPIC.format(battery_id=_checked(battery_id))
+        with self._lock:
+            if len(self._alerts) >= self._buffer_size:
+                self._alerts.popleft()
+                self.dropped += 1
+                if self.dropped == 1 or self.dropped % 1000 == 0:
+                    log.warning("mqtt: alert buffer full (%d); dropped %d oldest so far",
+                                self._buffer_size, self.dropped)
+            self._alerts.append((topic, _encode(payload)))
+        self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        """Messages queued or awaiting acknowledgement."""
+        with self._lock:
+            return len(self._alerts) + len(self._states) + len(self._inflight)
+
+    @property
+    def connected(self) -> bool:
+        """Whether the broker connection is up."""
+        return self._connected.is_set()
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _queue_state(self, topic: str, payload: Mapping[str, Any]) -> None:
+        data = _encode(payload)
+        with self._lock:
+            self._states.pop(topic, None)  # re-insert at the end: oldest first out
+            if len(self._states) >= self._max_states:
+                self._states.popitem(last=False)
+                self.dropped += 1
+            self._states[topic] = ("state" if topic != FLEET_SUMMARY_TOPIC else "fleet_summary", data)
+        self._wake.set()
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                    properties: Any = None) -> None:
+        if reason.is_failure:
+            log.warning("mqtt: %s:%d refused the connection: %s", self.host, self.port, reason)
+            return
+        if self._ever_connected:
+            self.reconnects += 1
+            log.info("mqtt: reconnected to %s:%d", self.host, self.port)
+        self._ever_connected = True
+        self._connected.set()
+        self._wake.set()
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any,
+                    properties: Any = None) -> None:
+        # Runs in paho's thread holding paho's message lock: take no lock of ours here.
+        self._acked.append(mid)
+        self._wake.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                       properties: Any = None) -> None:
+        self._connected.clear()
+        if not self._stopping.is_set():
+            log.warning("mqtt: lost %s:%d (%s); reconnecting", self.host, self.port, reason)
+
+    def _run_pump(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(0.5)
+            self._wake.clear()
+            if self._connected.is_set():
+                self._send_states()
+                self._send_alerts()
+
+    def _send_states(self) -> None:
+        while self._connected.is_set():
+            with self._lock:
+                if not self._states:
+                    return
+                topic, (kind, data) = self._states.popitem(last=False)
+            info = self._client.publish(topic, data, qos=STATE_QOS, retain=True)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:  # connection gone: keep it unless a newer one came
+                with self._lock:
+                    if topic not in self._states:
+                        self._states[topic] = (kind, data)
+                        self._states.move_to_end(topic, last=False)
+                return
+            self.published[kind] += 1
+
+    def _send_alerts(self) -> None:
+        while self._acked:
+            mid = self._acked.popleft()
+            with self._lock:
+                self._inflight.discard(mid)  # QoS 0 mids are not in the set: ignored
+        while self._connected.is_set():
+            with self._lock:
+                if not self._alerts or len(self._inflight) >= self.max_inflight:
+                    return
+                topic, data = self._alerts.popleft()
+            # Handed to paho, a QoS 1 message is kept and resent by paho until acknowledged,
+            # across reconnects; MQTT_ERR_NO_CONN only means "not sent yet". Its PUBACK can only
+            # be drained (above) after this mid is in the set: both happen in this thread.
+            info = self._client.publish(topic, data, qos=ALERT_QOS, retain=False)
+            with self._lock:
+                self._inflight.add(info.mid)
+            self.published["alert"] += 1
+
+
+def _checked(battery_id: str) -> str:
+    if not isinstance(battery_id, str) or not _TOPIC_ID.fullmatch(battery_id):
+        raise MqttPublishError(f"battery_id {battery_id!r} is not 1-50 characters of [A-Za-z0-9_.-]")
+    return battery_id
+
+
+__all__ = [
+    "ALERT_QOS", "ALERT_TOPIC", "FLEET_SUMMARY_TOPIC", "STATE_QOS", "STATE_TOPIC", "MqttPublishError",
+    "MqttPublisher", "parse_mqtt_url",
+]

@@ -1,0 +1,157 @@
+"""How decoded Avro records become rows of the sink tables, and the SQL that writes them.
+
+Input records carry the field names of ``schemas/prediction.avsc`` and ``schemas/alert.avsc``;
+timestamps are ``int`` epoch milliseconds, UTC (``datetime`` objects are accepted too). Times are
+converted to ``timestamptz`` inside PostgreSQL (``TIMESTAMPTZ 'epoch' + ms * 1 ms``, exact to the
+millisecond), which saves building a ``datetime`` per row in Python.
+
+Every statement is idempotent: telemetry ``ON CONFLICT DO NOTHING``; ``battery_state`` only moves to
+a strictly newer ``time``; an alert row changes once, from OPENED to RESOLVED.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from operator import itemgetter
+from typing import Any
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+# Prediction fields in staging order, and the table columns they land in.
+PREDICTION_FIELDS = (
+    "timestamp", "battery_id", "soc", "soh", "voltage", "current", "temperature", "charge_cycles",
+    "power_consumption", "rul_cycles", "failure_probability", "rul_p10", "rul_p90",
+    "anomaly_score", "model_version", "event_id", "scored_at", "seq",
+)
+VALUE_COLUMNS = (
+    "soc", "soh", "voltage", "current", "temperature", "charge_cycles", "power_consumption",
+    "rul_prediction", "failure_probability", "rul_p10", "rul_p90", "anomaly_score",
+    "model_version", "event_id", "scored_at",
+)
+TABLE_COLUMNS = ("time", "battery_id", *VALUE_COLUMNS)
+_STAGE_TYPES = (
+    ("ts_ms", "int8"), ("battery_id", "text"), ("soc", "float8"), ("soh", "float8"),
+    ("voltage", "float8"), ("current", "float8"), ("temperature", "float8"),
+    ("charge_cycles", "int4"), ("power_consumption", "float8"), ("rul_prediction", "float8"),
+    ("failure_probability", "float8"), ("rul_p10", "float8"), ("rul_p90", "float8"),
+    ("anomaly_score", "float8"), ("model_version", "text"), ("event_id", "text"),
+    ("scored_ms", "int8"), ("seq", "int8"),
+)
+STAGE_TABLE = "evtwin_stage_predictions"
+STAGE_PG_TYPES = [t for _, t in _STAGE_TYPES]
+
+_COLS = ", ".join(TABLE_COLUMNS)
+_MS = "TIMESTAMPTZ 'epoch' + {} * INTERVAL '1 millisecond'"
+_STAGE_SELECT = ", ".join(
+    [_MS.format("ts_ms"), "battery_id",
+     *(_MS.format("scored_ms") if c == "scored_at" else c for c in VALUE_COLUMNS)]
+)
+_STATE_UPDATE = (
+    " ON CONFLICT (battery_id) DO UPDATE SET time = EXCLUDED.time, "
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c in VALUE_COLUMNS)
+    + ", updated_at = now() WHERE battery_state.time < EXCLUDED.time"
+)
+
+CREATE_STAGE = (
+    f"CREATE TEMP TABLE IF NOT EXISTS {STAGE_TABLE} ("
+    + ", ".join(f"{name} {pg}" for name, pg in _STAGE_TYPES)
+    + ") ON COMMIT DELETE ROWS"
+)
+COPY_STAGE = f"COPY {STAGE_TABLE} ({', '.join(n for n, _ in _STAGE_TYPES)}) FROM STDIN (FORMAT BINARY)"
+INSERT_FROM_STAGE = (
+    f"INSERT INTO ev_telemetry ({_COLS}) SELECT {_STAGE_SELECT} FROM {STAGE_TABLE} "
+    "ON CONFLICT DO NOTHING"
+)
+STATE_FROM_STAGE = (
+    f"INSERT INTO battery_state ({_COLS}) SELECT DISTINCT ON (battery_id) {_STAGE_SELECT} "
+    f"FROM {STAGE_TABLE} ORDER BY battery_id, ts_ms DESC, seq DESC" + _STATE_UPDATE
+)
+_VALUES = ", ".join(
+    [_MS.format("%s::int8"), "%s",
+     *(_MS.format("%s::int8") if c == "scored_at" else "%s" for c in VALUE_COLUMNS)]
+)
+INSERT_VALUES = f"INSERT INTO ev_telemetry ({_COLS}) VALUES ({_VALUES}) ON CONFLICT DO NOTHING"
+STATE_VALUES = f"INSERT INTO battery_state ({_COLS}) VALUES ({_VALUES})" + _STATE_UPDATE
+
+UPSERT_ALERT = (
+    "INSERT INTO ev_alerts (alert_id, battery_id, rule, severity, status, value, threshold, "
+    "message, event_id, opened_at, resolved_at) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (alert_id) DO UPDATE SET status = EXCLUDED.status, "
+    "resolved_at = EXCLUDED.resolved_at, updated_at = now() "
+    "WHERE ev_alerts.status <> 'RESOLVED' AND EXCLUDED.status = 'RESOLVED'"
+)
+
+_get_prediction = itemgetter(*PREDICTION_FIELDS)
+_get_prediction_no_seq = itemgetter(*PREDICTION_FIELDS[:-1])
+
+
+def millis(value: Any) -> int:
+    """Epoch milliseconds from an ``int`` (returned as is) or an aware ``datetime``."""
+    if isinstance(value, datetime):
+        return (value - EPOCH) // timedelta(milliseconds=1)
+    return int(value)
+
+
+def prediction_tuples(rows: Iterable[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+    """Prediction records as tuples in :data:`PREDICTION_FIELDS` order (staging order).
+
+    Raises:
+        KeyError: a record lacks a field.
+    """
+    rows = rows if isinstance(rows, Sequence) else list(rows)
+    try:
+        out = [_get_prediction(r) for r in rows]
+    except KeyError:  # ``seq`` has an Avro default; hand-made records may lack it
+        out = [(*_get_prediction_no_seq(r), r.get("seq", 0)) for r in rows]
+    if out and not (type(out[0][0]) is int and type(out[0][16]) is int):
+        out = [(millis(t[0]), *t[1:16], millis(t[16]), t[17]) for t in out]
+    return out
+
+
+def latest_per_battery(tuples: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The newest tuple of each battery (by event time, then sequence number)."""
+    latest: dict[str, tuple[Any, ...]] = {}
+    for t in tuples:
+        seen = latest.get(t[1])
+        if seen is None or (t[0], t[17]) >= (seen[0], seen[17]):
+            latest[t[1]] = t
+    return list(latest.values())
+
+
+def without_seq(t: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A staging tuple as parameters of :data:`INSERT_VALUES` / :data:`STATE_VALUES`."""
+    return t[:17]
+
+
+def _when(ms: Any) -> datetime | None:
+    return None if ms is None else EPOCH + timedelta(milliseconds=millis(ms))
+
+
+def alert_params(rows: Iterable[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+    """Parameters of :data:`UPSERT_ALERT`, one per episode: the records of one ``alert_id`` in a
+    batch are merged (OPENED fields, then RESOLVED status and ``resolved_at`` if any resolved)."""
+    episodes: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        merged = episodes.get(row["alert_id"])
+        if merged is None:
+            episodes[row["alert_id"]] = dict(row)
+        elif row["status"] == "RESOLVED":
+            merged.update(status="RESOLVED", resolved_at=row.get("resolved_at"))
+        elif merged["status"] == "RESOLVED":  # OPENED after RESOLVED in the batch: keep resolution
+            merged.update({k: v for k, v in row.items() if k not in ("status", "resolved_at")})
+    return [
+        (a["alert_id"], a["battery_id"], a["rule"], a["severity"], a["status"], a["value"],
+         a["threshold"], a["message"], a.get("event_id"), _when(a["opened_at"]),
+         _when(a.get("resolved_at")))
+        for a in episodes.values()
+    ]
+
+
+__all__ = [
+    "COPY_STAGE", "CREATE_STAGE", "INSERT_FROM_STAGE", "INSERT_VALUES", "PREDICTION_FIELDS",
+    "STAGE_PG_TYPES", "STAGE_TABLE", "STATE_FROM_STAGE", "STATE_VALUES", "TABLE_COLUMNS",
+    "UPSERT_ALERT", "alert_params", "latest_per_battery", "millis", "prediction_tuples",
+    "without_seq",
+]
