@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import joblib
+import numpy as np
 
 from schemas.codec import AvroCodec
 from streams.scoring import CARRIED
@@ -38,7 +39,7 @@ class NaivePredictor:
         if telemetry_problem(record, now, 300_000, 30 * 86_400_000):
             raise ValueError("invalid reading in the benchmark input")
         x = self.features([record])
-        rul = self.rul.predict(x)
+        rul = np.expm1(self.rul.predict(x))  # the RUL model predicts log(1 + cycles) quantiles
         failure = self.failure.predict_proba(x)[:, 1]
         band = rul[0] if getattr(rul, "ndim", 1) > 1 else [rul[0]] * 3
         out: dict[str, Any] = {k: record[k] for k in CARRIED}

@@ -97,6 +97,16 @@ class Settings(BaseSettings):
     metrics_port: int = Field(6066, ge=0, le=65535, description="Prometheus port of a worker; 0 = none.")
     workers: int = Field(1, ge=1, le=64, description="Score-worker replicas that evtwin up starts.")
 
+    # --- Sinks (evtwin sink, evtwin mqtt-bridge).
+    sink_app_id: str = Field("evtwin-sink", description="Faust app id of the database sink.")
+    bridge_app_id: str = Field("evtwin-mqtt-bridge", description="Faust app id of the MQTT bridge.")
+    sink_strategy: Literal["copy", "executemany"] = Field(
+        "copy", description="How the sink writes batches (copy measured faster).")
+    sink_retry_s: float = Field(300.0, gt=0, description="How long the sink retries a down database, s.")
+    sink_rollup_refresh_s: float = Field(60.0, gt=0, description="Refresh of the hourly rollup, s.")
+    mqtt_buffer_size: int = Field(10_000, ge=1, description="Alerts kept through an MQTT outage.")
+    fleet_summary_s: float = Field(5.0, gt=0, description="Period of the MQTT fleet summary, s.")
+
     # --- Alert rules (thresholds in the unit of their signal).
     alert_soc_below: float = Field(15.0, description="Open low_soc below this SoC, %.")
     alert_soc_hysteresis: float = Field(2.0, ge=0, description="Resolve low_soc this far above, %.")

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 MODE_NAMES = ("PARKED", "DRIVING", "CHARGING_AC", "CHARGING_DC")
 _FIELDS_FLOAT = ("soc", "soh", "voltage", "current", "temperature", "power_consumption",
-                 "ambient_temperature", "cell_voltage_min", "cell_voltage_max")
+                 "ambient_temperature", "cell_voltage_min", "cell_voltage_max", "service_days")
 
 
 @dataclass
@@ -75,13 +75,15 @@ class FleetSimulator:
         self.seq = np.zeros(len(fleet.battery_ids), dtype=np.int64)
         self.keys = [b.encode() for b in fleet.battery_ids]
         self.stats = SimulatorStats()
+        self._last_ms = 0
 
     def tick(self) -> int:
         """Advance the fleet one step and produce its readings; return how many were sent."""
         dt_s = 1.0 / self.rate_hz
         aging_dt_s = dt_s * 3600.0 * self.speedup if self.speedup > 0 else dt_s
         self.fleet.step(dt_s, aging_dt_s)
-        now_ms = int(time.time() * 1000)
+        # Strictly increasing per tick, so (time, battery_id) stays unique even at full speed.
+        now_ms = self._last_ms = max(int(time.time() * 1000), self._last_ms + 1)
         readings = self.fleet.readings()
         records = telemetry_records(readings, self.fleet.battery_ids, self.seq, now_ms)
         truth = self.fleet.ground_truth() if self.truth_codec is not None else None

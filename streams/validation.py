@@ -21,6 +21,7 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "ambient_temperature": (-60.0, 70.0, "°C"),
     "cell_voltage_min": (0.0, 5.0, "V"),
     "cell_voltage_max": (0.0, 5.0, "V"),
+    "service_days": (0.0, 36_500.0, "days"),
 }
 
 

@@ -32,6 +32,7 @@ TELEMETRY = {
     "ambient_temperature": 21.0,
     "cell_voltage_min": 3.95,
     "cell_voltage_max": 3.97,
+    "service_days": 412.5,
     "mode": "DRIVING",
 }
 

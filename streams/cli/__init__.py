@@ -59,7 +59,16 @@ class OptionAdder:
 
 
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
-    from streams.cli import bench_cmd, data_cmd, sim_cmd, stack_cmd, topics_cmd, worker_cmd
+    from streams.cli import (
+        bench_cmd,
+        data_cmd,
+        sim_cmd,
+        sink_cmd,
+        stack_cmd,
+        topics_cmd,
+        train_cmd,
+        worker_cmd,
+    )
 
     opt = OptionAdder(environ)
     parser = argparse.ArgumentParser(
@@ -76,7 +85,9 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     topics_cmd.register(sub, opt)
     sim_cmd.register(sub, opt)
     worker_cmd.register(sub, opt)
+    sink_cmd.register(sub, opt)
     data_cmd.register(sub, opt)
+    train_cmd.register(sub, opt)
     bench_cmd.register(sub, opt)
     return parser
 

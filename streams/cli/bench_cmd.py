@@ -43,6 +43,16 @@ def register(sub: Any, opt: Any) -> None:
     opt.flag(b, "--json", "EVTWIN_BENCH_JSON", "print one JSON object instead of a table")
     b.set_defaults(handler=run_pipeline)
 
+    b = bsub.add_parser("sink", help="rows/s the database sink writes",
+                        description="Write prediction rows in batches into the database (a "
+                        "running stack's, or EVTWIN_DATABASE_URL) with both strategies — COPY into "
+                        "a staging table + INSERT … ON CONFLICT, and executemany — in a scratch "
+                        "schema that is dropped afterwards.")
+    opt.env(b, "--rows", "EVTWIN_BENCH_ROWS", "rows to write", default=200_000, type=int)
+    opt.env(b, "--batch", "EVTWIN_BENCH_BATCH", "rows per batch (one transaction)", default=5000, type=int)
+    opt.flag(b, "--json", "EVTWIN_BENCH_JSON", "print one JSON object instead of a table")
+    b.set_defaults(handler=run_sink)
+
     b = bsub.add_parser("broker", help="what the pipeline needs of each embedded broker",
                         description="Start each embedded broker alone and measure end-offset "
                         "correctness (consumer lag needs it) and a consumer-group read.")
@@ -108,4 +118,22 @@ def run_pipeline(args: argparse.Namespace, settings: Settings) -> int:
         args.latency_seconds, settings.topic_partitions,
         progress=lambda text: print(text, file=sys.stderr))
     print_result("Pipeline (embedded stack, this machine)", result, args.json)
+    return 0
+
+
+def run_sink(args: argparse.Namespace, settings: Settings) -> int:
+    from connectors.sink_bench import run_sink_bench
+    from connectors.stack import resolve_endpoints
+    from streams.cli import CliError
+
+    endpoints = resolve_endpoints(settings)
+    if not endpoints.database_url:
+        raise CliError("no database: start the stack (`evtwin services`) or set EVTWIN_DATABASE_URL")
+    copy = run_sink_bench(endpoints.database_url, rows=args.rows, batch=args.batch, strategy="copy")
+    many = run_sink_bench(endpoints.database_url, rows=args.rows, batch=args.batch,
+                          strategy="executemany")
+    result = {"rows": copy["rows"], "batch": args.batch, "rows_per_s": copy["rows_per_s"],
+              "strategy": "copy", "executemany_rows_per_s": many["rows_per_s"],
+              "flavour": copy.get("flavour", "")}
+    print_result("Database sink", result, args.json)
     return 0

@@ -140,11 +140,21 @@ def _pipeline(settings: Settings, args: argparse.Namespace) -> list[ManagedProce
             "--log-level", settings.log_level, "--log-format", settings.log_format]
     logs = settings.state_dir / "logs"
     procs = [ManagedProcess("ingest bridge", base + ["ingest"], logs / "ingest.log", cwd=REPO_ROOT)]
+    port = settings.metrics_port
+
+    def next_port() -> str:
+        nonlocal port
+        value, port = port, (port + 1 if port else 0)
+        return str(value)
+
     for i in range(settings.workers):
-        port = settings.metrics_port + i if settings.metrics_port else 0
         procs.append(ManagedProcess(
-            f"score worker {i + 1}", base + ["worker", "--metrics-port", str(port)],
+            f"score worker {i + 1}", base + ["worker", "--metrics-port", next_port()],
             logs / f"worker-{i + 1}.log", cwd=REPO_ROOT))
+    procs.append(ManagedProcess("database sink", base + ["sink", "--metrics-port", next_port()],
+                                logs / "sink.log", cwd=REPO_ROOT))
+    procs.append(ManagedProcess("MQTT bridge", base + ["mqtt-bridge", "--metrics-port", next_port()],
+                                logs / "mqtt-bridge.log", cwd=REPO_ROOT))
     if not args.no_simulator:
         procs.append(ManagedProcess(
             "simulator",

@@ -1,0 +1,120 @@
+"""Training: a leak-free battery split, models that beat trivial baselines, saved artifacts."""
+
+from __future__ import annotations
+
+import functools
+import json
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.features import FEATURE_NAMES
+from models.scorer import Scorer
+from training import data, fit
+from training.train import TrainResult, train
+
+TINY = fit.HyperParams(rul_trees=60, failure_trees=60, anomaly_trees=60, iforest_trees=50)
+"""Small models: the tests check behaviour, not the quality bars (measured on 500 batteries)."""
+
+
+@functools.cache
+def small_data() -> data.TrainingData:
+    """48 batteries simulated with the quick settings (~5 s), shared by the test modules."""
+    return data.generate(48, seed=3, quick=True)
+
+
+@functools.cache
+def small_model() -> TrainResult:
+    """A model trained on :func:`small_data` in a temporary directory, logged to a temporary MLflow."""
+    root = Path(tempfile.mkdtemp(prefix="evtwin-train-"))
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    return train(small_data(), root / "models", hp=TINY, seed=3, tracking_uri=uri, log_mlflow=True)
+
+
+def test_split_leaks_no_battery() -> None:
+    td = small_data()
+    split = data.split_rows(td.groups, seed=0, strata=td.anomaly)
+    parts = [set(td.groups[idx]) for idx in (split.train, split.calib, split.test)]
+    assert split.by == "battery"
+    assert not parts[0] & parts[1] and not parts[0] & parts[2] and not parts[1] & parts[2]
+    rows = np.concatenate([split.train, split.calib, split.test])
+    assert len(rows) == len(np.unique(rows)) == len(td.groups)
+    assert all(len(p) >= 5 for p in parts)
+
+
+def test_model_beats_trivial_baselines_on_held_out_batteries() -> None:
+    m = small_model().metrics
+    assert m["rul_mae_cycles"] < 0.6 * m["rul_baseline_mae_cycles"], m  # baseline: training mean
+    assert m["rul_r2"] > 0.4, m  # the mean scores 0 (or below)
+    assert 0.6 < m["rul_band_coverage"] < 0.97, m
+    assert m["failure_roc_auc"] > 0.8, m  # prevalence scores 0.5
+    assert m["failure_brier"] < 0.8 * m["failure_baseline_brier"], m  # baseline: prevalence
+    assert m["anomaly_auroc_observable"] > 0.8, m
+
+
+def test_kaggle_file_trains_with_its_own_labels_and_a_time_split(tmp_path: Path) -> None:
+    from datasets.loader import KAGGLE_FILENAME
+
+    rng = np.random.default_rng(0)
+    n = 600
+    soh = np.linspace(1.0, 0.8, n)
+    frame = pd.DataFrame({
+        "Timestamp": pd.date_range("2020-01-01", periods=n, freq="15min").strftime("%Y-%m-%d %H:%M:%S"),
+        "SoC": rng.uniform(0.1, 0.9, n), "SoH": soh, "Battery_Voltage": rng.normal(370, 5, n),
+        "Battery_Current": rng.normal(0, 40, n), "Battery_Temperature": rng.normal(28, 4, n),
+        "Charge_Cycles": np.arange(n), "Power_Consumption": rng.normal(5, 3, n),
+        "Ambient_Temperature": rng.normal(20, 5, n), "Motor_RPM": rng.uniform(0, 5000, n),
+        "RUL": (soh - 0.8) * 5000, "Failure_Probability": (soh < 0.83).astype(int),
+    })
+    path = tmp_path / KAGGLE_FILENAME
+    frame.to_csv(path, index=False)
+    result = train(path, tmp_path / "models", hp=TINY)
+    assert result.card["dataset"]["kind"] == "kaggle" and result.card["split"]["by"] == "time"
+    assert result.card["anomaly_detector"] == "iforest"  # no fault labels to supervise a detector
+    assert np.isnan(result.metrics["anomaly_auroc"])
+    assert np.isfinite(result.metrics["rul_mae_cycles"])
+    Scorer.load(result.model_dir).score(np.zeros((2, len(FEATURE_NAMES)), dtype=np.float32))
+
+
+def test_mlflow_run_holds_metrics_and_champion_loads_and_predicts() -> None:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    result = small_model()
+    assert result.run_id and result.version.startswith("ev-twin@")
+    client = MlflowClient()
+    run = client.get_run(result.run_id)
+    assert run.data.metrics["rul_r2"] == pytest.approx(result.metrics["rul_r2"])
+    assert run.data.metrics["failure_roc_auc"] == pytest.approx(result.metrics["failure_roc_auc"])
+    champion = client.get_model_version_by_alias("ev-twin", "champion")
+    assert f"ev-twin@{champion.version}" == result.version
+    for part in ("rul", "failure", "anomaly"):
+        assert client.get_model_version_by_alias(f"ev-twin-{part}", "champion").run_id == result.run_id
+    X = small_data().X[:50]
+    with warnings.catch_warnings():  # MLflow's own deprecation chatter while loading
+        warnings.simplefilter("ignore")
+        model = mlflow.pyfunc.load_model("models:/ev-twin@champion")
+        rul = mlflow.pyfunc.load_model("models:/ev-twin-rul@champion")
+        predicted = model.predict(pd.DataFrame(X, columns=list(FEATURE_NAMES)))
+        assert np.asarray(rul.predict(pd.DataFrame(X, columns=list(FEATURE_NAMES)))).shape[0] == 50
+    expected = Scorer.load(result.model_dir).score(X)
+    for key, values in expected.items():
+        np.testing.assert_allclose(predicted[key].to_numpy(), values, rtol=1e-6, err_msg=key)
+
+
+def test_artifacts_and_card_are_complete() -> None:
+    result = small_model()
+    names = {p.name for p in result.model_dir.iterdir()}
+    assert {"rul_xgb_model.joblib", "failure_xgb_model.joblib", "feature_names.joblib",
+            "anomaly_iforest.joblib", "model_card.json", "metrics.json"} <= names
+    assert not [n for n in names if n.startswith(".tmp")]
+    card = json.loads((result.model_dir / "model_card.json").read_text())
+    assert card["feature_names"] == list(FEATURE_NAMES)
+    assert card["version"] == result.version and card["dataset"]["sha256"]
+    metrics = json.loads((result.model_dir / "metrics.json").read_text())
+    for key in ("rul_r2", "rul_mae_cycles", "rul_band_coverage", "failure_roc_auc", "anomaly_auroc"):
+        assert np.isfinite(metrics[key]), key

@@ -1,0 +1,69 @@
+"""``evtwin train`` and ``evtwin evaluate``: options with environment defaults, metrics out."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from models.scorer import Scorer
+from streams.cli import CliError, OptionAdder, settings_from, train_cmd
+from tests.test_training import small_data, small_model
+
+
+def _run(argv: list[str], environ: Mapping[str, str] | None = None) -> int:
+    """Parse ``argv`` with only the train/evaluate commands registered, then run the handler."""
+    parser = argparse.ArgumentParser(prog="evtwin")
+    sub = parser.add_subparsers(dest="command", required=True)
+    train_cmd.register(sub, OptionAdder(environ or {}))
+    args = parser.parse_args(argv)
+    return int(args.handler(args, settings_from(args)))
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("ds") / "ev_fleet.parquet"
+    small_data().frame.to_parquet(path, index=False)
+    return path
+
+
+def test_train_on_a_dataset_with_env_defaults(tmp_path: Path, dataset: Path) -> None:
+    env = {"EVTWIN_TRAIN_OUT": str(tmp_path / "m"), "EVTWIN_TRAIN_NO_MLFLOW": "1", "EVTWIN_TRAIN_QUIET": "1",
+           "EVTWIN_TRAIN_QUICK": "1"}
+    assert _run(["train", "--dataset", str(dataset)], env) == 0
+    scorer = Scorer.load(tmp_path / "m")
+    assert scorer.version.startswith("file:") and scorer.card["dataset"]["source"] == str(dataset)
+    assert scorer.card["quick"] is True
+
+
+def test_evaluate_prints_the_metric_keys(dataset: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run(["evaluate", "--dataset", str(dataset), "--models", str(small_model().model_dir), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["model_version"] == small_model().version
+    for key in ("rul_r2", "rul_mae_cycles", "rul_band_coverage", "failure_roc_auc", "anomaly_auroc"):
+        assert isinstance(report["metrics"][key], float), key
+
+
+def test_user_errors_are_cli_errors(tmp_path: Path, dataset: Path) -> None:
+    with pytest.raises(CliError, match="no dataset"):
+        _run(["train", "--dataset", str(tmp_path / "absent"), "--no-mlflow"])
+    with pytest.raises(CliError, match="required"):
+        _run(["evaluate"])
+    with pytest.raises(CliError, match="evtwin train"):
+        _run(["evaluate", "--dataset", str(dataset), "--models", str(tmp_path)])
+    with pytest.raises(CliError, match="EVTWIN_TRAIN_SEED"):
+        _run(["train"], {"EVTWIN_TRAIN_SEED": "x"})
+
+
+def test_help_names_every_variable(capsys: pytest.CaptureFixture[str]) -> None:
+    for command in ("train", "evaluate"):
+        with pytest.raises(SystemExit):
+            _run([command, "--help"])
+    out = capsys.readouterr().out
+    for var in ("EVTWIN_TRAIN_DATASET", "EVTWIN_TRAIN_OUT", "EVTWIN_TRAIN_QUICK", "EVTWIN_TRAIN_BATTERIES",
+                "EVTWIN_TRAIN_SEED", "EVTWIN_TRAIN_NO_MLFLOW", "EVTWIN_TRAIN_QUIET",
+                "EVTWIN_MLFLOW_TRACKING_URI", "EVTWIN_EVALUATE_DATASET", "EVTWIN_EVALUATE_JSON"):
+        assert var in out.replace("\n", " ").replace("  ", " ") or var in out, var

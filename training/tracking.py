@@ -1,0 +1,203 @@
+"""MLflow logging: params, metrics, plots and models; registration with the alias ``champion``.
+
+Import this module only inside functions (``training.train`` does): it imports MLflow, which is slow
+to import and which the live agents never need.
+
+Registered models (each new version gets the alias ``champion``):
+
+- ``ev-twin``: the whole model directory as a pyfunc (``Scorer`` inside); input = a DataFrame of
+  ``FEATURE_NAMES``, output = the five score columns. Its version names the model: ``ev-twin@<n>``.
+- ``ev-twin-rul``, ``ev-twin-failure`` (XGBoost flavour) and ``ev-twin-anomaly`` (the selected
+  detector: XGBoost or scikit-learn IsolationForest), each with a signature and an input example.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+with warnings.catch_warnings():  # MLflow warns about its own type hints while importing
+    warnings.simplefilter("ignore")
+    import mlflow
+    import mlflow.pyfunc
+    import mlflow.sklearn
+    import mlflow.xgboost
+    from mlflow.models import infer_signature
+
+from models.features import FEATURE_NAMES
+from models.scorer import ANOMALY_XGB_FILE, FAILURE_FILE, IFOREST_FILE, RUL_FILE
+from training.errors import TrainingError
+
+EXPERIMENT = "ev-twin"
+MODEL_NAME = "ev-twin"
+ALIAS = "champion"
+_XGB = "xgboost-cpu|xgboost"
+
+
+def default_tracking_uri(state_dir: Path) -> str:
+    """``sqlite:///<state_dir>/mlflow/mlflow.db`` (the embedded default)."""
+    return f"sqlite:///{(Path(state_dir) / 'mlflow' / 'mlflow.db').resolve()}"
+
+
+class ScorerModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defined]
+    """pyfunc wrapper: loads ``models.scorer.Scorer`` from the logged model directory."""
+
+    def load_context(self, context: Any) -> None:
+        from models.scorer import Scorer
+
+        self.scorer = Scorer.load(Path(context.artifacts["model_dir"]))
+
+    def predict(self, context: Any, model_input: pd.DataFrame,
+                params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """Scores of a DataFrame with the ``FEATURE_NAMES`` columns."""
+        X = model_input[list(FEATURE_NAMES)].to_numpy(dtype=np.float32)
+        return pd.DataFrame(self.scorer.score(X))
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """MLflow's own warnings (deprecations, schema hints) are not ours to act on."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _experiment(uri: str) -> str:
+    """Point MLflow at ``uri`` and return the experiment id (artifacts beside a SQLite file)."""
+    mlflow.set_tracking_uri(uri)
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    found = mlflow.get_experiment_by_name(EXPERIMENT)
+    if found is not None:
+        return str(found.experiment_id)
+    location = None
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
+    return str(mlflow.create_experiment(EXPERIMENT, artifact_location=location))
+
+
+def _requirements(*packages: str) -> list[str]:
+    """Pinned pip requirements of the installed ``packages``.
+
+    Given explicitly, so MLflow does not infer them by loading each model in a subprocess (seconds
+    per model, minutes on a loaded machine).
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = []
+    for spec in packages:  # "a|b": the first installed distribution (xgboost-cpu or xgboost)
+        names = spec.split("|")
+        for name in names:
+            try:
+                pins.append(f"{name}=={version(name)}")
+                break
+            except PackageNotFoundError:
+                continue
+        else:
+            pins.append(names[-1])
+    return pins
+
+
+def _register(model_uri: str, name: str) -> str:
+    """Register ``model_uri`` as ``name``, alias it champion; return the version."""
+    mv = mlflow.register_model(model_uri, name)
+    mlflow.MlflowClient().set_registered_model_alias(name, ALIAS, mv.version)
+    return str(mv.version)
+
+
+def _log_components(objects: dict[str, Any], detector: str, example: pd.DataFrame) -> dict[str, str]:
+    """Log the RUL, failure and anomaly models in their own flavours (signature + input example).
+
+    Returns:
+        Part name (rul, failure, anomaly) -> logged model URI.
+    """
+    X = example.to_numpy(dtype=np.float32)
+    uris: dict[str, str] = {}
+    parts = [("rul", objects[RUL_FILE]), ("failure", objects[FAILURE_FILE])]
+    if detector == "xgb":
+        parts.append(("anomaly", objects[ANOMALY_XGB_FILE]))
+    for name, model in parts:
+        sig = infer_signature(example, np.asarray(model.predict(X)))
+        info = mlflow.xgboost.log_model(model, name=name, signature=sig, input_example=example.head(5),
+                                        model_format="ubj", pip_requirements=_requirements(_XGB))
+        uris[name] = info.model_uri
+    if detector != "xgb":
+        bundle = objects[IFOREST_FILE]
+        Xf = example.fillna(pd.Series(bundle["fill"], index=example.columns))
+        sig = infer_signature(Xf, bundle["model"].score_samples(Xf.to_numpy()))
+        info = mlflow.sklearn.log_model(bundle["model"], name="anomaly", signature=sig, input_example=Xf.head(5),
+                                        pip_requirements=_requirements("scikit-learn"))
+        uris["anomaly"] = info.model_uri
+    return uris
+
+
+def log_run(tracking_uri: str, objects: dict[str, Any], card: dict[str, Any], metrics: dict[str, float],
+            staged_dir: Path, plot_dir: Path | None, example: np.ndarray) -> tuple[str, str]:
+    """Log one training run and register its models with the alias ``champion``.
+
+    Args:
+        tracking_uri: MLflow tracking URI (``sqlite:///...`` or a server URL).
+        objects: The model objects (file name -> object) as saved.
+        card: Model card (params come from it).
+        metrics: Held-out metrics (non-finite values are skipped).
+        staged_dir: A complete model directory (``models.registry`` layout) logged as the pyfunc.
+        plot_dir: PNG plots to log (or None).
+        example: A few feature rows (input example and signature).
+
+    Returns:
+        ``(run_id, version)`` with version ``ev-twin@<registered version>``.
+
+    Raises:
+        TrainingError: If MLflow fails (the message names the tracking URI).
+    """
+    try:
+        with _quiet():
+            return _log_run(tracking_uri, objects, card, metrics, staged_dir, plot_dir, example)
+    except TrainingError:
+        raise
+    except Exception as exc:
+        raise TrainingError(f"MLflow logging to {tracking_uri} failed: {exc}") from exc
+
+
+def _log_run(tracking_uri: str, objects: dict[str, Any], card: dict[str, Any], metrics: dict[str, float],
+             staged_dir: Path, plot_dir: Path | None, example: np.ndarray) -> tuple[str, str]:
+    experiment_id = _experiment(tracking_uri)
+    frame = pd.DataFrame(example, columns=list(FEATURE_NAMES))
+    params = {f"hp_{k}": v for k, v in card["hyperparameters"].items()}
+    params.update({f"dataset_{k}": v for k, v in card["dataset"].items()})
+    params.update(split_by=card["split"]["by"], anomaly_detector=card["anomaly_detector"],
+                  rul_transform=card["rul_transform"], n_features=len(FEATURE_NAMES))
+    with mlflow.start_run(experiment_id=experiment_id, run_name="ev-twin-quick" if card["quick"] else "ev-twin") as run:
+        mlflow.log_params(params)
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if np.isfinite(v)})
+        mlflow.log_dict(card, "model_card.json")
+        if plot_dir is not None:
+            mlflow.log_artifacts(str(plot_dir), artifact_path="plots")
+        uris = _log_components(objects, card["anomaly_detector"], frame)
+        sig = infer_signature(frame, _staged_scores(staged_dir, frame))
+        info = mlflow.pyfunc.log_model(name="ev-twin", python_model=ScorerModel(),
+                                artifacts={"model_dir": str(staged_dir)}, signature=sig,
+                                input_example=frame.head(5),
+                                pip_requirements=_requirements(_XGB, "scikit-learn", "numpy", "pandas", "joblib"))
+        run_id = run.info.run_id
+    version = _register(info.model_uri, MODEL_NAME)
+    for part, uri in uris.items():
+        _register(uri, f"{MODEL_NAME}-{part}")
+    return run_id, f"{MODEL_NAME}@{version}"
+
+
+def _staged_scores(staged_dir: Path, frame: pd.DataFrame) -> pd.DataFrame:
+    """The staged model's outputs on ``frame`` (for the pyfunc signature)."""
+    from models.scorer import Scorer
+
+    scores = Scorer.load(staged_dir).score(frame.to_numpy(dtype=np.float32))
+    return pd.DataFrame(scores)
+
+
+__all__ = ["ALIAS", "EXPERIMENT", "MODEL_NAME", "ScorerModel", "default_tracking_uri", "log_run"]

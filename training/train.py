@@ -1,0 +1,228 @@
+"""Train, evaluate on held-out batteries, save atomically and (optionally) log to MLflow.
+
+``train(None, "models", quick=True)`` simulates a small fleet in memory and writes a usable model in
+well under a minute; ``train(path, "models")`` trains on a dataset file or directory (the generated
+fleet or the Kaggle CSV). Metrics are measured with the serving path itself (``models.scorer.Scorer``
+on ``models.features`` inputs) on batteries the models never saw.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.features import FEATURE_NAMES
+from models.registry import FEATURES_FILE, save_artifacts
+from models.scorer import (
+    ANOMALY_XGB_FILE,
+    CALIBRATOR_FILE,
+    FAILURE_FILE,
+    IFOREST_FILE,
+    RUL_FILE,
+    IForestDetector,
+    Scorer,
+)
+from training import data, evaluate, fit
+from training.errors import TrainingDataError
+
+STEPS: tuple[str, ...] = ("data", "split", "rul", "failure", "anomaly", "evaluate", "mlflow", "save")
+"""Stages reported to ``on_step`` (in order)."""
+DEFAULT_BATTERIES = 500
+"""Batteries generated when no dataset is given (full run)."""
+
+
+@dataclass
+class TrainResult:
+    """Outcome of :func:`train`: where the model went, its version, held-out metrics, MLflow run."""
+
+    model_dir: Path
+    version: str
+    metrics: dict[str, float]
+    card: dict[str, Any]
+    run_id: str | None
+    seconds: float
+
+
+def _load_data(dataset: Path | str | data.TrainingData | None, quick: bool, seed: int,
+               batteries: int | None) -> data.TrainingData:
+    """The dataset at ``dataset`` (or already loaded), or a fleet simulated in memory."""
+    if isinstance(dataset, data.TrainingData):
+        return dataset
+    if dataset is not None:
+        return data.load(Path(dataset))
+    n = batteries or (data.QUICK_BATTERIES if quick else DEFAULT_BATTERIES)
+    return data.generate(n, seed, quick=quick)
+
+
+def _fit_all(td: data.TrainingData, split: data.Split, hp: fit.HyperParams,
+             step: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fit every model on the training part; on the calibration part, conformalise the RUL band,
+    calibrate the failure probability and pick the anomaly detector.
+
+    Returns:
+        ``(objects, choices)``: artifacts by file name, and card entries (band offset, detector).
+    """
+    X, tr, cal = td.X, split.train, split.calib
+    step("rul")
+    has_rul = tr[np.isfinite(td.rul[tr])]
+    if len(has_rul) == 0:
+        raise TrainingDataError(f"{td.source}: no finite RUL label in the training part")
+    rul_model = fit.fit_rul(X[has_rul], td.rul[has_rul], hp)
+    objects: dict[str, Any] = {RUL_FILE: rul_model}
+    ok = np.isfinite(td.rul[cal])
+    offset = fit.conformal_offset(rul_model, X[cal][ok], td.rul[cal][ok], hp.rul_log)
+    step("failure")
+    clf = fit.fit_classifier(X[tr], td.failure[tr], hp.failure_trees, hp.failure_depth, hp)
+    objects[FAILURE_FILE] = clf
+    objects[CALIBRATOR_FILE] = fit.fit_calibrator(clf.predict_proba(X[cal])[:, 1], td.failure[cal])
+    step("anomaly")
+    objects[IFOREST_FILE] = fit.fit_iforest(X[tr], hp)
+    detector = "iforest"
+    if td.anomaly is not None and td.anomaly[tr].any() and td.anomaly[cal].any():
+        from sklearn.metrics import roc_auc_score
+
+        seen_tr, seen_cal = tr[~td.silent[tr]], cal[~td.silent[cal]]
+        xgb_det = fit.fit_classifier(X[seen_tr], td.anomaly[seen_tr], hp.anomaly_trees, hp.anomaly_depth,
+                                     hp, blind=hp.anomaly_blind)
+        objects[ANOMALY_XGB_FILE] = xgb_det
+        y_cal = td.anomaly[seen_cal]
+        auc_xgb = roc_auc_score(y_cal, xgb_det.predict_proba(X[seen_cal])[:, 1])
+        auc_if = roc_auc_score(y_cal, IForestDetector(objects[IFOREST_FILE]).raw(X[seen_cal]))
+        detector = "xgb" if auc_xgb > auc_if else "iforest"
+    objects[FEATURES_FILE] = list(FEATURE_NAMES)
+    return objects, {"anomaly_detector": detector, "rul_band_offset": offset}
+
+
+def _evaluate(scorer: Scorer, objects: dict[str, Any], td: data.TrainingData,
+              split: data.Split) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Held-out metrics of the serving path; the non-selected anomaly detector is reported too."""
+    te = split.test
+    out = scorer.score(td.X[te])
+    frame = td.frame.iloc[te] if td.anomaly is not None else None
+    metrics = evaluate.score_metrics(out, td.rul[te], td.failure[te], frame, float(np.mean(td.rul[split.train])))
+    if frame is not None:
+        metrics.update(evaluate.anomaly_metrics(IForestDetector(objects[IFOREST_FILE]).raw(td.X[te]),
+                                                frame, prefix="iforest"))
+        if ANOMALY_XGB_FILE in objects:
+            p = objects[ANOMALY_XGB_FILE].predict_proba(td.X[te])[:, 1]
+            metrics.update(evaluate.anomaly_metrics(p, frame, prefix="xgb_detector"))
+    return metrics, out
+
+
+def _card(td: data.TrainingData, split: data.Split, hp: fit.HyperParams, choices: dict[str, Any],
+          quick: bool) -> dict[str, Any]:
+    """Model card (without version and file hashes)."""
+    return {
+        "name": "ev-twin", "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "feature_names": list(FEATURE_NAMES), **choices,
+        "rul_transform": "log1p" if hp.rul_log else "none", "rul_quantiles": list(fit.QUANTILES),
+        "rul_train_mean": float(np.mean(td.rul[split.train])),
+        "dataset": {"kind": td.kind, "source": td.source, "sha256": td.sha256, "rows": len(td.X),
+                    "batteries": int(len(np.unique(td.groups)))},
+        "split": {"by": split.by, "train_rows": len(split.train), "calib_rows": len(split.calib),
+                  "test_rows": len(split.test)},
+        "hyperparameters": hp.as_params(), "quick": quick,
+    }
+
+
+def _plots(plot_dir: Path, objects: dict[str, Any], td: data.TrainingData, split: data.Split,
+           card: dict[str, Any]) -> Path | None:
+    """PNG plots of the held-out evaluation in ``plot_dir`` (None when matplotlib is absent)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return None
+    from training import plots
+
+    te = split.test
+    X, y_fail = td.X[te], td.failure[te]
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    q = fit.predict_rul(objects[RUL_FILE], X, card["rul_transform"] == "log1p", card["rul_band_offset"])
+    plots.rul_plot(plot_dir / "rul_pred_vs_true.png", td.rul[te], q)
+    if 0 < y_fail.sum() < len(y_fail):
+        raw = objects[FAILURE_FILE].predict_proba(X)[:, 1]
+        cal = objects[CALIBRATOR_FILE].predict(raw)
+        plots.calibration_plot(plot_dir / "failure_calibration.png", y_fail, {"raw": raw, "isotonic": cal})
+    models = {"rul": objects[RUL_FILE], "failure": objects[FAILURE_FILE]}
+    if ANOMALY_XGB_FILE in objects:
+        models["anomaly (xgb)"] = objects[ANOMALY_XGB_FILE]
+    plots.importance_plot(plot_dir / "feature_importance.png", FEATURE_NAMES, models)
+    return plot_dir
+
+
+def _log_mlflow(uri: str | None, objects: dict[str, Any], card: dict[str, Any], metrics: dict[str, float],
+                plot_dir: Path | None, example: np.ndarray) -> tuple[str, str]:
+    """Stage the model in a temporary directory, log it to MLflow, return (run_id, version)."""
+    import tempfile
+
+    from training.tracking import default_tracking_uri, log_run
+
+    uri = uri or default_tracking_uri(Path.cwd() / ".evtwin")
+    with tempfile.TemporaryDirectory(prefix="evtwin-stage-") as tmp:
+        staged = Path(tmp) / "model"
+        save_artifacts(staged, objects, card, metrics)
+        return log_run(uri, objects, card, metrics, staged, plot_dir, example)
+
+
+def train(dataset: Path | str | data.TrainingData | None, out_dir: Path | str, quick: bool = False, *,
+          seed: int = 0, batteries: int | None = None, hp: fit.HyperParams | None = None,
+          tracking_uri: str | None = None, log_mlflow: bool = False,
+          on_step: Callable[[str], None] | None = None) -> TrainResult:
+    """Train every model, evaluate it on held-out batteries and write the artifacts into ``out_dir``.
+
+    Args:
+        dataset: Dataset file or directory (generated fleet or Kaggle CSV), or data already loaded
+            (``training.data.TrainingData``); None = simulate a fleet in memory (``batteries``
+            packs; 80 with ``quick``, else 500).
+        out_dir: Model directory (``models/`` for the live agents); written atomically.
+        quick: Small, coarser simulated fleet and fewer trees: a usable model in < 1 min.
+        seed: Seed of the simulation, the split and the models.
+        batteries: Packs to simulate when ``dataset`` is None.
+        hp: Hyper-parameters (default ``fit.QUICK`` with ``quick``, else ``fit.HyperParams()``).
+        tracking_uri: MLflow tracking URI (used when ``log_mlflow``).
+        log_mlflow: Log params, metrics, plots and models to MLflow; register them, alias champion.
+        on_step: Called with each stage name of :data:`STEPS` as it starts (progress display).
+
+    Returns:
+        The :class:`TrainResult`.
+
+    Raises:
+        TrainingDataError: If the dataset is absent or unusable.
+        ModelError: If the artifacts cannot be written.
+    """
+    start = time.perf_counter()
+    step = on_step or (lambda _name: None)
+    hp = hp or (fit.QUICK if quick else fit.HyperParams())
+    hp = dataclasses.replace(hp, seed=seed)
+    step("data")
+    td = _load_data(dataset, quick, seed, batteries)
+    step("split")
+    split = data.split_rows(td.groups, seed=seed, strata=td.anomaly)
+    if split.by == "battery" and min(len(split.train), len(split.calib), len(split.test)) == 0:
+        raise TrainingDataError(f"{len(np.unique(td.groups))} batteries are too few to hold some out "
+                                "for calibration and testing (need >= 5, better >= 40)")
+    objects, choices = _fit_all(td, split, hp, step)
+    step("evaluate")
+    card = _card(td, split, hp, choices, quick)
+    scorer = Scorer(card, objects, "")
+    metrics, _ = _evaluate(scorer, objects, td, split)
+    card["metrics"] = metrics
+    plot_dir = _plots(Path(out_dir) / "artifacts", objects, td, split, card)
+    run_id = None
+    step("mlflow")
+    if log_mlflow:
+        run_id, card["version"] = _log_mlflow(tracking_uri, objects, card, metrics, plot_dir, td.X[split.test[:200]])
+        card["mlflow_run_id"] = run_id
+    step("save")
+    card = save_artifacts(Path(out_dir), objects, card, metrics)
+    return TrainResult(Path(out_dir), card["version"], metrics, card, run_id, time.perf_counter() - start)
+
+
+__all__ = ["STEPS", "TrainResult", "train"]
