@@ -78,7 +78,7 @@ class KafkaBroker:
 
     def start(self) -> None:
         ensure_writable_dir(self.data_dir, "kafka")
-        self.port = port_for(self.requested_port, "kafka", "EVTWIN_EMBEDDED_KAFKA_PORT")
+        self.port = port_for(self.port or self.requested_port, "kafka", "EVTWIN_EMBEDDED_KAFKA_PORT")
         self.proc = ManagedProcess(
             f"kafka ({self.kind})", self._argv(), self.data_dir / f"{self.kind}.log",
             stop_signal=signal.SIGTERM, cwd=self.data_dir,

@@ -78,7 +78,7 @@ class MqttBroker:
 
     def start(self) -> None:
         ensure_writable_dir(self.data_dir, "mqtt")
-        self.port = port_for(self.requested_port, "mqtt", "EVTWIN_EMBEDDED_MQTT_PORT")
+        self.port = port_for(self.port or self.requested_port, "mqtt", "EVTWIN_EMBEDDED_MQTT_PORT")
         repo = Path(__file__).resolve().parent.parent
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo), env.get("PYTHONPATH")]))

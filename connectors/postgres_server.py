@@ -163,7 +163,9 @@ class PostgresServer:
         for tool in ("initdb", "postgres"):
             require_binary(bin_dir / tool, "postgres", hint)
         ensure_writable_dir(self.data_dir, "postgres")
-        self.port = port_for(self.requested_port, "postgres", "EVTWIN_EMBEDDED_POSTGRES_PORT")
+        # A restart keeps the port it had, so clients reconnect to the same URL.
+        self.port = port_for(self.port or self.requested_port, "postgres",
+                             "EVTWIN_EMBEDDED_POSTGRES_PORT")
         if os.geteuid() == 0:
             self.user = _ensure_os_user(self.os_user)
         self._password = self._password_file()
