@@ -74,13 +74,18 @@ class BatchingConsumer(aiokafka_driver.Consumer):
                 if self.should_stop:
                     continue
                 batches: dict[str, list[Any]] = {}
+                # The previous offset of each partition within this fetch: batch records are
+                # marked delivered only at the end of the fetch, so _read_offset lags inside it.
+                previous: dict[Any, int | None] = {}
                 async for tp, message in ait:
                     offset = message.offset
                     r_offset = get_read_offset(tp)
                     if r_offset is not None and offset < r_offset:
                         continue  # already delivered (Faust drops these too)
-                    if r_offset and offset - r_offset > 1 and acks_enabled_for(message.topic):
-                        await self._add_gap(tp, r_offset + 1, offset)
+                    prev = previous.get(tp, r_offset)
+                    previous[tp] = offset
+                    if prev and offset - prev > 1 and acks_enabled_for(message.topic):
+                        await self._add_gap(tp, prev + 1, offset)
                     if commit_every is not None and self._n_acked >= commit_every:
                         self._n_acked = 0
                         await self.commit()
