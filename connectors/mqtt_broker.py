@@ -7,10 +7,9 @@ import pwd
 import shutil
 import sys
 import time
-from pathlib import Path
 
 from connectors import ServiceStartError
-from connectors.process import ManagedProcess, ensure_writable_dir, port_for, wait_until
+from connectors.process import ChildService, python_child_env
 
 
 def choose_mqtt_broker(setting: str) -> str:
@@ -43,7 +42,7 @@ def mqtt_ready(host: str, port: int) -> bool:
         client.disconnect()
 
 
-class MqttBroker:
+class MqttBroker(ChildService):
     """An embedded MQTT broker on 127.0.0.1.
 
     Args:
@@ -53,19 +52,13 @@ class MqttBroker:
     """
 
     name = "mqtt"
-
-    def __init__(self, kind: str, data_dir: Path, port: int) -> None:
-        self.kind = kind
-        self.data_dir = data_dir
-        self.requested_port = port
-        self.port = 0
-        self.proc: ManagedProcess | None = None
+    port_setting = "EVTWIN_EMBEDDED_MQTT_PORT"
 
     @property
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 
-    def _argv(self) -> list[str]:
+    def argv(self) -> list[str]:
         if self.kind == "amqtt":
             return [sys.executable, "-m", "connectors.amqtt_server", "--port", str(self.port)]
         conf = self.data_dir / "mosquitto.conf"
@@ -76,24 +69,11 @@ class MqttBroker:
         )
         return [shutil.which("mosquitto") or "mosquitto", "-c", str(conf)]
 
-    def start(self) -> None:
-        ensure_writable_dir(self.data_dir, "mqtt")
-        self.port = port_for(self.port or self.requested_port, "mqtt", "EVTWIN_EMBEDDED_MQTT_PORT")
-        repo = Path(__file__).resolve().parent.parent
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo), env.get("PYTHONPATH")]))
-        self.proc = ManagedProcess(f"mqtt ({self.kind})", self._argv(),
-                                   self.data_dir / f"{self.kind}.log", env=env)
-        self.proc.start()
+    def env(self) -> dict[str, str]:
+        return python_child_env()
 
-    def wait_ready(self, timeout_s: float) -> float:
-        assert self.proc is not None
-        return wait_until(lambda: mqtt_ready("127.0.0.1", self.port), self.proc, timeout_s,
-                          f"mqtt ({self.kind}) on 127.0.0.1:{self.port}")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.stop()
+    def ready(self) -> bool:
+        return mqtt_ready("127.0.0.1", self.port)
 
 
 __all__ = ["MqttBroker", "choose_mqtt_broker", "mqtt_ready"]

@@ -187,6 +187,65 @@ class ManagedProcess:
             self.proc.wait(5)
 
 
+def python_child_env() -> dict[str, str]:
+    """Our environment, with this repository importable: for services run as ``python -m``."""
+    repo = Path(__file__).resolve().parent.parent
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo), env.get("PYTHONPATH")]))
+    return env
+
+
+class ChildService:
+    """An embedded service that is one child process on a 127.0.0.1 port.
+
+    Subclasses set :attr:`name` and :attr:`port_setting` and implement :meth:`argv` and
+    :meth:`ready`.
+
+    Args:
+        kind: Which implementation (e.g. ``noida``), for messages and the log file's name.
+        data_dir: Its data, configuration and log.
+        port: TCP port; 0 picks a free one. A restart keeps the port it had.
+    """
+
+    name = "service"
+    port_setting = ""
+
+    def __init__(self, kind: str, data_dir: Path, port: int) -> None:
+        self.kind = kind
+        self.data_dir = data_dir
+        self.requested_port = port
+        self.port = 0
+        self.proc: ManagedProcess | None = None
+
+    def argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def env(self) -> dict[str, str] | None:
+        return None
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.kind})" if self.kind != self.name else self.name
+
+    def start(self) -> None:
+        ensure_writable_dir(self.data_dir, self.name)
+        self.port = port_for(self.port or self.requested_port, self.name, self.port_setting)
+        self.proc = ManagedProcess(self.label, self.argv(), self.data_dir / f"{self.kind}.log",
+                                   env=self.env(), cwd=self.data_dir)
+        self.proc.start()
+
+    def wait_ready(self, timeout_s: float) -> float:
+        assert self.proc is not None
+        return wait_until(self.ready, self.proc, timeout_s, f"{self.label} on 127.0.0.1:{self.port}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+
+
 def wait_until(
     check: Callable[[], bool], proc: ManagedProcess, timeout_s: float, what: str
 ) -> float:
@@ -216,12 +275,14 @@ def wait_until(
 
 
 __all__ = [
+    "ChildService",
     "ManagedProcess",
     "check_port_free",
     "ensure_writable_dir",
     "free_port",
     "last_line",
     "port_for",
+    "python_child_env",
     "require_binary",
     "wait_until",
 ]

@@ -23,7 +23,7 @@ from connectors import ServiceStartError, StackNotRunningError
 from connectors.kafka_broker import KafkaBroker
 from connectors.mqtt_broker import MqttBroker, choose_mqtt_broker
 from connectors.postgres_server import PostgresServer
-from connectors.process import ManagedProcess, ensure_writable_dir, port_for, wait_until
+from connectors.process import ChildService, ensure_writable_dir, python_child_env
 
 log = logging.getLogger(__name__)
 
@@ -75,44 +75,29 @@ class Service(Protocol):
     def stop(self) -> None: ...
 
 
-class RegistryService:
+class RegistryService(ChildService):
     """The embedded schema registry (:mod:`connectors.schema_registry`) as a child process."""
 
     name = "schema-registry"
+    port_setting = "EVTWIN_EMBEDDED_SCHEMA_REGISTRY_PORT"
 
     def __init__(self, data_dir: Path, port: int) -> None:
-        self.data_dir = data_dir
-        self.requested_port = port
-        self.port = 0
-        self.proc: ManagedProcess | None = None
+        super().__init__("schema-registry", data_dir, port)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> None:
-        ensure_writable_dir(self.data_dir, "schema registry")
-        self.port = port_for(self.requested_port, "schema registry",
-                             "EVTWIN_EMBEDDED_SCHEMA_REGISTRY_PORT")
-        repo = Path(__file__).resolve().parent.parent
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo), env.get("PYTHONPATH")]))
-        argv = [sys.executable, "-m", "connectors.schema_registry", "--port", str(self.port),
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "connectors.schema_registry", "--port", str(self.port),
                 "--data", str(self.data_dir / "schemas.json")]
-        self.proc = ManagedProcess(self.name, argv, self.data_dir / "registry.log", env=env)
-        self.proc.start()
 
-    def _ready(self) -> bool:
+    def env(self) -> dict[str, str]:
+        return python_child_env()
+
+    def ready(self) -> bool:
         with urllib.request.urlopen(self.url + "/subjects", timeout=1) as resp:
-            return resp.status == 200
-
-    def wait_ready(self, timeout_s: float) -> float:
-        assert self.proc is not None
-        return wait_until(self._ready, self.proc, timeout_s, f"schema registry on {self.url}")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.stop()
+            return bool(resp.status == 200)
 
 
 class EmbeddedStack:

@@ -141,28 +141,37 @@ class BridgeWorker:
         MQTT_CONNECTED.set(1 if self.publisher.connected else 0)
 
 
+def _fanout_app(settings: Settings, endpoints: Endpoints, app_id: str, handle: Any,
+                agent_names: dict[str, str]) -> Any:
+    """A Faust app with one agent per topic of ``agent_names``; each agent awaits
+    ``handle(topic, messages)`` for every fetch and acknowledges it afterwards."""
+    from streams.faust_batching import deliver_in_batches, make_app, raw_topic
+
+    app = make_app(settings, endpoints.kafka_bootstrap_servers, app_id, 5000)
+
+    def agent_for(topic: str) -> None:
+        fetches = deliver_in_batches(app, raw_topic(app, topic, settings.topic_partitions))
+
+        async def drain(stream: Any) -> None:
+            ack = app.consumer.ack
+            async for messages in stream:
+                await handle(topic, messages)
+                for m in messages:  # handled (durable / queued): now the offsets may be committed
+                    ack(m)
+
+        app.agent(fetches, name=agent_names[topic])(drain)
+
+    for topic in agent_names:
+        agent_for(topic)
+    return app
+
+
 def build_sink_app(settings: Settings, endpoints: Endpoints, sink: SinkWorker) -> Any:
-    """The Faust app of the database sink."""
-    from streams.faust_batching import deliver_in_batches, export_lag, make_app, raw_topic
+    """The Faust app of the database sink: agents ``write_predictions`` and ``write_alerts``."""
+    from streams.faust_batching import export_lag
 
-    app = make_app(settings, endpoints.kafka_bootstrap_servers, settings.sink_app_id, 5000)
-    predictions = deliver_in_batches(app, raw_topic(app, PREDICTIONS, settings.topic_partitions))
-    alerts = deliver_in_batches(app, raw_topic(app, ALERTS, settings.topic_partitions))
-
-    async def drain(stream: Any, topic: str) -> None:
-        ack = app.consumer.ack
-        async for messages in stream:
-            await sink.write(topic, messages)
-            for m in messages:  # durable in the database: now the offsets may be committed
-                ack(m)
-
-    @app.agent(predictions, name="write_predictions")
-    async def write_predictions(stream: Any) -> None:
-        await drain(stream, PREDICTIONS)
-
-    @app.agent(alerts, name="write_alerts")
-    async def write_alerts(stream: Any) -> None:
-        await drain(stream, ALERTS)
+    app = _fanout_app(settings, endpoints, settings.sink_app_id, sink.write,
+                      {PREDICTIONS: "write_predictions", ALERTS: "write_alerts"})
 
     @app.timer(interval=settings.sink_rollup_refresh_s)
     async def refresh_rollup() -> None:
@@ -177,27 +186,14 @@ def build_sink_app(settings: Settings, endpoints: Endpoints, sink: SinkWorker) -
 
 
 def build_bridge_app(settings: Settings, endpoints: Endpoints, bridge: BridgeWorker) -> Any:
-    """The Faust app of the MQTT bridge."""
-    from streams.faust_batching import deliver_in_batches, export_lag, make_app, raw_topic
+    """The Faust app of the MQTT bridge: agents ``publish_states`` and ``publish_alerts``."""
+    from streams.faust_batching import export_lag
 
-    app = make_app(settings, endpoints.kafka_bootstrap_servers, settings.bridge_app_id, 5000)
-    predictions = deliver_in_batches(app, raw_topic(app, PREDICTIONS, settings.topic_partitions))
-    alerts = deliver_in_batches(app, raw_topic(app, ALERTS, settings.topic_partitions))
+    async def handle(topic: str, messages: Sequence[Any]) -> None:
+        bridge.publish(topic, messages)
 
-    async def drain(stream: Any, topic: str) -> None:
-        ack = app.consumer.ack
-        async for messages in stream:
-            bridge.publish(topic, messages)
-            for m in messages:
-                ack(m)
-
-    @app.agent(predictions, name="publish_states")
-    async def publish_states(stream: Any) -> None:
-        await drain(stream, PREDICTIONS)
-
-    @app.agent(alerts, name="publish_alerts")
-    async def publish_alerts(stream: Any) -> None:
-        await drain(stream, ALERTS)
+    app = _fanout_app(settings, endpoints, settings.bridge_app_id, handle,
+                      {PREDICTIONS: "publish_states", ALERTS: "publish_alerts"})
 
     @app.timer(interval=settings.fleet_summary_s)
     async def publish_fleet_summary() -> None:
