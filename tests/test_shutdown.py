@@ -27,9 +27,10 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _start(command: str, state_dir: Path) -> tuple[subprocess.Popen[bytes], dict]:
+def _start(command: str, state_dir: Path, model_dir: Path | None = None) -> tuple[subprocess.Popen[bytes], dict]:
     env = cli_env(state_dir, EVTWIN_EMBEDDED_KAFKA_PORT="0", EVTWIN_EMBEDDED_POSTGRES_PORT="0",
-                  EVTWIN_EMBEDDED_MQTT_PORT="0")
+                  EVTWIN_EMBEDDED_MQTT_PORT="0", EVTWIN_METRICS_PORT="0",
+                  EVTWIN_MODEL_DIR=str(model_dir or state_dir / "models"))
     proc = subprocess.Popen(EVTWIN + [command], env=env, cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     stack_file = state_dir / "stack.json"
@@ -71,12 +72,12 @@ def _wait_all_gone(pids: list[int], timeout: float = 30) -> None:
 
 
 @pytest.mark.parametrize(("command", "sig"), [("services", signal.SIGINT), ("up", signal.SIGTERM)])
-def test_signal_stops_everything(state_dir: Path, command: str, sig: int) -> None:
-    proc, data = _start(command, state_dir)
+def test_signal_stops_everything(state_dir: Path, trained_model: Path, command: str, sig: int) -> None:
+    proc, data = _start(command, state_dir, trained_model)
     pids = _service_pids(data)
-    if command == "up":  # the pipeline's processes (simulator, ingest bridge) run too
-        deadline = time.monotonic() + 30
-        while len(_processes_mentioning(str(state_dir))) < 4:  # broker, postgres, simulator, ingest
+    if command == "up":  # the pipeline's processes run too: ingest, worker, sink, bridge, simulator
+        deadline = time.monotonic() + 60
+        while len(_processes_mentioning(str(state_dir))) < 7:  # + the broker and postgres
             assert time.monotonic() < deadline, "pipeline processes did not start"
             time.sleep(0.2)
     proc.send_signal(sig)
