@@ -27,12 +27,12 @@ if TYPE_CHECKING:
 
 DEFAULT_CONFIG = HistoryConfig()
 """Multi-rate settings used by :func:`generate_dataset`."""
-GENERATOR_VERSION = "1.0.0"
+GENERATOR_VERSION = "1.1.0"  # 1.1: Service_Days column
 FILE_STEM = "ev_fleet"
 COLUMNS: tuple[str, ...] = (
     "Timestamp", "battery_id", "SoC", "SoH", "Battery_Voltage", "Battery_Current",
     "Battery_Temperature", "Charge_Cycles", "Power_Consumption", "Ambient_Temperature",
-    "Cell_Voltage_Min", "Cell_Voltage_Max", "Mode", "true_soh", "RUL", "failure_within_horizon",
+    "Cell_Voltage_Min", "Cell_Voltage_Max", "Service_Days", "Mode", "true_soh", "RUL", "failure_within_horizon",
     "fault", "fault_onset",
 )
 """Columns of the dataset, in order (units in the card)."""
@@ -41,6 +41,7 @@ _READING_TO_COLUMN = {
     "temperature": "Battery_Temperature", "charge_cycles": "Charge_Cycles",
     "power_consumption": "Power_Consumption", "ambient_temperature": "Ambient_Temperature",
     "cell_voltage_min": "Cell_Voltage_Min", "cell_voltage_max": "Cell_Voltage_Max",
+    "service_days": "Service_Days",
 }
 
 

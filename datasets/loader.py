@@ -74,7 +74,8 @@ def load_kaggle(path: Path | None = None) -> pd.DataFrame:
     Shared columns keep their names; ``RUL`` and ``Failure_Probability`` become ``kaggle_RUL`` and
     ``kaggle_Failure_Probability`` (other meaning and unit than ours); the other Kaggle columns are
     kept as they are. SoC and SoH given as fractions (max <= 1) are converted to %. A ``battery_id``
-    column (``KAGGLE_0001``, the file is one vehicle) is added.
+    column (``KAGGLE_0001``, the file is one vehicle) is added, and ``Service_Days`` (the pack's age)
+    is added as NaN unless the file has it: Kaggle does not report it.
 
     Args:
         path: The CSV file or its directory (default ``data/kaggle/``).
@@ -102,4 +103,6 @@ def load_kaggle(path: Path | None = None) -> pd.DataFrame:
         if frame[col].max() <= 1.0:
             frame[col] = frame[col] * 100.0
     frame.insert(1, "battery_id", "KAGGLE_0001")
+    if "Service_Days" not in frame.columns:
+        frame["Service_Days"] = float("nan")
     return frame

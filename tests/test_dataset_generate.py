@@ -29,6 +29,7 @@ def test_columns_and_types(frame: pd.DataFrame) -> None:
     assert frame["failure_within_horizon"].dtype == bool
     assert set(frame["Mode"]) <= {"PARKED", "DRIVING", "CHARGING_AC", "CHARGING_DC"}
     assert frame["SoC"].between(0, 100).all() and frame["SoH"].between(0, 100).all()
+    assert frame["Service_Days"].dtype == np.float64 and frame["Service_Days"].notna().all()
 
 
 def test_each_battery_runs_new_to_end_of_life_time_ordered(frame: pd.DataFrame) -> None:
@@ -39,6 +40,10 @@ def test_each_battery_runs_new_to_end_of_life_time_ordered(frame: pd.DataFrame) 
         assert (g["true_soh"] >= 80.0).all()
         assert np.all(np.diff(g["RUL"].to_numpy()) <= 1e-9)
         assert g["failure_within_horizon"].iloc[-1]
+        days = g["Service_Days"].to_numpy()  # the pack's age: from 0, never down, in step with time
+        assert days[0] == 0.0 and np.all(np.diff(days) >= 0)
+        elapsed = (g["Timestamp"] - pd.Timestamp("2020-01-01", tz="UTC")).dt.total_seconds() / 86400
+        assert np.all((elapsed - days >= 0) & (elapsed - days <= 1.0))
 
 
 def test_labels_are_consistent(frame: pd.DataFrame) -> None:

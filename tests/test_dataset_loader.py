@@ -35,7 +35,8 @@ def test_kaggle_title_row_is_skipped_and_columns_mapped(tmp_path: Path) -> None:
     assert frame["Battery_Voltage"].iloc[0] == pytest.approx(370.1)
     assert "kaggle_RUL" in frame and "RUL" not in frame and "Motor_RPM" in frame
     assert str(frame["Timestamp"].dt.tz) == "UTC" and frame["battery_id"].iloc[0] == "KAGGLE_0001"
-    assert len(frame.columns) == 31
+    assert len(frame.columns) == 32
+    assert frame["Service_Days"].isna().all()  # Kaggle has no pack age
 
 
 def test_kaggle_directory_argument(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ def _frame(n: int = 300, seed: int = 0) -> pd.DataFrame:
         "Charge_Cycles": rng.integers(0, 3000, n), "Power_Consumption": voltage * current / 1000,
         "Ambient_Temperature": rng.uniform(-10, 35, n), "Cell_Voltage_Min": vmin,
         "Cell_Voltage_Max": vmin + rng.uniform(0.002, 0.3, n),
+        "Service_Days": np.where(rng.random(n) < 0.05, 0.0, rng.uniform(0, 5000, n)),
         "Mode": rng.choice(["PARKED", "DRIVING", "CHARGING_AC", "CHARGING_DC"], n),
     })
 
@@ -35,7 +36,8 @@ def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
         {"soc": r.SoC, "soh": r.SoH, "voltage": r.Battery_Voltage, "current": r.Battery_Current,
          "temperature": r.Battery_Temperature, "charge_cycles": int(r.Charge_Cycles),
          "power_consumption": r.Power_Consumption, "ambient_temperature": r.Ambient_Temperature,
-         "cell_voltage_min": r.Cell_Voltage_Min, "cell_voltage_max": r.Cell_Voltage_Max, "mode": r.Mode}
+         "cell_voltage_min": r.Cell_Voltage_Min, "cell_voltage_max": r.Cell_Voltage_Max,
+         "service_days": r.Service_Days, "mode": r.Mode}
         for r in df.itertuples()
     ]
 
@@ -65,6 +67,15 @@ def test_derived_features_follow_the_physics() -> None:
     loaded = df["Battery_Current"].abs() >= 20
     np.testing.assert_allclose(X.loc[loaded, "resistance"], 60.0, atol=2.0)  # built with 60 mOhm
     assert X.loc[~loaded, "resistance"].isna().all()
+    age = np.maximum(df["Service_Days"], 1.0)
+    np.testing.assert_allclose(X["cycles_per_day"], df["Charge_Cycles"] / age, rtol=1e-5)
+    np.testing.assert_allclose(X["fade_rate"], (100 - df["SoH"]) / np.maximum(df["Service_Days"] / 365.25, 1 / 12),
+                               rtol=1e-5)
+    fade = (100 - df["SoH"]).clip(lower=0.25)
+    np.testing.assert_allclose(X["projected_days_left"], age * ((20 / fade) ** (4 / 3) - 1), rtol=1e-4)
+    np.testing.assert_allclose(X["projected_cycles_left"], X["projected_days_left"] * X["cycles_per_day"],
+                               rtol=1e-4)
+    np.testing.assert_allclose(X["sqrt_cycles_left"], df["Charge_Cycles"] * ((20 / fade) ** 2 - 1), rtol=1e-4)
     onehot = X[["mode_parked", "mode_driving", "mode_charging_ac", "mode_charging_dc"]].to_numpy()
     assert (onehot.sum(axis=1) == 1).all()
 
@@ -76,7 +87,9 @@ def test_missing_optional_fields_become_nan_and_unknown_mode() -> None:
     bare = {k: v for k, v in rec.items() if v is not None and k != "mode"}
     for row in features_from_records([rec, bare]):
         x = dict(zip(FEATURE_NAMES, row, strict=True))
-        for name in ("ambient_temperature", "temperature_rise", "cell_voltage_spread", "resistance"):
+        for name in ("ambient_temperature", "temperature_rise", "cell_voltage_spread", "resistance",
+                     "service_days", "cycles_per_day", "fade_rate", "projected_days_left",
+                     "projected_cycles_left"):
             assert np.isnan(x[name]), name
         assert x["mode_parked"] == x["mode_driving"] == x["mode_charging_ac"] == x["mode_charging_dc"] == 0
     assert MODES[0] == "UNKNOWN"

@@ -72,6 +72,21 @@ def test_soh_never_rises_without_a_fault_or_pack_replacement() -> None:
     assert falls > 0
 
 
+def test_service_days_is_the_life_clock_and_restarts_with_a_new_pack() -> None:
+    fleet = Fleet(30, seed=5, params=NO_FAULTS)
+    days = fleet.readings()["service_days"]
+    assert days.dtype == np.float64 and np.array_equal(days, fleet.life_days)
+    assert days.min() >= 0.0 and days.max() <= 6 * 365.0
+    fleet.packs.q_cal[:5], fleet.packs.q_cyc[:5] = 0.2, 0.0  # five packs at end of life
+    fleet.packs.q_cal[5:], fleet.packs.q_cyc[5:] = 0.05, 0.0  # the others far from it
+    fleet.step(10.0, aging_dt_s=86_400.0)
+    after = fleet.readings()["service_days"]
+    np.testing.assert_allclose(after[:5], 0.0)  # replaced: a new pack, age 0
+    np.testing.assert_allclose(after[5:], days[5:] + 1.0)
+    after[:] = -1.0  # a copy, not the fleet's own clock
+    assert fleet.life_days.min() >= 0.0
+
+
 def test_reported_soh_differs_from_truth_by_about_one_percent() -> None:
     fleet = Fleet(2000, seed=2, params=NO_FAULTS)
     err = fleet.readings()["soh"] - fleet.ground_truth()["true_soh"]

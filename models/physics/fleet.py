@@ -9,7 +9,9 @@ by a new one under the same id (new pack: SoH 100 %, new manufacturing spread an
 
 Readings (units): soc (%), soh (% BMS estimate), voltage (V, pack terminal), current (A, > 0
 discharge), temperature (°C, hottest pack sensor), ambient_temperature (°C), charge_cycles (equivalent
-full cycles, int), power_consumption (kW, > 0 discharge), cell_voltage_min / max (V), mode (0 PARKED,
+full cycles, int), power_consumption (kW, > 0 discharge), cell_voltage_min / max (V), service_days
+(days since the pack entered service: its life clock ``life_days``, 0 again when the pack is
+replaced), mode (0 PARKED,
 1 DRIVING, 2 CHARGING_AC, 3 CHARGING_DC), valid (False: link down, emit nothing).
 Ground truth: true_soh (%), true_rul_cycles (EFC to SoH 80 % at the battery's own mean stress),
 failure_within_horizon (bool, see ``FAILURE_HORIZON_DAYS``), fault (code into ``FAULT_NAMES``),

@@ -16,7 +16,7 @@ from models.physics.params import PackParams
 
 READING_FIELDS: tuple[str, ...] = (
     "soc", "soh", "voltage", "current", "temperature", "ambient_temperature", "charge_cycles",
-    "power_consumption", "cell_voltage_min", "cell_voltage_max", "mode", "valid",
+    "power_consumption", "cell_voltage_min", "cell_voltage_max", "service_days", "mode", "valid",
 )
 """Keys of :func:`readings`, in order."""
 
@@ -50,7 +50,7 @@ def readings(
         ambient_c: Ambient temperature (°C).
         active: Active fault codes.
         onset: Fault onsets (days of life).
-        life_days: Battery age (days).
+        life_days: Battery age (days; reported as ``service_days``).
         bms_bias: Per-battery bias of the SoH estimate (%-points).
         imbalance_v: Per-battery cell spread at rest (V).
         valid: False where the telemetry link is down.
@@ -75,6 +75,7 @@ def readings(
         "power_consumption": v * i / 1000.0,
         "cell_voltage_min": v_min,
         "cell_voltage_max": v_max,
+        "service_days": np.asarray(life_days, dtype=float).copy(),
         "mode": mode.astype(np.int64),
         "valid": valid.copy(),
     }
