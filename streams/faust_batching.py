@@ -56,7 +56,7 @@ class BatchingConsumer(aiokafka_driver.Consumer):
             for message in messages:
                 set_read_offset(message.tp, message.offset)
 
-    async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - Faust's loop
+    async def _drain_messages(self, fetcher: Any) -> None:
         callback = self.callback
         getmany = self.getmany
         consumer_should_stop = cast(Any, self)._stopped.is_set
