@@ -151,6 +151,22 @@ class AvroCodec:
             self._writers_by_id[schema_id] = None
         return self._header_confluent
 
+    @property
+    def header(self) -> bytes:
+        """The framing header this codec writes (registers the schema on first use)."""
+        return self._confluent_header() if self.registry is not None else self._header_single
+
+    def current_body_offset(self, data: bytes) -> int | None:
+        """Where the Avro body of ``data`` starts, if it was written with the current schema
+        (the same bytes a fresh encode of its fields would give); ``None`` otherwise."""
+        if data[:2] == SINGLE_OBJECT_MAGIC and data[2:10] == self._fingerprint:
+            return 10
+        if data[:1] == CONFLUENT_MAGIC and len(data) >= 5:
+            schema_id = int.from_bytes(data[1:5], "big")
+            if schema_id in self._writers_by_id and self._writers_by_id[schema_id] is None:
+                return 5
+        return None
+
     def encode(self, record: Mapping[str, Any]) -> bytes:
         """Return the framed Avro bytes of ``record``.
 

@@ -17,6 +17,7 @@ import numpy as np
 from schemas import DecodeError
 from schemas.codec import AvroCodec
 from streams.deadletter import dead_letter
+from streams.fastencode import PredictionEncoder
 from streams.validation import telemetry_problem
 
 # Telemetry fields a prediction carries (the rest of the prediction comes from the models).
@@ -36,8 +37,8 @@ class RawRecord(NamedTuple):
 
 @dataclass
 class BatchResult:
-    """What one batch produced: prediction records (decoded, for alerts and metrics), their
-    encoded values, dead letters, and the score columns."""
+    """What one batch produced: the valid telemetry records (for keys, alerts and metrics), the
+    encoded prediction of each, dead letters, and the score columns."""
 
     records: list[dict[str, Any]] = field(default_factory=list)
     encoded: list[bytes] = field(default_factory=list)
@@ -70,6 +71,7 @@ class ScoringContext:
         self.features = features
         self.max_future_ms = max_future_ms
         self.max_age_ms = max_age_ms
+        self.encoder = PredictionEncoder(telemetry_codec, prediction_codec)
 
 
 def _reject(ctx: ScoringContext, result: BatchResult, raw: RawRecord, reason: str,
@@ -81,10 +83,11 @@ def _reject(ctx: ScoringContext, result: BatchResult, raw: RawRecord, reason: st
 
 
 def decode_and_validate(ctx: ScoringContext, batch: Sequence[RawRecord], now_ms: int,
-                        result: BatchResult) -> list[dict[str, Any]]:
-    """Return the valid telemetry records of ``batch``; dead-letter the others into ``result``."""
+                        result: BatchResult) -> tuple[list[dict[str, Any]], list[bytes]]:
+    """Return the valid telemetry records of ``batch`` and their raw values; dead-letter the
+    others into ``result``."""
     decode = ctx.telemetry_codec.decode
-    valid = []
+    valid, raws = [], []
     for raw in batch:
         try:
             record = decode(raw.value)
@@ -96,34 +99,43 @@ def decode_and_validate(ctx: ScoringContext, batch: Sequence[RawRecord], now_ms:
             _reject(ctx, result, raw, problem, "validation_error", now_ms)
             continue
         valid.append(record)
-    return valid
+        raws.append(raw.value or b"")  # decoded, so not empty
+    return valid, raws
+
+
+def _prediction(rec: dict[str, Any], row: tuple[float, ...], version: str,
+                scored_at: int) -> dict[str, Any]:
+    """The full prediction record (used when the telemetry bytes cannot be reused)."""
+    out = {k: rec[k] for k in CARRIED}
+    out["rul_cycles"], out["rul_p10"], out["rul_p90"], out["failure_probability"], \
+        out["anomaly_score"] = row
+    out["model_version"] = version
+    out["scored_at"] = scored_at
+    return out
 
 
 def score_batch(ctx: ScoringContext, batch: Sequence[RawRecord]) -> BatchResult:
     """Score one micro-batch; every record ends up as exactly one prediction or one dead letter."""
     now_ms = int(time.time() * 1000)
     result = BatchResult()
-    records = decode_and_validate(ctx, batch, now_ms, result)
+    records, raws = decode_and_validate(ctx, batch, now_ms, result)
     if not records:
         return result
     scorer = ctx.scorer  # one model for the whole batch, even if a reload lands meanwhile
     scores = scorer.score(ctx.features(records))
     columns = {k: np.asarray(v, dtype=np.float64) for k, v in scores.items()}
-    lists = {k: v.tolist() for k, v in columns.items()}
     version = scorer.version
     scored_at = int(time.time() * 1000)
-    encode = ctx.prediction_codec.encode
-    for i, rec in enumerate(records):
-        out = {k: rec[k] for k in CARRIED}
-        out["rul_cycles"] = lists["rul_p50"][i]
-        out["rul_p10"] = lists["rul_p10"][i]
-        out["rul_p90"] = lists["rul_p90"][i]
-        out["failure_probability"] = lists["failure_probability"][i]
-        out["anomaly_score"] = lists["anomaly_score"][i]
-        out["model_version"] = version
-        out["scored_at"] = scored_at
-        result.records.append(out)
-        result.encoded.append(encode(out))
+    tail = ctx.encoder.tail(version, scored_at)
+    rows = zip(*(columns[k].tolist() for k in ("rul_p50", "rul_p10", "rul_p90",
+                                                "failure_probability", "anomaly_score")), strict=True)
+    reuse, encode = ctx.encoder.reuse, ctx.prediction_codec.encode
+    for rec, raw, row in zip(records, raws, rows, strict=True):
+        value = reuse(raw, rec, row, tail)
+        if value is None:  # written with an older schema: encode every field
+            value = encode(_prediction(rec, row, version, scored_at))
+        result.encoded.append(value)
+    result.records = records
     columns["soc"] = np.fromiter((r["soc"] for r in records), float, len(records))
     columns["soh"] = np.fromiter((r["soh"] for r in records), float, len(records))
     columns["temperature"] = np.fromiter((r["temperature"] for r in records), float, len(records))
