@@ -5,6 +5,7 @@ no row; a 10 s database outage mid-run loses and duplicates nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -78,10 +79,8 @@ def _wait_rows(db_url: str, prefix: str, want: int, timeout: float = 90) -> set[
     deadline = time.monotonic() + timeout
     keys: set[tuple[str, int]] = set()
     while time.monotonic() < deadline:
-        try:
+        with contextlib.suppress(psycopg.Error):  # the database may be restarting
             keys, _ = _rows(db_url, prefix)
-        except psycopg.Error:
-            pass
         if len(keys) >= want:
             break
         time.sleep(0.5)
