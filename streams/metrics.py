@@ -56,8 +56,18 @@ def observe_batteries(battery_ids: Sequence[str], columns: dict[str, Any]) -> No
             child.set(column[i])
 
 
+def forget_batteries(battery_ids: Sequence[str]) -> None:
+    """Stop exporting the per-battery gauges of batteries this replica no longer owns (their
+    partition moved to another replica in a rebalance, which exports them from now on)."""
+    for battery in battery_ids:
+        if _children.pop(battery, None) is not None:
+            for gauge, _ in _GAUGES:
+                gauge.remove(battery)
+
+
 __all__ = [
     "ALERTS", "BATCH_SIZE", "CONSUMER_LAG", "DEAD_LETTERS", "EVENTS_IN", "EVENTS_OUT",
-    "EVENT_LATENCY", "MODEL_INFO", "PREDICTIONS", "SCORING_SECONDS", "observe_batteries",
+    "EVENT_LATENCY", "MODEL_INFO", "PREDICTIONS", "SCORING_SECONDS", "forget_batteries",
+    "observe_batteries",
     "serve_metrics",
 ]

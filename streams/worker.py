@@ -92,8 +92,10 @@ class ScoreWorker:
         """Forget the alert state of partitions lost; rebuild it for partitions gained."""
         lost, gained = self.partitions - assigned, assigned - self.partitions
         if lost:
-            self.alerts.forget(b.decode(errors="replace") for b, p in self.battery_partition.items()
-                               if p in lost and b is not None)
+            gone = [b.decode(errors="replace") for b, p in self.battery_partition.items()
+                    if p in lost and b is not None]
+            self.alerts.forget(gone)
+            metrics.forget_batteries(gone)
         if gained:
             self.alerts.restore(self._read_alerts(sorted(gained)))
             log.info("took over partitions %s; %d open alert(s) known", sorted(gained),

@@ -1,0 +1,20 @@
+"""Per-battery gauges: set from a batch (last value wins), dropped when the battery moves away."""
+
+from __future__ import annotations
+
+import numpy as np
+from prometheus_client import generate_latest
+
+from streams.metrics import forget_batteries, observe_batteries
+
+
+def test_gauges_follow_the_batteries_a_replica_owns() -> None:
+    columns = {k: np.asarray(v, float) for k, v in {
+        "rul_p50": [500, 480], "failure_probability": [0.1, 0.2], "soc": [50, 49],
+        "soh": [91, 91], "temperature": [30, 31]}.items()}
+    observe_batteries(["MET_A", "MET_A"], columns)
+    text = generate_latest().decode()
+    assert 'battery_rul_prediction{battery_id="MET_A"} 480.0' in text  # the batch's last value
+    assert 'battery_temperature{battery_id="MET_A"} 31.0' in text
+    forget_batteries(["MET_A"])
+    assert 'battery_id="MET_A"' not in generate_latest().decode()
