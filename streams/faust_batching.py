@@ -164,6 +164,8 @@ def make_app(settings: Any, bootstrap: str, app_id: str, batch_size: int) -> Twi
         # The embedded broker runs on this machine: a short session timeout makes a dead
         # replica's partitions move within seconds.
         broker_session_timeout=6.0 if embedded else 30.0,
+        # A member that dies while the group rebalances holds the group up to this long.
+        broker_rebalance_timeout=10.0 if embedded else 60.0,
         broker_heartbeat_interval=1.0 if embedded else 3.0,
         broker_commit_interval=1.0,
         broker_max_poll_records=max(batch_size * 2, 1000),

@@ -135,7 +135,9 @@ class Workers:
         out = []
         for i in range(len(self.procs)):
             path = self.settings.state_dir / f"{self.app_id}-{i}.log"
-            lines = [ln for ln in path.read_text(errors="replace").splitlines() if " INFO " not in ln and "[INFO]" not in ln]
+            keep = ("partition", "assign", "revok", "rebalanc", "Seek", "Resuming", "generation")
+            lines = [ln for ln in path.read_text(errors="replace").splitlines()
+                     if ("[INFO]" not in ln and " INFO " not in ln) or any(k in ln for k in keep)]
             out.append(f"--- worker {i} ---\n" + "\n".join(lines[-30:]))
         return "\n".join(out)
 

@@ -57,15 +57,15 @@ def register(sub: Any, opt: Any) -> None:
 
 
 class _Stop(Exception):
-    """Raised in the main thread by SIGTERM, so shutdown runs the same path as Ctrl-C."""
+    """Raised in the main thread by SIGINT (Ctrl-C), SIGTERM or SIGHUP: one shutdown path."""
 
 
 def _install_sigterm() -> None:
     def handler(signum: int, frame: Any) -> None:
         raise _Stop()
 
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGHUP, handler)
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, handler)
 
 
 def _print_endpoints(console: Console, stack: EmbeddedStack, ep: Endpoints, settings: Settings) -> None:
