@@ -17,7 +17,7 @@ import time
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from connectors import ServiceStartError, StackNotRunningError
 from connectors.kafka_broker import KafkaBroker
@@ -65,14 +65,6 @@ class Endpoints:
             except PermissionError:
                 pass
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
-
-
-class Service(Protocol):
-    name: str
-
-    def start(self) -> None: ...
-    def wait_ready(self, timeout_s: float) -> float: ...
-    def stop(self) -> None: ...
 
 
 class RegistryService(ChildService):

@@ -44,7 +44,6 @@ class BatchResult:
     encoded: list[bytes] = field(default_factory=list)
     dead: list[tuple[bytes | None, bytes, list[tuple[str, bytes]], str]] = field(default_factory=list)
     columns: dict[str, np.ndarray] = field(default_factory=dict)
-    model_version: str = ""
 
 
 class ScoringContext:
@@ -141,7 +140,6 @@ def score_batch(ctx: ScoringContext, batch: Sequence[RawRecord]) -> BatchResult:
     columns["temperature"] = np.fromiter((r["temperature"] for r in records), float, len(records))
     columns["timestamp"] = np.fromiter((r["timestamp"] for r in records), np.int64, len(records))
     result.columns = columns
-    result.model_version = version
     return result
 
 

@@ -9,6 +9,7 @@ the broker before Faust acknowledges the batch — at-least-once, nothing lost a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -158,7 +159,8 @@ def build_app(settings: Settings, endpoints: Endpoints, worker: ScoreWorker) -> 
 
     @app.timer(interval=settings.model_poll_s)
     async def reload_model() -> None:
-        worker.reload_model()
+        # Loading a model takes a while: off the event loop, so scoring goes on meanwhile.
+        await asyncio.to_thread(worker.reload_model)
 
     @app.timer(interval=5.0)
     async def report_lag() -> None:
