@@ -7,6 +7,7 @@ left behind. Output goes to a log file in the state directory; a failed start re
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -23,6 +24,7 @@ from connectors import ServiceStartError
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
+SUPERVISOR_ENV = "EVTWIN_SUPERVISOR_PID"  # set for every child: the pid of the process that started it
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -143,6 +145,8 @@ class ManagedProcess:
     def start(self) -> None:
         """Start the child; its output is appended to :attr:`log_file`."""
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ if self.env is None else self.env)
+        env[SUPERVISOR_ENV] = str(os.getpid())  # see exit_when_orphaned
         with open(self.log_file, "ab") as out:
             try:
                 self.proc = subprocess.Popen(
@@ -151,7 +155,7 @@ class ManagedProcess:
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     preexec_fn=_child_setup(self.stop_signal, self.user),
-                    env=self.env,
+                    env=env,
                     cwd=self.cwd,
                 )
             except OSError as exc:
@@ -171,20 +175,65 @@ class ManagedProcess:
             detail = last_line(self.log_file) or f"exit code {self.proc.returncode}"
             raise ServiceStartError(f"{self.name} exited during start-up: {detail} (log: {self.log_file})")
 
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop the child (and its process group) and wait for it."""
+    def signal_stop(self) -> None:
+        """Send the stop signal to the child's process group; do not wait."""
         if self.proc is None or self.proc.poll() is not None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, self.stop_signal)
-        except ProcessLookupError:
+
+    def wait_stopped(self, timeout_s: float) -> None:
+        """Wait up to ``timeout_s`` for the child to exit, then kill its process group."""
+        if self.proc is None:
             return
         try:
-            self.proc.wait(timeout_s)
+            self.proc.wait(max(timeout_s, 0.0))
         except subprocess.TimeoutExpired:
-            log.warning("%s did not stop in %.0f s; killing it", self.name, timeout_s)
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            log.warning("%s did not stop in time; killing it", self.name)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(5)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop the child (and its process group) and wait for it."""
+        stop_all([self], timeout_s)
+
+
+def stop_all(procs: Sequence[ManagedProcess], timeout_s: float = 10.0) -> None:
+    """Stop processes together: signal every one, then wait for all within one ``timeout_s``
+    (killing those still running), so N processes take the time of the slowest, not the sum."""
+    for proc in procs:
+        proc.signal_stop()
+    deadline = time.monotonic() + timeout_s
+    for proc in procs:
+        proc.wait_stopped(deadline - time.monotonic())
+
+
+
+def exit_when_orphaned(grace_s: float = 15.0) -> None:
+    """In a child started by ``evtwin up``: if the supervisor dies without stopping us, leave.
+
+    The parent-death signal starts a clean shutdown; this thread makes sure it ends: once the
+    parent is gone it waits ``grace_s`` seconds, then exits hard. A clean shutdown that hangs
+    (its broker died with the same parent) would otherwise keep the process alive for ever.
+    Does nothing unless :data:`SUPERVISOR_ENV` names our parent.
+    """
+    import threading
+
+    try:
+        supervisor = int(os.environ.get(SUPERVISOR_ENV, ""))
+    except ValueError:
+        return
+    if os.getppid() != supervisor:
+        return
+
+    def watch() -> None:
+        while os.getppid() == supervisor:
+            time.sleep(0.5)
+        time.sleep(grace_s)
+        os._exit(70)  # EX_SOFTWARE: the shutdown did not finish
+
+    threading.Thread(target=watch, name="orphan-watchdog", daemon=True).start()
 
 
 def python_child_env() -> dict[str, str]:
@@ -275,14 +324,17 @@ def wait_until(
 
 
 __all__ = [
+    "SUPERVISOR_ENV",
     "ChildService",
     "ManagedProcess",
     "check_port_free",
     "ensure_writable_dir",
+    "exit_when_orphaned",
     "free_port",
     "last_line",
     "port_for",
     "python_child_env",
     "require_binary",
+    "stop_all",
     "wait_until",
 ]

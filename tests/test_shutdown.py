@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -64,10 +65,33 @@ def _processes_mentioning(text: str) -> list[int]:
     return found
 
 
+def _describe(pid: int) -> str:
+    """``pid (state) command line``: what a process left behind is, for the failure message."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return f"{pid} (gone)"
+    return f"{pid} ({state}) {cmdline.strip()}"
+
+
+def _pipeline_missing(state_dir: Path) -> set[str]:
+    """The pipeline commands of ``evtwin up`` that have no process yet."""
+    wanted = {"ingest", "worker", "sink", "mqtt-bridge", "simulate"}
+    for pid in _processes_mentioning(str(state_dir)):
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        wanted -= set(args)
+    return wanted
+
+
 def _wait_all_gone(pids: list[int], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while any(_alive(p) for p in pids):
-        assert time.monotonic() < deadline, f"still running: {[p for p in pids if _alive(p)]}"
+        left = [_describe(p) for p in pids if _alive(p)]
+        assert time.monotonic() < deadline, f"still running after {timeout:.0f} s: {left}"
         time.sleep(0.1)
 
 
@@ -77,8 +101,8 @@ def test_signal_stops_everything(state_dir: Path, trained_model: Path, command: 
     pids = _service_pids(data)
     if command == "up":  # the pipeline's processes run too: ingest, worker, sink, bridge, simulator
         deadline = time.monotonic() + 60
-        while len(_processes_mentioning(str(state_dir))) < 7:  # + the broker and postgres
-            assert time.monotonic() < deadline, "pipeline processes did not start"
+        while missing := _pipeline_missing(state_dir):
+            assert time.monotonic() < deadline, f"pipeline processes did not start: {missing}"
             time.sleep(0.2)
     proc.send_signal(sig)
     assert proc.wait(60) == 0
@@ -87,10 +111,52 @@ def test_signal_stops_everything(state_dir: Path, trained_model: Path, command: 
     assert not (state_dir / "stack.json").exists()
 
 
-def test_parent_killed_takes_its_services_along(state_dir: Path) -> None:
-    proc, data = _start("services", state_dir)
+@pytest.mark.parametrize("command", ["services", "up"])
+def test_parent_killed_takes_its_processes_along(state_dir: Path, trained_model: Path, command: str) -> None:
+    proc, data = _start(command, state_dir, trained_model)
     pids = _service_pids(data)
+    if command == "up":
+        deadline = time.monotonic() + 60
+        while missing := _pipeline_missing(state_dir):
+            assert time.monotonic() < deadline, f"pipeline processes did not start: {missing}"
+            time.sleep(0.2)
     proc.kill()  # SIGKILL: no chance to clean up; the kernel signals the children
     proc.wait(10)
     _wait_all_gone(pids)
     _wait_all_gone(_processes_mentioning(str(state_dir)))
+
+
+_STUCK_CHILD = """
+import os, signal, sys, time
+from connectors.process import exit_when_orphaned
+signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a clean shutdown that never finishes
+exit_when_orphaned(grace_s=0.5)
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+_SUPERVISOR = """
+import subprocess, sys
+from connectors.process import ManagedProcess
+from pathlib import Path
+child = ManagedProcess("stuck", [sys.executable, "-c", sys.argv[1]], Path(sys.argv[2]))
+child.start()
+print(child.pid, flush=True)
+sys.stdin.readline()  # exit (without stopping the child) when the test says so
+"""
+
+
+def test_orphan_whose_shutdown_hangs_exits_anyway(tmp_path: Path) -> None:
+    """A child of ``evtwin up`` that ignores the parent-death signal still goes, after its grace."""
+    log = tmp_path / "stuck.log"
+    sup = subprocess.Popen([sys.executable, "-c", _SUPERVISOR, _STUCK_CHILD, str(log)], cwd=REPO,
+                           env=cli_env(tmp_path), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert sup.stdout is not None and sup.stdin is not None
+    child = int(sup.stdout.readline())
+    deadline = time.monotonic() + 30
+    while "ready" not in log.read_text():
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)
+    sup.stdin.close()
+    assert sup.wait(10) == 0
+    _wait_all_gone([child], timeout=15)

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from connectors import ConnectorError
+from connectors.process import exit_when_orphaned
 from schemas import SchemaError
 from streams.logs import configure_logging
 from streams.settings import Settings
@@ -117,6 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"evtwin: error: {_validation_message(exc)}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
+    exit_when_orphaned()  # a pipeline process of `evtwin up` never outlives it for long
     try:
         return int(args.handler(args, settings) or 0)
     except (CliError, ConnectorError, SchemaError) as exc:

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from connectors import ServiceStartError
 from connectors.kafka import ensure_topics, list_topics
-from connectors.process import ManagedProcess
+from connectors.process import ManagedProcess, stop_all
 from connectors.stack import EmbeddedStack, Endpoints
 from streams.settings import REPO_ROOT, Settings
 from streams.topics import topic_specs
@@ -134,12 +134,13 @@ def _watch(procs: list[ManagedProcess], exit_after: float, view: Any = None,
             live.stop()
 
 
-def _pipeline(settings: Settings, args: argparse.Namespace) -> list[ManagedProcess]:
-    """The pipeline's processes: the MQTT ingest bridge and the fleet simulator."""
+def _pipeline(settings: Settings, args: argparse.Namespace, procs: list[ManagedProcess]) -> None:
+    """Start the pipeline's processes (ingest bridge, score workers, sinks, simulator), adding each
+    to ``procs`` before it starts, so a Ctrl-C in the middle still stops those already running."""
     base = [sys.executable, "-m", "streams.cli", "--state-dir", str(settings.state_dir),
             "--log-level", settings.log_level, "--log-format", settings.log_format]
     logs = settings.state_dir / "logs"
-    procs = [ManagedProcess("ingest bridge", base + ["ingest"], logs / "ingest.log", cwd=REPO_ROOT)]
+    planned = [ManagedProcess("ingest bridge", base + ["ingest"], logs / "ingest.log", cwd=REPO_ROOT)]
     port = settings.metrics_port
 
     def next_port() -> str:
@@ -148,23 +149,23 @@ def _pipeline(settings: Settings, args: argparse.Namespace) -> list[ManagedProce
         return str(value)
 
     for i in range(settings.workers):
-        procs.append(ManagedProcess(
+        planned.append(ManagedProcess(
             f"score worker {i + 1}", base + ["worker", "--metrics-port", next_port()],
             logs / f"worker-{i + 1}.log", cwd=REPO_ROOT))
-    procs.append(ManagedProcess("database sink", base + ["sink", "--metrics-port", next_port()],
-                                logs / "sink.log", cwd=REPO_ROOT))
-    procs.append(ManagedProcess("MQTT bridge", base + ["mqtt-bridge", "--metrics-port", next_port()],
-                                logs / "mqtt-bridge.log", cwd=REPO_ROOT))
+    planned.append(ManagedProcess("database sink", base + ["sink", "--metrics-port", next_port()],
+                                  logs / "sink.log", cwd=REPO_ROOT))
+    planned.append(ManagedProcess("MQTT bridge", base + ["mqtt-bridge", "--metrics-port", next_port()],
+                                  logs / "mqtt-bridge.log", cwd=REPO_ROOT))
     if not args.no_simulator:
-        procs.append(ManagedProcess(
+        planned.append(ManagedProcess(
             "simulator",
             base + ["simulate", "--batteries", str(settings.sim_batteries),
                     "--rate", str(settings.sim_rate_hz), "--speedup", str(settings.sim_speedup),
                     "--seed", str(settings.sim_seed)],
             logs / "simulator.log", cwd=REPO_ROOT))
-    for proc in procs:
+    for proc in planned:
+        procs.append(proc)
         proc.start()
-    return procs
 
 
 def _run(args: argparse.Namespace, settings: Settings, with_pipeline: bool) -> int:
@@ -182,7 +183,7 @@ def _run(args: argparse.Namespace, settings: Settings, with_pipeline: bool) -> i
                           settings.topic_replication_factor)
             _print_topics(console, endpoints.kafka_bootstrap_servers)
             ensure_model(settings, console)
-            procs = _pipeline(settings, args)
+            _pipeline(settings, args, procs)
             console.print(f"Pipeline: {', '.join(p.name for p in procs)} (logs in "
                           f"{settings.state_dir / 'logs'}). Watch it with "
                           "`evtwin topics consume ev.predictions.v1 --follow`.")
@@ -198,8 +199,7 @@ def _run(args: argparse.Namespace, settings: Settings, with_pipeline: bool) -> i
     finally:
         if view is not None:
             view.close()
-        for proc in reversed(procs):
-            proc.stop()
+        stop_all(procs)  # together: a shutdown takes the slowest process's time, not the sum
         stack.stop()
     console.print("Stopped; no service left running.")
     return 0
