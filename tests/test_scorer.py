@@ -87,3 +87,33 @@ def test_serving_imports_stay_light() -> None:
             "heavy = [m for m in ('mlflow', 'matplotlib', 'training') if m in sys.modules]; "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parent.parent)
+
+
+def test_naive_baseline_computes_what_the_scorer_computes() -> None:
+    """The benchmark's one-at-a-time baseline does the same work with the same results, so the
+    speed-up `evtwin bench pipeline` reports compares like with like."""
+    import time
+
+    from models.physics.fleet import Fleet
+    from schemas.codec import AvroCodec
+    from streams.naive import NaivePredictor
+    from streams.simulator import telemetry_records
+
+    fleet = Fleet(10, seed=4, start_time_s=time.time())
+    records = []
+    for tick in range(6):
+        fleet.step(60.0, 86_400.0)
+        readings = fleet.readings()
+        seq = np.full(10, tick)
+        records += [r for _, r in telemetry_records(readings, fleet.battery_ids, seq, int(time.time() * 1000))]
+    assert len(records) >= 40
+    model = small_model().model_dir
+    naive, scorer = NaivePredictor(model), Scorer.load(model)
+    telemetry, prediction = AvroCodec("telemetry"), AvroCodec("prediction")
+    expected = scorer.score_records(records)
+    for i, record in enumerate(records):
+        got = prediction.decode(naive.handle(telemetry.encode(record)))
+        assert got["event_id"] == record["event_id"] and got["model_version"] == scorer.version
+        for key, ours in (("rul_p10", "rul_p10"), ("rul_cycles", "rul_p50"), ("rul_p90", "rul_p90"),
+                          ("failure_probability", "failure_probability"), ("anomaly_score", "anomaly_score")):
+            assert got[key] == pytest.approx(expected[ours][i], rel=1e-4, abs=1e-4), (key, i)
