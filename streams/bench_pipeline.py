@@ -34,6 +34,10 @@ from streams.topics import PREDICTIONS, TELEMETRY, TopicSpec, topic_specs
 RELAY_TOPIC = "bench.relay.v1"
 
 
+class BenchError(RuntimeError):
+    """A benchmark phase did not complete (the message names the log to read)."""
+
+
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -45,14 +49,14 @@ def _end_total(consumer: Any, topic: str, partitions: int) -> int:
 
 
 def load_events(bootstrap: str, n_events: int, batteries: int, rate_hz: float = 1.0,
-                realtime: bool = False) -> None:
-    """Put ``n_events`` simulator readings on the telemetry topic."""
+                realtime: bool = False, stop: threading.Event | None = None) -> None:
+    """Put ``n_events`` simulator readings on the telemetry topic (0 = until ``stop`` is set)."""
     from models.physics.fleet import Fleet
     from streams.simulator import FleetSimulator
 
     fleet = Fleet(batteries, seed=1, start_time_s=time.time())
     sim = FleetSimulator(fleet, kafka.producer(bootstrap), AvroCodec("telemetry"), None, rate_hz, 24.0)
-    sim.run(threading.Event(), max_events=n_events, realtime=realtime)
+    sim.run(stop or threading.Event(), max_events=n_events, realtime=realtime)
 
 
 def wait_output(bootstrap: str, topic: str, partitions: int, target: int,
@@ -111,6 +115,9 @@ def bench_workers(ep: Endpoints, state_dir: Path, model_dir: Path, n_events: int
     finally:
         stop_workers(procs)
     scored = total - before
+    if scored < n_events:
+        raise BenchError(f"{replicas} worker(s) scored only {scored:,} of {n_events:,} events in 600 s "
+                           f"(logs: {state_dir}/bench-{replicas}-replicas-*.log)")
     return {"events": scored, "events_per_s": scored / max(last - first, 1e-9),
             "cpu_us_per_event": cpu / max(scored, 1) * 1e6}
 
@@ -136,9 +143,23 @@ def bench_latency(ep: Endpoints, state_dir: Path, model_dir: Path, rate: int,
     codec = AvroCodec("prediction")
     consumer = kafka.consumer(bootstrap, "bench-latency-reader", **{"fetch.wait.max.ms": 5})
     consumer.assign([TopicPartition(PREDICTIONS, p, OFFSET_END) for p in range(partitions)])
+    batteries = max(1, rate // 5)
     try:
-        time.sleep(8)  # the worker joins its group
-        batteries = max(1, rate // 5)
+        # Warm-up at the same rate until predictions flow (the worker has joined its group and
+        # loaded its model) and 3 s more; only events sent after it count.
+        stop_warmup = threading.Event()
+        warmup = threading.Thread(target=load_events, args=(bootstrap, 0, batteries, rate / batteries,
+                                                            True, stop_warmup))
+        warmup.start()
+        flowing, deadline = 0.0, time.monotonic() + 90
+        while time.monotonic() < min(deadline, (flowing or deadline) + 3):
+            if any(not m.error() for m in consumer.consume(5000, 0.1)):
+                flowing = flowing or time.monotonic()
+        stop_warmup.set()
+        warmup.join()
+        if not flowing:
+            raise BenchError(f"the worker scored nothing in 90 s (log: {state_dir / 'bench-latency-0.log'})")
+        measured_from = int(time.time() * 1000)
         feeder = threading.Thread(target=load_events, args=(bootstrap, int(rate * seconds),
                                                             batteries, rate / batteries, True))
         feeder.start()
@@ -146,7 +167,9 @@ def bench_latency(ep: Endpoints, state_dir: Path, model_dir: Path, rate: int,
         while (feeder.is_alive() or len(latencies) < rate * seconds) and time.monotonic() < deadline:
             for msg in consumer.consume(5000, 0.1):
                 if not msg.error():
-                    latencies.append(msg.timestamp()[1] - codec.decode(msg.value())["timestamp"])
+                    event_ms = codec.decode(msg.value())["timestamp"]
+                    if event_ms >= measured_from:
+                        latencies.append(msg.timestamp()[1] - event_ms)
         feeder.join()
     finally:
         consumer.close()
@@ -238,4 +261,4 @@ def run_pipeline_bench(model_dir: Path, events: int, batteries: int, naive_event
     }
 
 
-__all__ = ["run_pipeline_bench"]
+__all__ = ["BenchError", "run_pipeline_bench"]

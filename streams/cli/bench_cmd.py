@@ -106,17 +106,20 @@ def run_pipeline(args: argparse.Namespace, settings: Settings) -> int:
 
     from models.errors import ModelError
     from models.scorer import Scorer
-    from streams.bench_pipeline import run_pipeline_bench
+    from streams.bench_pipeline import BenchError, run_pipeline_bench
     from streams.cli import CliError
 
     try:
         Scorer.load(settings.model_dir)
     except ModelError as exc:
         raise CliError(str(exc)) from None
-    result = run_pipeline_bench(
-        settings.model_dir, args.events, args.fleet, args.naive_events, args.latency_rate,
-        args.latency_seconds, settings.topic_partitions,
-        progress=lambda text: print(text, file=sys.stderr))
+    try:
+        result = run_pipeline_bench(
+            settings.model_dir, args.events, args.fleet, args.naive_events, args.latency_rate,
+            args.latency_seconds, settings.topic_partitions,
+            progress=lambda text: print(text, file=sys.stderr))
+    except BenchError as exc:
+        raise CliError(f"bench pipeline: {exc}") from None
     print_result("Pipeline (embedded stack, this machine)", result, args.json)
     return 0
 

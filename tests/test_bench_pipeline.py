@@ -1,0 +1,26 @@
+"""``evtwin bench pipeline`` runs end to end on its own embedded stack and reports every figure the
+README's performance table quotes. Numbers are not judged here (benchmarks, not tests); that the
+command produces them, with the pipeline having scored every event, is."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import cli_env, run_cli
+
+KEYS = ("events_per_s", "p50_ms", "p99_ms", "cpu_us_per_event", "naive_events_per_s",
+        "relay_events_per_s", "two_replicas_events_per_s", "speedup_vs_naive")
+
+
+def test_bench_pipeline_reports_every_figure(state_dir: Path, trained_model: Path) -> None:
+    env = cli_env(state_dir, EVTWIN_MODEL_DIR=str(trained_model))
+    result = run_cli(["bench", "pipeline", "--events", "3000", "--fleet", "60", "--naive-events", "200",
+                      "--latency-rate", "500", "--latency-seconds", "2", "--json"], env, timeout=400)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    for key in KEYS:
+        assert isinstance(out[key], float) and out[key] > 0, (key, out[key])
+    assert out["events"] == 3000 and out["batteries"] == 60
+    assert out["p50_ms"] <= out["p99_ms"]
+    assert out["speedup_vs_naive"] == out["events_per_s"] / out["naive_events_per_s"]
