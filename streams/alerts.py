@@ -6,18 +6,31 @@ open one (hysteresis). A battery hovering at the open threshold therefore opens 
 not flap. Thresholds come from the settings (the seed's rules: SoC < 15 %, temperature > 60 °C,
 failure probability > 0.7, RUL < 100 cycles; plus anomalies).
 
+One more rule watches for silence: ``telemetry_gap`` opens when a battery has sent nothing while
+its partition's event time moved on by ``silence_s`` (a lost telemetry link, a dead modem, the
+``sensor_dropout`` fault), and resolves with its next reading. Silence is measured in the partition's
+event time (the newest reading on it, never ahead of the wall clock), from the partition time at
+which the battery's last reading *arrived*: a replay far behind real time raises the same episodes,
+and a battery whose own clock runs late is not mistaken for a silent one.
+
 The state of open episodes is rebuilt from the alerts topic itself when a worker takes over a
 partition (:meth:`AlertEngine.restore`), so a rebalance neither loses nor duplicates an episode.
+A battery that is already silent when its partition moves is noticed by its new owner only once it
+has reported there.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+GAP_RULE = "telemetry_gap"
+"""Name of the silence rule (see the module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -81,10 +94,17 @@ class AlertEngine:
         debounce: Consecutive readings needed to open or resolve an episode (>= 1).
     """
 
-    def __init__(self, rules: Sequence[Rule], debounce: int = 3) -> None:
+    def __init__(self, rules: Sequence[Rule], debounce: int = 3, silence_s: float = 0.0) -> None:
         self.rules = list(rules)
         self.debounce = max(1, debounce)
         self.state: dict[tuple[str, str], Episode] = {}
+        self.silence_ms = int(silence_s * 1000)
+        self.gap_rule = Rule(GAP_RULE, "silence", True, silence_s, silence_s, "WARNING",
+                             "no telemetry for", " s")
+        # partition -> battery -> (partition time at its last arrival, its last event id), ms
+        self._arrivals: dict[int, dict[str, tuple[int, str]]] = {}
+        self._partition_time: dict[int, int] = {}
+        self._checked_at: dict[int, int] = {}
 
     def open_count(self) -> int:
         """Open episodes known to this engine."""
@@ -100,11 +120,52 @@ class AlertEngine:
             else:
                 self.state.pop(key, None)
 
-    def forget(self, battery_ids: Iterable[str]) -> None:
-        """Drop the state of batteries whose partition this worker no longer owns."""
+    def forget(self, battery_ids: Iterable[str], partitions: Iterable[int] = ()) -> None:
+        """Drop the state of batteries (and partitions) this worker no longer owns."""
         gone = set(battery_ids)
         for key in [k for k in self.state if k[0] in gone]:
             del self.state[key]
+        for p in partitions:
+            self._arrivals.pop(p, None)
+            self._partition_time.pop(p, None)
+            self._checked_at.pop(p, None)
+
+    def watch_silence(self, records: Sequence[dict[str, Any]], partition_of: Callable[[str], int],
+                      now_ms: int | None = None) -> list[dict[str, Any]]:
+        """Note the arrival of ``records``; return ``telemetry_gap`` alerts: RESOLVED for silent
+        batteries that reported again, OPENED for batteries silent for ``silence_s`` of their
+        partition's event time (checked at most once per second of it)."""
+        if self.silence_ms <= 0:
+            return []
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        out: list[dict[str, Any]] = []
+        touched: set[int] = set()
+        for rec in records:
+            battery, p = rec["battery_id"], partition_of(rec["battery_id"])
+            clock = min(max(self._partition_time.get(p, 0), rec["timestamp"]), now_ms)
+            self._partition_time[p] = clock
+            arrivals = self._arrivals.setdefault(p, {})
+            ep = self.state.get((battery, GAP_RULE))
+            if ep is not None and ep.alert_id is not None:
+                del self.state[(battery, GAP_RULE)]
+                since = arrivals.get(battery, (ep.opened_at - self.silence_ms, ""))[0]
+                out.append(self._record(self.gap_rule, rec, ep, (clock - since) / 1000.0, "RESOLVED",
+                                        self.silence_ms / 1000.0))
+            arrivals[battery] = (clock, rec["event_id"])
+            touched.add(p)
+        for p in touched:
+            clock = self._partition_time[p]
+            if clock - self._checked_at.get(p, 0) < 1000:
+                continue
+            self._checked_at[p] = clock
+            for battery, (arrived, event_id) in self._arrivals[p].items():
+                if clock - arrived < self.silence_ms or (battery, GAP_RULE) in self.state:
+                    continue
+                ep = self.state[(battery, GAP_RULE)] = Episode(str(uuid.uuid4()), arrived + self.silence_ms)
+                last = {"battery_id": battery, "event_id": event_id, "timestamp": arrived}
+                out.append(self._record(self.gap_rule, last, ep, (clock - arrived) / 1000.0, "OPENED",
+                                        self.silence_ms / 1000.0))
+        return out
 
     def evaluate(self, records: Sequence[dict[str, Any]],
                  columns: dict[str, np.ndarray]) -> list[dict[str, Any]]:
@@ -153,14 +214,18 @@ class AlertEngine:
     def _record(rule: Rule, rec: dict[str, Any], ep: Episode, value: float, status: str,
                 threshold: float) -> dict[str, Any]:
         side = ("above" if rule.above else "below") if status == "OPENED" else "back past"
+        message = f"{rec['battery_id']}: {rule.what} {value:.3g}{rule.unit} {side} {threshold:g}{rule.unit}"
+        if rule.name == GAP_RULE:
+            message = (f"{rec['battery_id']}: no telemetry for {value:.0f} s (threshold {threshold:g} s)"
+                       if status == "OPENED" else
+                       f"{rec['battery_id']}: telemetry back after a {value:.0f} s gap")
         return {
             "alert_id": ep.alert_id, "battery_id": rec["battery_id"], "rule": rule.name,
             "severity": rule.severity, "status": status, "value": value, "threshold": threshold,
-            "message": f"{rec['battery_id']}: {rule.what} {value:.3g}{rule.unit} {side} "
-                       f"{threshold:g}{rule.unit}",
+            "message": message,
             "event_id": rec["event_id"], "opened_at": ep.opened_at,
             "resolved_at": rec["timestamp"] if status == "RESOLVED" else None,
         }
 
 
-__all__ = ["AlertEngine", "Episode", "Rule", "default_rules"]
+__all__ = ["GAP_RULE", "AlertEngine", "Episode", "Rule", "default_rules"]

@@ -116,6 +116,9 @@ class Settings(BaseSettings):
     alert_rul_below: float = Field(100.0, ge=0, description="Open low_rul below this RUL, cycles.")
     alert_anomaly_above: float = Field(0.8, ge=0, le=1, description="Open anomaly above this score.")
     alert_debounce: int = Field(3, ge=1, le=100, description="Consecutive readings to open or resolve.")
+    alert_silence_s: float = Field(
+        60.0, ge=0, description="Open telemetry_gap when a battery sends nothing for this long (event "
+        "time of its partition), s; 0 = off.")
 
     # --- Logging.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"

@@ -44,7 +44,7 @@ class ScoreWorker:
             codec_for(TELEMETRY_DLQ, endpoints), models.current(), features_from_records,
             int(settings.max_future_skew_s * 1000), int(settings.max_event_age_s * 1000))
         self.alert_codec = codec_for(ALERTS, endpoints)
-        self.alerts = AlertEngine(default_rules(settings), settings.alert_debounce)
+        self.alerts = AlertEngine(default_rules(settings), settings.alert_debounce, settings.alert_silence_s)
         self.producer = kafka.producer(endpoints.kafka_bootstrap_servers, **{"linger.ms": 2})
         self.partitions: set[int] = set()
         self.battery_partition: dict[bytes | None, int] = {}
@@ -61,7 +61,10 @@ class ScoreWorker:
             produce(TELEMETRY_DLQ, value, key, headers=headers)  # type: ignore[arg-type]
             metrics.DEAD_LETTERS.labels(error_type).inc()
         if result.records:
-            for alert in self.alerts.evaluate(result.records, result.columns):
+            partition_of = self.battery_partition.get
+            alerts = self.alerts.evaluate(result.records, result.columns)
+            alerts += self.alerts.watch_silence(result.records, lambda b: partition_of(b.encode(), -1))
+            for alert in alerts:
                 produce(ALERTS, self.alert_codec.encode(alert), alert["battery_id"].encode())
                 metrics.ALERTS.labels(alert["rule"], alert["status"]).inc()
         self._flush()
@@ -95,7 +98,7 @@ class ScoreWorker:
         if lost:
             gone = [b.decode(errors="replace") for b, p in self.battery_partition.items()
                     if p in lost and b is not None]
-            self.alerts.forget(gone)
+            self.alerts.forget(gone, lost)
             metrics.forget_batteries(gone)
         if gained:
             self.alerts.restore(self._read_alerts(sorted(gained)))

@@ -63,3 +63,54 @@ def test_each_rule_fires_on_its_signal() -> None:
     columns["anomaly_score"][:] = 0.95
     rules = {a["rule"] for a in engine.evaluate(records, columns)}
     assert rules == {"over_temperature", "failure_risk", "low_rul", "anomaly"}
+
+
+def _readings(batteries: list[str], t_ms: int) -> list[dict]:
+    return [{"battery_id": b, "event_id": f"{b}-{t_ms}", "timestamp": t_ms} for b in batteries]
+
+
+def _gap_run(engine: AlertEngine, schedule: list[list[str]], step_ms: int = 1000,
+             start_ms: int = 1_700_000_000_000, skew: dict[str, int] | None = None) -> list[dict]:
+    """Feed one batch per step: the batteries in ``schedule[k]`` report at step k (one partition)."""
+    out = []
+    for k, batteries in enumerate(schedule):
+        t = start_ms + k * step_ms
+        records = [dict(r, timestamp=r["timestamp"] + (skew or {}).get(r["battery_id"], 0))
+                   for r in _readings(batteries, t)]
+        out += engine.watch_silence(records, lambda b: 0, now_ms=t + 10_000)
+    return out
+
+
+def test_a_silent_battery_opens_one_gap_alert_and_resolves_it_when_it_reports() -> None:
+    engine = AlertEngine([], silence_s=30)
+    schedule = [["A", "B"]] * 10 + [["A"]] * 45 + [["A", "B"]] * 5
+    alerts = _gap_run(engine, schedule)
+    assert [(a["battery_id"], a["rule"], a["status"]) for a in alerts] == [
+        ("B", "telemetry_gap", "OPENED"), ("B", "telemetry_gap", "RESOLVED")]
+    opened, resolved = alerts
+    assert opened["alert_id"] == resolved["alert_id"]
+    assert opened["event_id"] == "B-1700000009000"  # its last reading before the silence
+    assert opened["opened_at"] == 1_700_000_009_000 + 30_000
+    assert resolved["value"] == 46.0 and resolved["threshold"] == 30.0
+    assert "46 s gap" in resolved["message"] and "no telemetry" in opened["message"]
+
+
+def test_gap_rule_ignores_late_clocks_and_short_gaps_and_can_be_off() -> None:
+    # B's clock runs 5 minutes late but it reports every second: never silent.
+    schedule = [["A", "B"]] * 100
+    assert _gap_run(AlertEngine([], silence_s=30), schedule, skew={"B": -300_000}) == []
+    # a gap shorter than the threshold
+    schedule = [["A", "B"]] * 5 + [["A"]] * 25 + [["A", "B"]] * 5
+    assert _gap_run(AlertEngine([], silence_s=30), schedule) == []
+    # off
+    schedule = [["A", "B"]] * 5 + [["A"]] * 100
+    assert _gap_run(AlertEngine([], silence_s=0), schedule) == []
+
+
+def test_a_restored_gap_episode_resolves_on_the_next_reading() -> None:
+    engine = AlertEngine([], silence_s=30)
+    engine.restore([{"battery_id": "B", "rule": "telemetry_gap", "status": "OPENED",
+                     "alert_id": "gap-1", "opened_at": 1_700_000_000_000}])
+    alerts = _gap_run(engine, [["A"]] * 3 + [["A", "B"]], start_ms=1_700_000_100_000)
+    assert [(a["alert_id"], a["status"]) for a in alerts] == [("gap-1", "RESOLVED")]
+    assert engine.open_count() == 0

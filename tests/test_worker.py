@@ -151,6 +151,35 @@ def test_a_battery_hovering_at_a_threshold_opens_one_alert_and_resolves_it_once(
     assert low_soc[0][1] == low_soc[1][1]
 
 
+def test_a_battery_that_goes_silent_raises_a_telemetry_gap_alert(stack, workers) -> None:  # type: ignore[no-untyped-def]
+    """Its partition moves on without it: one telemetry_gap episode, resolved when it is back."""
+    _, ep = stack
+    workers.start(1, EVTWIN_ALERT_SILENCE_S="2")
+    silent, talker = f"GAP{uuid.uuid4().hex[:5]}_S", f"GAP{uuid.uuid4().hex[:5]}_T"
+    codec = AvroCodec("telemetry")
+    producer = kafka.producer(ep.kafka_bootstrap_servers)
+
+    def send(battery: str, seq: int) -> None:  # both on one partition: the silence is measured on it
+        producer.produce(TELEMETRY, codec.encode(_reading(battery, seq=seq)), battery.encode(), partition=0)
+
+    send(talker, 0)
+    producer.flush(10)
+    _predictions(ep, talker, 1)  # the worker is up and consuming
+    for step in range(70):  # 10 Hz: both for 1 s, the talker alone for 5 s, both again for 1 s
+        send(talker, step + 1)
+        if step < 10 or step >= 60:
+            send(silent, step)
+        producer.flush(10)
+        time.sleep(0.1)
+    found = read_topic(ep.kafka_bootstrap_servers, ALERTS, lambda m: m.key() in (silent.encode(), talker.encode()),
+                       2, timeout=30)
+    alerts = [codec_for(ALERTS, ep).decode(m.value()) for m in found]
+    assert [(a["battery_id"], a["rule"], a["status"]) for a in alerts] == [
+        (silent, "telemetry_gap", "OPENED"), (silent, "telemetry_gap", "RESOLVED")], workers.logs()
+    assert alerts[0]["alert_id"] == alerts[1]["alert_id"]
+    assert 4.0 <= alerts[1]["value"] <= 8.0  # the gap, seconds
+
+
 def test_a_replica_killed_under_load_loses_no_event(stack, workers) -> None:  # type: ignore[no-untyped-def]
     _, ep = stack
     prefix = f"KILL{uuid.uuid4().hex[:5]}_"
