@@ -67,3 +67,15 @@ def test_help_names_every_variable(capsys: pytest.CaptureFixture[str]) -> None:
                 "EVTWIN_TRAIN_SEED", "EVTWIN_TRAIN_NO_MLFLOW", "EVTWIN_TRAIN_QUIET",
                 "EVTWIN_MLFLOW_TRACKING_URI", "EVTWIN_EVALUATE_DATASET", "EVTWIN_EVALUATE_JSON"):
         assert var in out.replace("\n", " ").replace("  ", " ") or var in out, var
+
+
+def test_evaluate_ceiling_reports_what_the_data_allows(dataset: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run(["evaluate", "--dataset", str(dataset), "--ceiling", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)["metrics"]
+    for key in ("rul_r2_model", "rul_r2_history", "rul_r2_true_soh", "rul_r2_true_soh_future_usage"):
+        assert -1.0 < metrics[key] <= 1.0, key
+    # the oracles know more than any model input: they do at least as well (small data: some slack)
+    assert metrics["rul_r2_true_soh_future_usage"] > metrics["rul_r2_model"] - 0.02
+    assert 0.0 < metrics["fault_readings_traceless_fraction"] < 1.0
+    assert metrics["anomaly_auroc_ceiling"] == pytest.approx(1 - metrics["fault_readings_traceless_fraction"] / 2)
+    assert 0.0 <= metrics["failure_positives_traceless_fraction"] < 1.0

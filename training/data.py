@@ -24,7 +24,8 @@ from training.errors import TrainingDataError
 QUICK_CONFIG = HistoryConfig(day_dt_s=600.0, loss_per_iteration=0.002)
 """Coarser multi-rate settings for quick training and tests (~4x faster, same physics)."""
 SILENT_FAULTS: tuple[str, ...] = ("sensor_dropout",)
-"""Faults invisible in a single reading (the dropout removes readings; gaps in ``seq`` reveal it)."""
+"""Faults invisible in a single reading (the dropout removes readings; the stream's
+``telemetry_gap`` alert reveals it, see ``streams/alerts.py``)."""
 QUICK_BATTERIES = 80
 """Batteries simulated by a quick training run."""
 
