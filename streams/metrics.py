@@ -23,6 +23,7 @@ EVENTS_IN = Counter("evtwin_events_in", "Records consumed", ["topic"])
 EVENTS_OUT = Counter("evtwin_events_out", "Records produced", ["topic"])
 DEAD_LETTERS = Counter("evtwin_dead_letters", "Records sent to the dead-letter topic", ["error_type"])
 ALERTS = Counter("evtwin_alerts", "Alert records emitted", ["rule", "status"])
+BATCH_FAILURES = Counter("evtwin_batch_failures", "Batches that failed (broker or registry trouble) and were retried")
 BATCH_SIZE = Histogram("evtwin_batch_size", "Events per micro-batch",
                        buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000))
 SCORING_SECONDS = Histogram("evtwin_scoring_seconds", "Time to decode, validate, score and encode one micro-batch, s",
@@ -66,7 +67,7 @@ def forget_batteries(battery_ids: Sequence[str]) -> None:
 
 
 __all__ = [
-    "ALERTS", "BATCH_SIZE", "CONSUMER_LAG", "DEAD_LETTERS", "EVENTS_IN", "EVENTS_OUT",
+    "ALERTS", "BATCH_FAILURES", "BATCH_SIZE", "CONSUMER_LAG", "DEAD_LETTERS", "EVENTS_IN", "EVENTS_OUT",
     "EVENT_LATENCY", "MODEL_INFO", "PREDICTIONS", "SCORING_SECONDS", "forget_batteries",
     "observe_batteries",
     "serve_metrics",

@@ -49,6 +49,10 @@ class ScoreWorker:
         self.partitions: set[int] = set()
         self.battery_partition: dict[bytes | None, int] = {}
         metrics.MODEL_INFO.labels(self.ctx.scorer.version).set(1)
+        # Register the output schemas now (with a registry): an unreachable registry stops the
+        # start with a clear error instead of failing the first dead letter hours later.
+        for codec in (self.ctx.prediction_codec, self.ctx.dlq_codec, self.alert_codec):
+            _ = codec.header
 
     def handle(self, batch: Sequence[RawRecord]) -> None:
         """Score ``batch`` and make every output durable on the broker before returning."""
@@ -139,6 +143,26 @@ class ScoreWorker:
         return True
 
 
+async def _handle_until_done(worker: ScoreWorker, chunk: Sequence[Any]) -> None:
+    """Handle ``chunk``, retrying with backoff while the broker or the registry fails.
+
+    Records the pipeline cannot read never get here as errors (they are dead-lettered), so what
+    fails is infrastructure, and waiting is the only way not to lose the batch: it is not
+    acknowledged until it succeeds. A retry may produce some outputs twice (at-least-once).
+    """
+    delay = 0.5
+    while True:
+        try:
+            worker.handle(chunk)
+            return
+        except Exception as exc:
+            metrics.BATCH_FAILURES.inc()
+            log.warning("a batch of %d records failed (%s); retrying in %.1f s, not acknowledged",
+                        len(chunk), exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
 def build_app(settings: Settings, endpoints: Endpoints, worker: ScoreWorker) -> Any:
     """The Faust app of the score workers, configured from ``settings``."""
     from streams.faust_batching import deliver_in_batches, export_lag, make_app, raw_topic
@@ -156,7 +180,7 @@ def build_app(settings: Settings, endpoints: Endpoints, worker: ScoreWorker) -> 
                 # Faust's messages have the fields of RawRecord (key, value, topic, partition, offset)
                 chunk = messages[start:start + settings.batch_size]
                 worker.note_partitions(chunk)
-                worker.handle(chunk)
+                await _handle_until_done(worker, chunk)
             for m in messages:  # outputs are on the broker: now the offsets may be committed
                 ack(m)
 

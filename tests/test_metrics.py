@@ -18,3 +18,29 @@ def test_gauges_follow_the_batteries_a_replica_owns() -> None:
     assert 'battery_temperature{battery_id="MET_A"} 31.0' in text
     forget_batteries(["MET_A"])
     assert 'battery_id="MET_A"' not in generate_latest().decode()
+
+
+def test_a_failing_batch_is_retried_until_it_succeeds_and_counted() -> None:
+    """Broker or registry trouble: the batch waits and retries (never acknowledged half-done);
+    the failures show on the endpoint."""
+    import asyncio
+
+    from streams.worker import _handle_until_done
+
+    class Flaky:
+        calls = 0
+
+        def handle(self, chunk: list) -> None:
+            Flaky.calls += 1
+            if Flaky.calls < 3:
+                raise OSError("registry unreachable")
+
+    def failures() -> float:
+        line = next(ln for ln in generate_latest().decode().splitlines()
+                    if ln.startswith("evtwin_batch_failures_total "))
+        return float(line.split()[-1])
+
+    before = failures()
+    asyncio.run(_handle_until_done(Flaky(), [object()]))  # type: ignore[arg-type]
+    assert Flaky.calls == 3
+    assert failures() == before + 2
