@@ -30,7 +30,10 @@ async def _serve(host: str, port: int) -> None:
         loop.add_signal_handler(sig, stop.set)
     print(f"amqtt listening on {host}:{port}", flush=True)
     await stop.wait()
-    await broker.shutdown()
+    try:  # amqtt's shutdown can wait on a lingering client session for good; bound it
+        await asyncio.wait_for(broker.shutdown(), timeout=3.0)
+    except Exception as exc:  # noqa: BLE001 - a timeout or a failing shutdown: exiting anyway
+        print(f"amqtt: shutdown cut short ({type(exc).__name__})", flush=True)
 
 
 def main() -> None:
