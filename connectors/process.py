@@ -209,7 +209,6 @@ def stop_all(procs: Sequence[ManagedProcess], timeout_s: float = 10.0) -> None:
         proc.wait_stopped(deadline - time.monotonic())
 
 
-
 def exit_when_orphaned(grace_s: float = 15.0) -> None:
     """In a child started by ``evtwin up``: if the supervisor dies without stopping us, leave.
 

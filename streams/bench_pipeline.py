@@ -117,7 +117,7 @@ def bench_workers(ep: Endpoints, state_dir: Path, model_dir: Path, n_events: int
     scored = total - before
     if scored < n_events:
         raise BenchError(f"{replicas} worker(s) scored only {scored:,} of {n_events:,} events in 600 s "
-                           f"(logs: {state_dir}/bench-{replicas}-replicas-*.log)")
+                         f"(logs: {state_dir}/bench-{replicas}-replicas-*.log)")
     return {"events": scored, "events_per_s": scored / max(last - first, 1e-9),
             "cpu_us_per_event": cpu / max(scored, 1) * 1e6}
 

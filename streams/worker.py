@@ -148,7 +148,8 @@ async def _handle_until_done(worker: ScoreWorker, chunk: Sequence[Any]) -> None:
 
     Records the pipeline cannot read never get here as errors (they are dead-lettered), so what
     fails is infrastructure, and waiting is the only way not to lose the batch: it is not
-    acknowledged until it succeeds. A retry may produce some outputs twice (at-least-once).
+    acknowledged until it succeeds. A retry may produce some outputs twice (at-least-once), and a
+    batch that failed after its alerts were evaluated counts toward their debounce twice.
     """
     delay = 0.5
     while True:
