@@ -22,12 +22,13 @@ def test_pyproject_lists_every_package_explicitly() -> None:
 
     config = tomllib.loads((REPO / "pyproject.toml").read_text())
     listed = config["tool"]["setuptools"]["packages"]
-    # Every package and subpackage on disk is listed, so a built wheel is complete.
-    on_disk = sorted(
+    # Every package, subpackage and data folder on disk is listed, so a built wheel is complete.
+    on_disk = sorted({
         ".".join(p.parent.relative_to(REPO).parts)
         for top in ("streams", "schemas", "connectors", "training", "models", "datasets")
-        for p in (REPO / top).rglob("__init__.py")
-    )
+        for pattern in ("__init__.py", "*.avsc", "*.sql")
+        for p in (REPO / top).rglob(pattern)
+    })
     assert sorted(listed) == on_disk
     assert any(dep.startswith("xgboost-cpu") for dep in config["project"]["dependencies"])
     # Ranges, not loose names: every dependency has an upper and a lower bound.
