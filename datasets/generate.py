@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from models.physics.faults import FAULT_NAMES
 from models.physics.history import HistoryConfig, simulate_histories
 from models.physics.params import FAILURE_HORIZON_DAYS
 from models.physics.usage import MODE_NAMES, SECONDS_PER_DAY
+from models.registry import sha256_file
 
 if TYPE_CHECKING:
     from models.physics.fleet import Fleet
@@ -107,15 +107,6 @@ def _simulate(n: int, seed: int, progress: bool, cfg: HistoryConfig) -> tuple[
                                   on_iteration=lambda done, _: bar.update(task, completed=done))
 
 
-def _sha256(path: Path) -> str:
-    """Hex SHA-256 of a file."""
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def generate_dataset(n_batteries: int, seed: int, out_dir: Path,
                      formats: tuple[str, ...] = ("parquet",), progress: bool = True) -> Path:
     """Write ``ev_fleet.parquet`` (and/or ``.csv``) and ``manifest.json`` into ``out_dir``.
@@ -151,7 +142,7 @@ def generate_dataset(n_batteries: int, seed: int, out_dir: Path,
     manifest = {
         "generator": "datasets.generate", "generator_version": GENERATOR_VERSION, "seed": seed,
         "n_batteries": n_batteries, "rows": len(frame), "horizon_days": FAILURE_HORIZON_DAYS,
-        "files": {p.name: _sha256(p) for p in paths}, "columns": list(COLUMNS),
+        "files": {p.name: sha256_file(p) for p in paths}, "columns": list(COLUMNS),
         "generation_seconds": round(time.perf_counter() - start, 2),
     }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
