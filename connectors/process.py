@@ -209,6 +209,21 @@ def stop_all(procs: Sequence[ManagedProcess], timeout_s: float = 10.0) -> None:
         proc.wait_stopped(deadline - time.monotonic())
 
 
+def stop_processes(procs: Sequence[subprocess.Popen[bytes]], timeout_s: float = 30.0) -> None:
+    """Stop plain child processes (no process group) together: SIGTERM to every one, then wait
+    for all within one ``timeout_s``, killing those still running."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.monotonic() + timeout_s
+    for proc in procs:
+        try:
+            proc.wait(max(deadline - time.monotonic(), 0.0))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
 def exit_when_orphaned(grace_s: float = 15.0) -> None:
     """In a child started by ``evtwin up``: if the supervisor dies without stopping us, leave.
 
@@ -335,5 +350,6 @@ __all__ = [
     "python_child_env",
     "require_binary",
     "stop_all",
+    "stop_processes",
     "wait_until",
 ]

@@ -26,6 +26,7 @@ import numpy as np
 from confluent_kafka import OFFSET_END, TopicPartition
 
 from connectors import kafka
+from connectors.process import stop_processes
 from connectors.stack import EmbeddedStack, Endpoints
 from schemas.codec import AvroCodec
 from streams.settings import REPO_ROOT, Settings
@@ -90,16 +91,6 @@ def start_workers(state_dir: Path, n: int, model_dir: Path, app_id: str) -> list
             for i in range(n)]
 
 
-def stop_workers(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
-        p.terminate()
-    for p in procs:
-        try:
-            p.wait(30)
-        except subprocess.TimeoutExpired:
-            p.kill()
-
-
 def bench_workers(ep: Endpoints, state_dir: Path, model_dir: Path, n_events: int,
                   replicas: int, partitions: int) -> dict[str, float]:
     """Throughput and CPU per event of ``replicas`` workers over the events on the topic."""
@@ -113,7 +104,7 @@ def bench_workers(ep: Endpoints, state_dir: Path, model_dir: Path, n_events: int
                                          before + n_events, 600)
         cpu = sum(_cpu_seconds(p.pid) - cpu0[p.pid] for p in procs)
     finally:
-        stop_workers(procs)
+        stop_processes(procs)
     scored = total - before
     if scored < n_events:
         raise BenchError(f"{replicas} worker(s) scored only {scored:,} of {n_events:,} events in 600 s "
@@ -173,7 +164,7 @@ def bench_latency(ep: Endpoints, state_dir: Path, model_dir: Path, rate: int,
         feeder.join()
     finally:
         consumer.close()
-        stop_workers(procs)
+        stop_processes(procs)
     arr = np.asarray(latencies or [float("nan")])
     return {"rate": rate, "events": len(latencies), "p50_ms": float(np.percentile(arr, 50)),
             "p99_ms": float(np.percentile(arr, 99))}

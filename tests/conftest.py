@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from connectors.process import stop_processes
 from connectors.stack import EmbeddedStack, Endpoints
 from streams.settings import Settings
 from streams.topics import topic_specs
@@ -143,14 +144,7 @@ class Workers:
 
     def stop(self) -> None:
         print(self.logs(), file=sys.stderr)
-        for p in self.procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(self.procs)
 
 
 @pytest.fixture

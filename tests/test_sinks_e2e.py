@@ -20,6 +20,7 @@ import psycopg
 import pytest
 
 from connectors import kafka
+from connectors.process import stop_processes
 from connectors.stack import EmbeddedStack
 from models.physics.fleet import Fleet
 from schemas.codec import AvroCodec
@@ -52,14 +53,7 @@ def _service(command: str, settings, app_var: str, app_id: str, db_url: str) -> 
 
 
 def _stop(*procs: subprocess.Popen[bytes]) -> None:
-    for p in procs:
-        p.terminate()
-    for p in procs:
-        try:
-            p.wait(30)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(10)
+    stop_processes(procs)
     for p in procs:  # shown when the test fails
         path = getattr(p, "log_path", None)
         if path is not None:

@@ -77,5 +77,5 @@ def test_evaluate_ceiling_reports_what_the_data_allows(dataset: Path, capsys: py
     # the oracles know more than any model input: they do at least as well (small data: some slack)
     assert metrics["rul_r2_true_soh_future_usage"] > metrics["rul_r2_model"] - 0.02
     assert 0.0 < metrics["fault_readings_traceless_fraction"] < 1.0
-    assert metrics["anomaly_auroc_ceiling"] == pytest.approx(1 - metrics["fault_readings_traceless_fraction"] / 2)
+    assert 0.5 < metrics["anomaly_auroc_ceiling"] < 1.0
     assert 0.0 <= metrics["failure_positives_traceless_fraction"] < 1.0
