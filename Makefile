@@ -7,7 +7,7 @@ PIP_FLAGS ?= --quiet --disable-pip-version-check
 SHELL  := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 
-.PHONY: install demo services test test-fast bench lint clean
+.PHONY: install system-deps demo services test test-fast bench lint clean
 
 install: $(STAMP)
 
@@ -25,7 +25,11 @@ demo: install
 services: install
 	$(VENV)/bin/evtwin services
 
-test: install
+# System tools the suite uses (promtool): installed with apt-get as root, else one line says how.
+system-deps:
+	@infra/system-deps.sh
+
+test: install system-deps
 	$(PY) -m pytest
 
 bench: install
