@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from connectors.process import stop_processes
-from connectors.stack import EmbeddedStack, Endpoints
+from connectors.embedded.process import stop_processes
+from connectors.embedded.stack import EmbeddedStack
+from connectors.endpoints import Endpoints
 from streams.settings import Settings
 from streams.topics import topic_specs
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from streams.alerts import AlertEngine, default_rules
 from streams.settings import Settings
+from streams.state.alerts import AlertEngine, default_rules
 
 
 def _batch(values: list[float], battery: str = "BAT_A", start: int = 0) -> tuple[list[dict], dict]:

@@ -10,8 +10,8 @@ import pytest
 
 from schemas import published_versions
 from schemas.codec import SINGLE_OBJECT_MAGIC, AvroCodec, fingerprint
-from streams.fastencode import PredictionEncoder
-from streams.scoring import _prediction
+from streams.scoring.batch import _prediction
+from streams.scoring.fastencode import PredictionEncoder
 
 
 def _telemetry(**changes: object) -> dict:

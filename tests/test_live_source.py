@@ -17,8 +17,8 @@ from connectors import kafka
 from models.physics.fleet import Fleet
 from schemas import published_versions
 from schemas.codec import AvroCodec
-from streams.ingest import IngestBridge, run_bridge
-from streams.simulator import FleetSimulator
+from streams.sources.ingest import IngestBridge, run_bridge
+from streams.sources.simulator import FleetSimulator
 from streams.topics import GROUND_TRUTH, TELEMETRY, TELEMETRY_DLQ
 from tests.conftest import read_topic
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from prometheus_client import generate_latest
 
-from streams.metrics import forget_batteries, observe_batteries
+from streams.runtime.metrics import forget_batteries, observe_batteries
 
 
 def test_gauges_follow_the_batteries_a_replica_owns() -> None:
@@ -25,7 +25,7 @@ def test_a_failing_batch_is_retried_until_it_succeeds_and_counted() -> None:
     the failures show on the endpoint."""
     import asyncio
 
-    from streams.worker import _handle_until_done
+    from streams.scoring.worker import _handle_until_done
 
     class Flaky:
         calls = 0

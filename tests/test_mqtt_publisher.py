@@ -15,8 +15,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
+from connectors.embedded.process import free_port
 from connectors.mqtt_publisher import MqttPublisher, MqttPublishError, parse_mqtt_url
-from connectors.process import free_port
 
 
 class Subscriber:

@@ -96,8 +96,8 @@ def test_naive_baseline_computes_what_the_scorer_computes() -> None:
 
     from models.physics.fleet import Fleet
     from schemas.codec import AvroCodec
-    from streams.naive import NaivePredictor
-    from streams.simulator import telemetry_records
+    from streams.sources.simulator import telemetry_records
+    from streams.tools.naive import NaivePredictor
 
     fleet = Fleet(10, seed=4, start_time_s=time.time())
     records = []

@@ -128,7 +128,7 @@ def test_parent_killed_takes_its_processes_along(state_dir: Path, trained_model:
 
 _STUCK_CHILD = """
 import os, signal, sys, time
-from connectors.process import exit_when_orphaned
+from connectors.embedded.process import exit_when_orphaned
 signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a clean shutdown that never finishes
 exit_when_orphaned(grace_s=0.5)
 print("ready", flush=True)
@@ -137,7 +137,7 @@ time.sleep(120)
 
 _SUPERVISOR = """
 import subprocess, sys
-from connectors.process import ManagedProcess
+from connectors.embedded.process import ManagedProcess
 from pathlib import Path
 child = ManagedProcess("stuck", [sys.executable, "-c", sys.argv[1]], Path(sys.argv[2]))
 child.start()

@@ -20,12 +20,12 @@ import psycopg
 import pytest
 
 from connectors import kafka
-from connectors.process import stop_processes
-from connectors.stack import EmbeddedStack
+from connectors.embedded.process import stop_processes
+from connectors.embedded.stack import EmbeddedStack
 from models.physics.fleet import Fleet
 from schemas.codec import AvroCodec
-from streams.cli.runtime import codec_for
-from streams.simulator import FleetSimulator
+from streams.runtime.codecs import codec_for
+from streams.sources.simulator import FleetSimulator
 from streams.topics import ALERTS, PREDICTIONS, TELEMETRY
 from tests.conftest import EVTWIN, REPO, cli_env, free_port_settings, read_topic
 

@@ -13,8 +13,9 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from connectors import ServiceStartError
+from connectors.embedded.stack import EmbeddedStack
+from connectors.endpoints import Endpoints, resolve_endpoints
 from connectors.kafka import list_topics
-from connectors.stack import EmbeddedStack, Endpoints, resolve_endpoints
 from streams.topics import topic_specs
 from tests.conftest import free_port_settings
 

@@ -13,8 +13,8 @@ import psycopg
 import pytest
 
 from connectors import postgres_server
-from connectors.postgres_server import PostgresServer
-from connectors.process import free_port
+from connectors.embedded.postgres_server import PostgresServer
+from connectors.embedded.process import free_port
 from connectors.sink_bench import make_predictions
 from connectors.timescale import DatabaseUnavailableError, TimescaleWriter
 from streams.settings import Settings

@@ -19,8 +19,8 @@ from pathlib import Path
 from connectors import kafka
 from models.physics.fleet import Fleet
 from schemas.codec import AvroCodec
-from streams.cli.runtime import codec_for
-from streams.simulator import FleetSimulator
+from streams.runtime.codecs import codec_for
+from streams.sources.simulator import FleetSimulator
 from streams.topics import ALERTS, PREDICTIONS, TELEMETRY, TELEMETRY_DLQ
 from tests.conftest import read_topic
 
@@ -240,7 +240,7 @@ def test_promoted_model_is_used_without_restart(stack, workers, tmp_path: Path) 
 
 
 def test_metrics_endpoint_reports_predictions_and_batteries(stack, workers) -> None:  # type: ignore[no-untyped-def]
-    from connectors.process import free_port
+    from connectors.embedded.process import free_port
 
     _, ep = stack
     port = free_port()

@@ -16,9 +16,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from connectors import ConnectorError
-from connectors.process import exit_when_orphaned
+from connectors.embedded.process import exit_when_orphaned
 from schemas import SchemaError
-from streams.logs import configure_logging
+from streams.runtime.logs import configure_logging
 from streams.settings import Settings
 
 

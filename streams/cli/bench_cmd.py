@@ -84,7 +84,7 @@ def run_physics(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_broker(args: argparse.Namespace, settings: Settings) -> int:
-    from connectors.broker_probe import probe_broker
+    from connectors.embedded.broker_probe import probe_broker
 
     results = {kind: probe_broker(Settings, kind, args.records) for kind in ("noida", "tansu")}
     if args.json:
@@ -106,8 +106,8 @@ def run_pipeline(args: argparse.Namespace, settings: Settings) -> int:
 
     from models.errors import ModelError
     from models.scorer import Scorer
-    from streams.bench_pipeline import BenchError, run_pipeline_bench
     from streams.cli import CliError
+    from streams.tools.bench_pipeline import BenchError, run_pipeline_bench
 
     try:
         Scorer.load(settings.model_dir)
@@ -125,8 +125,8 @@ def run_pipeline(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_sink(args: argparse.Namespace, settings: Settings) -> int:
+    from connectors.endpoints import resolve_endpoints
     from connectors.sink_bench import run_sink_bench
-    from connectors.stack import resolve_endpoints
     from streams.cli import CliError
 
     endpoints = resolve_endpoints(settings)

@@ -8,9 +8,9 @@ import time
 from typing import Any
 
 from connectors import kafka
-from connectors.stack import resolve_endpoints
+from connectors.endpoints import resolve_endpoints
 from streams.cli import CliError
-from streams.cli.runtime import codec_for, stop_on_signals
+from streams.runtime.codecs import codec_for, stop_on_signals
 from streams.settings import Settings
 from streams.topics import GROUND_TRUTH, TELEMETRY, TELEMETRY_DLQ
 
@@ -46,7 +46,7 @@ def add_sim_options(p: argparse.ArgumentParser, opt: Any) -> None:
 
 def run_simulate(args: argparse.Namespace, settings: Settings) -> int:
     from models.physics.fleet import Fleet
-    from streams.simulator import FleetSimulator
+    from streams.sources.simulator import FleetSimulator
 
     endpoints = resolve_endpoints(settings)
     present = kafka.list_topics(endpoints.kafka_bootstrap_servers)
@@ -69,7 +69,7 @@ def run_simulate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.ingest import IngestBridge, run_bridge
+    from streams.sources.ingest import IngestBridge, run_bridge
 
     endpoints = resolve_endpoints(settings)
     if not endpoints.mqtt_url:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from connectors.stack import resolve_endpoints
+from connectors.endpoints import resolve_endpoints
 from streams.cli import CliError
 from streams.settings import Settings
 
@@ -30,7 +30,7 @@ def register(sub: Any, opt: Any) -> None:
 
 
 def run_sink_cmd(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.sinks import run_sink
+    from streams.sinks.app import run_sink
 
     endpoints = resolve_endpoints(settings)
     if not endpoints.database_url:
@@ -39,7 +39,7 @@ def run_sink_cmd(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_bridge_cmd(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.sinks import run_bridge
+    from streams.sinks.app import run_bridge
 
     endpoints = resolve_endpoints(settings)
     if not endpoints.mqtt_url:

@@ -13,9 +13,10 @@ from rich.console import Console
 from rich.table import Table
 
 from connectors import ServiceStartError
+from connectors.embedded.process import ManagedProcess, stop_all
+from connectors.embedded.stack import EmbeddedStack
+from connectors.endpoints import Endpoints
 from connectors.kafka import ensure_topics, list_topics
-from connectors.process import ManagedProcess, stop_all
-from connectors.stack import EmbeddedStack, Endpoints
 from streams.settings import REPO_ROOT, Settings
 from streams.topics import topic_specs
 
@@ -206,7 +207,7 @@ def _run(args: argparse.Namespace, settings: Settings, with_pipeline: bool) -> i
 
 
 def _live_view(settings: Settings, endpoints: Endpoints) -> Any:
-    from streams.liveview import LiveView
+    from streams.tools.liveview import LiveView
 
     urls = [f"http://127.0.0.1:{settings.metrics_port + i}/metrics"
             for i in range(settings.workers)] if settings.metrics_port else []

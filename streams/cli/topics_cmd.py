@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from connectors import kafka
-from connectors.stack import Endpoints, resolve_endpoints
+from connectors.endpoints import Endpoints, resolve_endpoints
 from schemas import DecodeError, EncodeError
 from schemas.codec import AvroCodec
 from schemas.jsonio import record_from_json, record_to_json

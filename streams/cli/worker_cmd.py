@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from connectors.stack import resolve_endpoints
+from connectors.endpoints import resolve_endpoints
 from streams.cli import CliError
 from streams.settings import Settings
 
@@ -29,7 +29,7 @@ def add_worker_options(p: argparse.ArgumentParser, opt: Any) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from models.errors import ModelError
-    from streams.worker import run_worker
+    from streams.scoring.worker import run_worker
 
     endpoints = resolve_endpoints(settings)
     try:

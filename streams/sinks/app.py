@@ -20,9 +20,9 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
-from connectors.stack import Endpoints
-from streams import metrics
-from streams.cli.runtime import codec_for
+from connectors.endpoints import Endpoints
+from streams.runtime import metrics
+from streams.runtime.codecs import codec_for
 from streams.settings import Settings
 from streams.topics import ALERTS, PREDICTIONS
 
@@ -145,7 +145,8 @@ def _fanout_app(settings: Settings, endpoints: Endpoints, app_id: str, handle: A
                 agent_names: dict[str, str]) -> Any:
     """A Faust app with one agent per topic of ``agent_names``; each agent awaits
     ``handle(topic, messages)`` for every fetch and acknowledges it afterwards."""
-    from streams.faust_batching import deliver_in_batches, make_app, raw_topic
+    from streams.runtime.batching import deliver_in_batches
+    from streams.runtime.faust_app import make_app, raw_topic
 
     app = make_app(settings, endpoints.kafka_bootstrap_servers, app_id, 5000)
 
@@ -168,7 +169,7 @@ def _fanout_app(settings: Settings, endpoints: Endpoints, app_id: str, handle: A
 
 def build_sink_app(settings: Settings, endpoints: Endpoints, sink: SinkWorker) -> Any:
     """The Faust app of the database sink: agents ``write_predictions`` and ``write_alerts``."""
-    from streams.faust_batching import export_lag
+    from streams.runtime.faust_app import export_lag
 
     app = _fanout_app(settings, endpoints, settings.sink_app_id, sink.write,
                       {PREDICTIONS: "write_predictions", ALERTS: "write_alerts"})
@@ -187,7 +188,7 @@ def build_sink_app(settings: Settings, endpoints: Endpoints, sink: SinkWorker) -
 
 def build_bridge_app(settings: Settings, endpoints: Endpoints, bridge: BridgeWorker) -> Any:
     """The Faust app of the MQTT bridge: agents ``publish_states`` and ``publish_alerts``."""
-    from streams.faust_batching import export_lag
+    from streams.runtime.faust_app import export_lag
 
     async def handle(topic: str, messages: Sequence[Any]) -> None:
         bridge.publish(topic, messages)
@@ -206,7 +207,7 @@ def build_bridge_app(settings: Settings, endpoints: Endpoints, bridge: BridgeWor
 
 def run_sink(settings: Settings, endpoints: Endpoints) -> int:
     """Run one database-sink replica until SIGINT/SIGTERM."""
-    from streams.faust_batching import run_app
+    from streams.runtime.faust_app import run_app
 
     sink = SinkWorker(settings, endpoints)
     sink.writer.connect()  # migrations run here, before any record is consumed
@@ -221,7 +222,7 @@ def run_sink(settings: Settings, endpoints: Endpoints) -> int:
 
 def run_bridge(settings: Settings, endpoints: Endpoints) -> int:
     """Run one MQTT-bridge replica until SIGINT/SIGTERM."""
-    from streams.faust_batching import run_app
+    from streams.runtime.faust_app import run_app
 
     bridge = BridgeWorker(settings, endpoints)
     bridge.publisher.start()

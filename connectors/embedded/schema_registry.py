@@ -1,5 +1,5 @@
 """An embedded schema registry speaking the Confluent Schema Registry REST API (the part that
-producers, consumers and Redpanda Console use). ``python -m connectors.schema_registry``.
+producers, consumers and Redpanda Console use). ``python -m connectors.embedded.schema_registry``.
 
 Schemas persist in a JSON file. Compatibility (default BACKWARD) is enforced on registration with
 :mod:`schemas.compat`. Only Avro is supported. Production uses Redpanda's registry instead.

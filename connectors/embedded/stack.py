@@ -9,66 +9,26 @@ this module starts an embedded one. Other commands and other terminals find a ru
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import os
 import sys
 import time
 import urllib.request
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from connectors import ServiceStartError, StackNotRunningError
-from connectors.kafka_broker import KafkaBroker
-from connectors.mqtt_broker import MqttBroker, choose_mqtt_broker
-from connectors.postgres_server import PostgresServer
-from connectors.process import ChildService, ensure_writable_dir, python_child_env
+from connectors import ServiceStartError
+from connectors.embedded.kafka_broker import KafkaBroker
+from connectors.embedded.mqtt_broker import MqttBroker, choose_mqtt_broker
+from connectors.embedded.postgres_server import PostgresServer
+from connectors.embedded.process import ChildService, ensure_writable_dir, python_child_env
+from connectors.endpoints import Endpoints
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Endpoints:
-    """Where the services of a stack are. ``None`` = not available."""
-
-    kafka_bootstrap_servers: str
-    database_url: str | None
-    mqtt_url: str | None
-    schema_registry_url: str | None
-    mlflow_tracking_uri: str | None
-    pid: int | None = None
-    started_at: float | None = None
-    services: dict[str, Any] = field(default_factory=dict)
-
-    def write(self, path: Path) -> None:
-        """Write to ``path`` atomically, readable by the owner only (it holds a password)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        tmp.chmod(0o600)
-        tmp.replace(path)
-
-    @classmethod
-    def read(cls, path: Path) -> Endpoints | None:
-        """Return the endpoints of the stack that wrote ``path`` if it is still running."""
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
-        pid = data.get("pid")
-        if pid is not None:
-            try:
-                os.kill(int(pid), 0)
-            except ProcessLookupError:
-                return None  # stale: the stack that wrote it is gone
-            except PermissionError:
-                pass
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
-
-
 class RegistryService(ChildService):
-    """The embedded schema registry (:mod:`connectors.schema_registry`) as a child process."""
+    """The embedded schema registry (:mod:`connectors.embedded.schema_registry`) as a child process."""
 
     name = "schema-registry"
     port_setting = "EVTWIN_EMBEDDED_SCHEMA_REGISTRY_PORT"
@@ -81,7 +41,7 @@ class RegistryService(ChildService):
         return f"http://127.0.0.1:{self.port}"
 
     def argv(self) -> list[str]:
-        return [sys.executable, "-m", "connectors.schema_registry", "--port", str(self.port),
+        return [sys.executable, "-m", "connectors.embedded.schema_registry", "--port", str(self.port),
                 "--data", str(self.data_dir / "schemas.json")]
 
     def env(self) -> dict[str, str]:
@@ -204,36 +164,4 @@ class EmbeddedStack:
         self.stop()
 
 
-def resolve_endpoints(settings: Any) -> Endpoints:
-    """Endpoints for a client command: the URL settings, completed from a running stack's
-    ``stack.json``.
-
-    Raises:
-        StackNotRunningError: when Kafka is neither configured nor running.
-    """
-    running = Endpoints.read(settings.stack_file)
-    kafka = settings.kafka_bootstrap_servers or (running.kafka_bootstrap_servers if running else None)
-    if kafka is None:
-        raise StackNotRunningError(
-            f"no Kafka broker: none is running in {settings.state_dir} and "
-            "EVTWIN_KAFKA_BOOTSTRAP_SERVERS is unset; start one with `evtwin services` "
-            "(or `make demo`) in another terminal, or set EVTWIN_KAFKA_BOOTSTRAP_SERVERS"
-        )
-
-    def pick(value: Any, attr: str) -> str | None:
-        if value is not None:
-            return value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
-        return getattr(running, attr) if running else None
-
-    return Endpoints(
-        kafka_bootstrap_servers=kafka,
-        database_url=pick(settings.database_url, "database_url"),
-        mqtt_url=pick(settings.mqtt_url, "mqtt_url"),
-        schema_registry_url=pick(settings.schema_registry_url, "schema_registry_url"),
-        mlflow_tracking_uri=pick(settings.mlflow_tracking_uri, "mlflow_tracking_uri")
-        or f"sqlite:///{(settings.state_dir / 'mlflow' / 'mlflow.db').resolve()}",
-        pid=running.pid if running else None,
-    )
-
-
-__all__ = ["EmbeddedStack", "Endpoints", "RegistryService", "resolve_endpoints"]
+__all__ = ["EmbeddedStack", "RegistryService"]

@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from connectors import ServiceStartError
-from connectors.process import (
+from connectors.embedded.process import (
     ManagedProcess,
     _child_setup,
     ensure_writable_dir,

@@ -15,9 +15,9 @@ from urllib.parse import urlparse
 from schemas import EncodeError
 from schemas.codec import AvroCodec
 from schemas.jsonio import record_from_json
-from streams.deadletter import dead_letter
+from streams.scoring.deadletter import dead_letter
+from streams.scoring.validation import telemetry_problem
 from streams.topics import TELEMETRY, TELEMETRY_DLQ
-from streams.validation import telemetry_problem
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ import numpy as np
 
 from schemas import DecodeError
 from schemas.codec import AvroCodec
-from streams.deadletter import dead_letter
-from streams.fastencode import PredictionEncoder
-from streams.validation import telemetry_problem
+from streams.scoring.deadletter import dead_letter
+from streams.scoring.fastencode import PredictionEncoder
+from streams.scoring.validation import telemetry_problem
 
 # Telemetry fields a prediction carries (the rest of the prediction comes from the models).
 CARRIED = ("event_id", "battery_id", "timestamp", "seq", "soc", "soh", "voltage", "current",

@@ -12,7 +12,7 @@ import importlib.util
 from pathlib import Path
 
 from connectors import ServiceStartError
-from connectors.process import ChildService, require_binary
+from connectors.embedded.process import ChildService, require_binary
 
 
 def _package_dir(package: str, extra_hint: str) -> Path:

@@ -9,7 +9,7 @@ import sys
 import time
 
 from connectors import ServiceStartError
-from connectors.process import ChildService, python_child_env
+from connectors.embedded.process import ChildService, python_child_env
 
 
 def choose_mqtt_broker(setting: str) -> str:
@@ -60,7 +60,7 @@ class MqttBroker(ChildService):
 
     def argv(self) -> list[str]:
         if self.kind == "amqtt":
-            return [sys.executable, "-m", "connectors.amqtt_server", "--port", str(self.port)]
+            return [sys.executable, "-m", "connectors.embedded.amqtt_server", "--port", str(self.port)]
         conf = self.data_dir / "mosquitto.conf"
         user = pwd.getpwuid(os.getuid()).pw_name
         conf.write_text(

@@ -26,8 +26,9 @@ import numpy as np
 from confluent_kafka import OFFSET_END, TopicPartition
 
 from connectors import kafka
-from connectors.process import stop_processes
-from connectors.stack import EmbeddedStack, Endpoints
+from connectors.embedded.process import stop_processes
+from connectors.embedded.stack import EmbeddedStack
+from connectors.endpoints import Endpoints
 from schemas.codec import AvroCodec
 from streams.settings import REPO_ROOT, Settings
 from streams.topics import PREDICTIONS, TELEMETRY, TopicSpec, topic_specs
@@ -53,7 +54,7 @@ def load_events(bootstrap: str, n_events: int, batteries: int, rate_hz: float = 
                 realtime: bool = False, stop: threading.Event | None = None) -> None:
     """Put ``n_events`` simulator readings on the telemetry topic (0 = until ``stop`` is set)."""
     from models.physics.fleet import Fleet
-    from streams.simulator import FleetSimulator
+    from streams.sources.simulator import FleetSimulator
 
     fleet = Fleet(batteries, seed=1, start_time_s=time.time())
     sim = FleetSimulator(fleet, kafka.producer(bootstrap), AvroCodec("telemetry"), None, rate_hz, 24.0)
@@ -193,7 +194,7 @@ def bench_relay(bootstrap: str, n_events: int) -> dict[str, float]:
 
 def bench_naive(bootstrap: str, model_dir: Path, n_events: int) -> dict[str, float]:
     """One event at a time with scikit-learn-API predict calls, as the seed's predictor."""
-    from streams.naive import NaivePredictor
+    from streams.tools.naive import NaivePredictor
 
     naive = NaivePredictor(model_dir)
     consumer = kafka.consumer(bootstrap, "bench-naive")

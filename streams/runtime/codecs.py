@@ -7,7 +7,7 @@ import signal
 import threading
 from typing import Any
 
-from connectors.stack import Endpoints
+from connectors.endpoints import Endpoints
 from schemas.codec import AvroCodec
 from schemas.registry import SchemaRegistryClient
 from streams.topics import spec_for

@@ -1,6 +1,6 @@
-"""Run the amqtt MQTT broker on a loopback port: ``python -m connectors.amqtt_server --port N``.
+"""Run the amqtt MQTT broker on a loopback port: ``python -m connectors.embedded.amqtt_server --port N``.
 
-The embedded stack starts this as a child process (see :mod:`connectors.mqtt_broker`), so the
+The embedded stack starts this as a child process (see :mod:`connectors.embedded.mqtt_broker`), so the
 broker gets the same lifecycle as the other services.
 """
 

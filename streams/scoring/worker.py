@@ -2,8 +2,8 @@
 
 Each replica of the app joins one consumer group (``EVTWIN_APP_ID``); partitions rebalance across
 replicas. The agent is thin: it takes micro-batches of raw records and hands them to
-:class:`ScoreWorker`, which scores them (:mod:`streams.scoring`), raises alerts
-(:mod:`streams.alerts`), produces predictions, alerts and dead letters, and waits until they are on
+:class:`ScoreWorker`, which scores them (:mod:`streams.scoring.batch`), raises alerts
+(:mod:`streams.state.alerts`), produces predictions, alerts and dead letters, and waits until they are on
 the broker before Faust acknowledges the batch — at-least-once, nothing lost across a crash.
 """
 
@@ -18,13 +18,13 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from connectors import kafka
-from connectors.stack import Endpoints
-from streams import metrics
-from streams.alerts import AlertEngine, default_rules
-from streams.cli.runtime import codec_for
-from streams.model_source import ModelSource
-from streams.scoring import RawRecord, ScoringContext, score_batch
+from connectors.endpoints import Endpoints
+from streams.runtime import metrics
+from streams.runtime.codecs import codec_for
+from streams.scoring.batch import RawRecord, ScoringContext, score_batch
+from streams.scoring.model_source import ModelSource
 from streams.settings import Settings
+from streams.state.alerts import AlertEngine, default_rules
 from streams.topics import ALERTS, PREDICTIONS, TELEMETRY, TELEMETRY_DLQ
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,8 @@ async def _handle_until_done(worker: ScoreWorker, chunk: Sequence[Any]) -> None:
 
 def build_app(settings: Settings, endpoints: Endpoints, worker: ScoreWorker) -> Any:
     """The Faust app of the score workers, configured from ``settings``."""
-    from streams.faust_batching import deliver_in_batches, export_lag, make_app, raw_topic
+    from streams.runtime.batching import deliver_in_batches
+    from streams.runtime.faust_app import export_lag, make_app, raw_topic
 
     app = make_app(settings, endpoints.kafka_bootstrap_servers, settings.app_id, settings.batch_size)
     fetches = deliver_in_batches(app, raw_topic(app, TELEMETRY, settings.topic_partitions))
@@ -199,7 +200,7 @@ def build_app(settings: Settings, endpoints: Endpoints, worker: ScoreWorker) -> 
 
 def run_worker(settings: Settings, endpoints: Endpoints) -> int:
     """Run one score-worker replica until SIGINT/SIGTERM."""
-    from streams.faust_batching import run_app
+    from streams.runtime.faust_app import run_app
 
     models = ModelSource(settings)
     worker = ScoreWorker(settings, endpoints, models)

@@ -12,8 +12,8 @@ from typing import Any
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from connectors.embedded.stack import EmbeddedStack
 from connectors.kafka import consumer, producer
-from connectors.stack import EmbeddedStack
 
 
 def probe_broker(settings_cls: Any, kind: str, records: int = 10000) -> dict[str, Any]:

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from schemas.codec import AvroCodec
-from streams.scoring import CARRIED
-from streams.validation import telemetry_problem
+from streams.scoring.batch import CARRIED
+from streams.scoring.validation import telemetry_problem
 
 
 class NaivePredictor:

@@ -1,0 +1,1 @@
+"""Where telemetry comes from: the fleet simulator and the MQTT ingest bridge."""

@@ -1,0 +1,1 @@
+"""Per-battery state kept by the score workers, partition by partition: alert episodes."""

@@ -1,0 +1,1 @@
+"""Tools around the pipeline: benchmarks, the naive baseline and the live terminal view."""
