@@ -32,12 +32,16 @@ system-deps:
 test: install system-deps
 	$(PY) -m pytest
 
+# The unit tests only (tests/unit: no embedded service, no pipeline process): under a minute.
+test-fast: install
+	$(PY) -m pytest -m unit -q
+
 bench: install
 	$(VENV)/bin/evtwin bench physics
 
 lint: install
 	$(VENV)/bin/ruff check streams schemas connectors training models datasets tests
-	$(VENV)/bin/mypy streams schemas connectors
+	$(VENV)/bin/mypy streams schemas connectors models training datasets
 
 clean:
 	rm -rf $(VENV) .evtwin .pytest_cache

@@ -11,8 +11,10 @@ Exceptions::
 
 from __future__ import annotations
 
+from schemas.errors import EvTwinError
 
-class ConnectorError(Exception):
+
+class ConnectorError(EvTwinError):
     """Root of every error raised by :mod:`connectors`."""
 
 

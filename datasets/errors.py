@@ -8,8 +8,10 @@ Hierarchy::
 
 from __future__ import annotations
 
+from schemas.errors import EvTwinError
 
-class DatasetError(Exception):
+
+class DatasetError(EvTwinError):
     """Root exception of ``datasets``."""
 
 

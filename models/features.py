@@ -52,6 +52,7 @@ import pandas as pd
 
 from models.physics.ocv import OCV_V, SOC_GRID
 from models.physics.params import AgingParams, ElectricalParams
+from schemas.fields import OPERATING_MODES
 
 FEATURE_NAMES: tuple[str, ...] = (
     "soc", "soh", "voltage", "current", "temperature", "charge_cycles", "power_consumption",
@@ -63,7 +64,7 @@ FEATURE_NAMES: tuple[str, ...] = (
 )
 """Model inputs, in column order (units in the module docstring)."""
 
-MODES: tuple[str, ...] = ("UNKNOWN", "PARKED", "DRIVING", "CHARGING_AC", "CHARGING_DC")
+MODES: tuple[str, ...] = OPERATING_MODES
 """Operating modes of the telemetry schema; index = mode code."""
 _MODE_CODE = {name: k for k, name in enumerate(MODES)}
 

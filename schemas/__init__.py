@@ -19,6 +19,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from schemas.errors import EvTwinError
+
 SCHEMA_DIR = Path(__file__).resolve().parent
 PUBLISHED_DIR = SCHEMA_DIR / "published"
 
@@ -26,7 +28,7 @@ PUBLISHED_DIR = SCHEMA_DIR / "published"
 SCHEMA_NAMES: tuple[str, ...] = ("telemetry", "prediction", "alert", "dead_letter", "ground_truth")
 
 
-class SchemaError(Exception):
+class SchemaError(EvTwinError):
     """Root of every error raised by :mod:`schemas`."""
 
 

@@ -60,6 +60,15 @@ def topic_specs(partitions: int = 12) -> list[TopicSpec]:
     ]
 
 
+def state_topic_specs(app_id: str, partitions: int = 12) -> list[TopicSpec]:
+    """The changelog topics of the partition state of app ``app_id`` (compacted; partition ``p``
+    holds the state of source partition ``p``, so their counts must match)."""
+    return [
+        TopicSpec(f"{app_id}-alerts-changelog", "json", partitions, -1, "compact",
+                  "Alert episodes per (battery, rule), JSON; the score workers' partition state."),
+    ]
+
+
 def spec_for(name: str, partitions: int = 12) -> TopicSpec | None:
     """Return the spec of topic ``name``, or ``None`` when it is not one of ours."""
     return next((t for t in topic_specs(partitions) if t.name == name), None)
@@ -67,5 +76,5 @@ def spec_for(name: str, partitions: int = 12) -> TopicSpec | None:
 
 __all__ = [
     "ALERTS", "GROUND_TRUTH", "PREDICTIONS", "TELEMETRY", "TELEMETRY_DLQ",
-    "TopicSpec", "spec_for", "topic_specs",
+    "TopicSpec", "spec_for", "state_topic_specs", "topic_specs",
 ]

@@ -8,8 +8,10 @@ Hierarchy::
 
 from __future__ import annotations
 
+from schemas.errors import EvTwinError
 
-class TrainingError(Exception):
+
+class TrainingError(EvTwinError):
     """Root exception of ``training``."""
 
 

@@ -7,6 +7,8 @@ Hierarchy::
 
 from __future__ import annotations
 
+from schemas.errors import EvTwinError
 
-class PhysicsError(Exception):
+
+class PhysicsError(EvTwinError):
     """Root exception of ``models.physics`` (bad parameters, bad arguments)."""

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.physics.params import UsageParams
+from schemas.fields import OPERATING_MODES
 
 PARKED, DRIVING, CHARGING_AC, CHARGING_DC = 0, 1, 2, 3
-MODE_NAMES: tuple[str, ...] = ("PARKED", "DRIVING", "CHARGING_AC", "CHARGING_DC")
-"""Mode code -> name."""
+MODE_NAMES: tuple[str, ...] = OPERATING_MODES[1:]
+"""Mode code -> name: the telemetry schema's ``OperatingMode`` without ``UNKNOWN`` (code 0 there)."""
+assert MODE_NAMES[PARKED] == "PARKED" and MODE_NAMES[CHARGING_DC] == "CHARGING_DC", MODE_NAMES
 TRIPS_PER_DAY = np.array([2.5, 3.0, 6.0])
 """Trips per day of the private, commuter and commercial profiles (*assumption*)."""
 SECONDS_PER_DAY = 86_400.0

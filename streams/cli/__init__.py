@@ -15,15 +15,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from connectors import ConnectorError
 from connectors.embedded.process import exit_when_orphaned
-from schemas import SchemaError
+from schemas.errors import EvTwinError
+from streams.errors import CliError
 from streams.runtime.logs import configure_logging
 from streams.settings import Settings
-
-
-class CliError(Exception):
-    """A user error: the message says what was wrong and how to fix it."""
 
 
 class OptionAdder:
@@ -121,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     exit_when_orphaned()  # a pipeline process of `evtwin up` never outlives it for long
     try:
         return int(args.handler(args, settings) or 0)
-    except (CliError, ConnectorError, SchemaError) as exc:
+    except EvTwinError as exc:  # every package's errors: one line, what was wrong and what to do
         print(f"evtwin: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -6,8 +6,8 @@ import argparse
 from typing import Any
 
 from connectors.endpoints import resolve_endpoints
-from streams.cli import CliError
 from streams.settings import Settings
+from streams.sinks import SINK_KINDS
 
 
 def register(sub: Any, opt: Any) -> None:
@@ -18,6 +18,10 @@ def register(sub: Any, opt: Any) -> None:
                        "no row; a database outage pauses the sink, which retries.")
     opt.setting(p, "--strategy", "sink_strategy", "batch write strategy", choices=["copy", "executemany"])
     opt.setting(p, "--metrics-port", "metrics_port", "Prometheus /metrics port; 0 = none", type=int)
+    opt.env(p, "--kind", "EVTWIN_SINK_KIND", "which sink to run (one consumer group per kind): "
+            + ", ".join(SINK_KINDS), default="database", choices=list(SINK_KINDS))
+    opt.env(p, "--app-id", "EVTWIN_SINK_APP_ID", "consumer group; default the kind's "
+            "(EVTWIN_SINK_APP_ID / EVTWIN_BRIDGE_APP_ID)", default=None)
     p.set_defaults(handler=run_sink_cmd)
 
     p = sub.add_parser("mqtt-bridge", help="publish twin state and alerts to MQTT",
@@ -30,18 +34,17 @@ def register(sub: Any, opt: Any) -> None:
 
 
 def run_sink_cmd(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.sinks.app import run_sink
-
-    endpoints = resolve_endpoints(settings)
-    if not endpoints.database_url:
-        raise CliError("no database: set EVTWIN_DATABASE_URL or start the stack with `evtwin services`")
-    return run_sink(settings, endpoints)
+    return _run(args.kind, args.app_id, settings)
 
 
 def run_bridge_cmd(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.sinks.app import run_bridge
+    return _run("mqtt", None, settings)
 
+
+def _run(kind: str, app_id: str | None, settings: Settings) -> int:
+    from streams.sinks.app import make_sink, run_sinks
+
+    groups = {"database": settings.sink_app_id, "mqtt": settings.bridge_app_id}
     endpoints = resolve_endpoints(settings)
-    if not endpoints.mqtt_url:
-        raise CliError("no MQTT broker: set EVTWIN_MQTT_URL or start the stack with `evtwin services`")
-    return run_bridge(settings, endpoints)
+    sink = make_sink(kind, settings, endpoints)
+    return run_sinks(settings, endpoints, app_id or groups.get(kind, f"evtwin-sink-{kind}"), [sink])

@@ -6,7 +6,6 @@ import argparse
 from typing import Any
 
 from connectors.endpoints import resolve_endpoints
-from streams.cli import CliError
 from streams.settings import Settings
 
 
@@ -28,11 +27,6 @@ def add_worker_options(p: argparse.ArgumentParser, opt: Any) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from models.errors import ModelError
     from streams.scoring.worker import run_worker
 
-    endpoints = resolve_endpoints(settings)
-    try:
-        return run_worker(settings, endpoints)
-    except ModelError as exc:
-        raise CliError(str(exc)) from None
+    return run_worker(settings, resolve_endpoints(settings))  # a ModelError is one line (main)

@@ -12,6 +12,8 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from streams.runtime.records import Column, ScoredBatch
+
 BATTERY_RUL = Gauge("battery_rul_prediction", "Predicted remaining useful life (P50), equivalent full cycles", ["battery_id"])
 BATTERY_FAILURE = Gauge("battery_failure_probability", "Predicted failure probability within the horizon (0-1)", ["battery_id"])
 BATTERY_SOC = Gauge("battery_soc", "State of charge, percent", ["battery_id"])
@@ -24,6 +26,7 @@ EVENTS_OUT = Counter("evtwin_events_out", "Records produced", ["topic"])
 DEAD_LETTERS = Counter("evtwin_dead_letters", "Records sent to the dead-letter topic", ["error_type"])
 ALERTS = Counter("evtwin_alerts", "Alert records emitted", ["rule", "status"])
 BATCH_FAILURES = Counter("evtwin_batch_failures", "Batches that failed (broker or registry trouble) and were retried")
+BACKPRESSURE = Counter("evtwin_sink_backpressure", "Batches a sink asked to offer again later (SinkBackpressureError)")
 BATCH_SIZE = Histogram("evtwin_batch_size", "Events per micro-batch",
                        buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000))
 SCORING_SECONDS = Histogram("evtwin_scoring_seconds", "Time to decode, validate, score and encode one micro-batch, s",
@@ -40,15 +43,15 @@ def serve_metrics(port: int) -> None:
         start_http_server(port)
 
 
-_GAUGES = ((BATTERY_RUL, "rul_p50"), (BATTERY_FAILURE, "failure_probability"),
+_GAUGES: tuple[tuple[Gauge, Column], ...] = ((BATTERY_RUL, "rul_p50"), (BATTERY_FAILURE, "failure_probability"),
            (BATTERY_SOC, "soc"), (BATTERY_SOH, "soh"), (BATTERY_TEMPERATURE, "temperature"))
 _children: dict[str, tuple[Any, ...]] = {}
 
 
-def observe_batteries(battery_ids: Sequence[str], columns: dict[str, Any]) -> None:
+def observe_batteries(batch: ScoredBatch) -> None:
     """Set the per-battery gauges from one batch: the last value of each battery wins."""
-    last = {b: i for i, b in enumerate(battery_ids)}
-    values = [columns[key].tolist() for _, key in _GAUGES]
+    last = {b: i for i, b in enumerate(batch.battery_ids)}
+    values = [batch.column(key).tolist() for _, key in _GAUGES]
     for battery, i in last.items():
         children = _children.get(battery)
         if children is None:
@@ -67,7 +70,7 @@ def forget_batteries(battery_ids: Sequence[str]) -> None:
 
 
 __all__ = [
-    "ALERTS", "BATCH_FAILURES", "BATCH_SIZE", "CONSUMER_LAG", "DEAD_LETTERS", "EVENTS_IN", "EVENTS_OUT",
+    "ALERTS", "BACKPRESSURE", "BATCH_FAILURES", "BATCH_SIZE", "CONSUMER_LAG", "DEAD_LETTERS", "EVENTS_IN", "EVENTS_OUT",
     "EVENT_LATENCY", "MODEL_INFO", "PREDICTIONS", "SCORING_SECONDS", "forget_batteries",
     "observe_batteries",
     "serve_metrics",

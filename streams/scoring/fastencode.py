@@ -15,8 +15,9 @@ from typing import Any
 
 from schemas import SchemaError, load_schema
 from schemas.codec import AvroCodec
+from schemas.fields import CARRIED_FIELDS
 
-_SHARED = 11  # event_id … power_consumption
+_SHARED = len(CARRIED_FIELDS)  # event_id … power_consumption
 _FIVE_DOUBLES = struct.Struct("<5d")
 
 

@@ -15,17 +15,17 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
-
 from connectors import kafka
 from connectors.endpoints import Endpoints
+from streams.errors import StreamsError
 from streams.runtime import metrics
 from streams.runtime.codecs import codec_for
-from streams.scoring.batch import RawRecord, ScoringContext, score_batch
+from streams.runtime.records import RawRecord, ScoredBatch
+from streams.scoring.batch import ScoringContext, score_batch
 from streams.scoring.model_source import ModelSource
 from streams.settings import Settings
 from streams.state.alerts import AlertEngine, default_rules
-from streams.topics import ALERTS, PREDICTIONS, TELEMETRY, TELEMETRY_DLQ
+from streams.topics import ALERTS, PREDICTIONS, TELEMETRY, TELEMETRY_DLQ, state_topic_specs
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,9 @@ class ScoreWorker:
             codec_for(TELEMETRY_DLQ, endpoints), models.current(), features_from_records,
             int(settings.max_future_skew_s * 1000), int(settings.max_event_age_s * 1000))
         self.alert_codec = codec_for(ALERTS, endpoints)
-        self.alerts = AlertEngine(default_rules(settings), settings.alert_debounce, settings.alert_silence_s)
+        changelogs = _ensure_changelogs(settings, endpoints.kafka_bootstrap_servers)
+        self.alerts = AlertEngine(default_rules(settings), settings.alert_debounce,
+                                  settings.alert_silence_s, changelog=changelogs[0].name)
         self.producer = kafka.producer(endpoints.kafka_bootstrap_servers, **{"linger.ms": 2})
         self.partitions: set[int] = set()
         self.battery_partition: dict[bytes | None, int] = {}
@@ -61,16 +63,16 @@ class ScoreWorker:
         produce = self.producer.produce
         for rec, value in zip(result.records, result.encoded, strict=True):
             produce(PREDICTIONS, value, rec["battery_id"].encode())
-        for key, value, headers, error_type in result.dead:
-            produce(TELEMETRY_DLQ, value, key, headers=headers)  # type: ignore[arg-type]
-            metrics.DEAD_LETTERS.labels(error_type).inc()
+        for dead in result.dead:
+            produce(TELEMETRY_DLQ, dead.value, dead.key, headers=dead.headers)  # type: ignore[arg-type]
+            metrics.DEAD_LETTERS.labels(dead.error_type).inc()
         if result.records:
-            partition_of = self.battery_partition.get
-            alerts = self.alerts.evaluate(result.records, result.columns)
-            alerts += self.alerts.watch_silence(result.records, lambda b: partition_of(b.encode(), -1))
+            alerts = self.alerts.evaluate(result)
+            alerts += self.alerts.watch_silence(result)
             for alert in alerts:
                 produce(ALERTS, self.alert_codec.encode(alert), alert["battery_id"].encode())
                 metrics.ALERTS.labels(alert["rule"], alert["status"]).inc()
+            self.alerts.flush_changes(produce)  # durable with the outputs, before the ack
         self._flush()
         self._observe(batch, result, started)
 
@@ -79,7 +81,7 @@ class ScoreWorker:
         if remaining:
             raise RuntimeError(f"{remaining} records not delivered in 30 s; not acknowledging the batch")
 
-    def _observe(self, batch: Sequence[RawRecord], result: Any, started: float) -> None:
+    def _observe(self, batch: Sequence[RawRecord], result: ScoredBatch, started: float) -> None:
         n = len(result.records)
         metrics.EVENTS_IN.labels(TELEMETRY).inc(len(batch))
         metrics.BATCH_SIZE.observe(len(batch))
@@ -87,48 +89,32 @@ class ScoreWorker:
         if n:
             metrics.EVENTS_OUT.labels(PREDICTIONS).inc(n)
             metrics.PREDICTIONS.inc(n)
-            latency = time.time() - result.columns["timestamp"] / 1000.0
+            latency = time.time() - result.timestamp / 1000.0
             for value in latency[:: max(1, n // 100)]:  # a sample per batch keeps the cost flat
                 metrics.EVENT_LATENCY.observe(float(value))
-            metrics.observe_batteries([r["battery_id"] for r in result.records], result.columns)
+            metrics.observe_batteries(result)
 
     def note_partitions(self, batch: Sequence[Any]) -> None:
         """Remember which partition each battery (= record key, bytes) lives on."""
         self.battery_partition.update((raw.key, raw.partition) for raw in batch)
 
     def sync_assignment(self, assigned: set[int]) -> None:
-        """Forget the alert state of partitions lost; rebuild it for partitions gained."""
+        """Drop the partition state of partitions lost; restore it for partitions gained."""
         lost, gained = self.partitions - assigned, assigned - self.partitions
         if lost:
             gone = [b.decode(errors="replace") for b, p in self.battery_partition.items()
                     if p in lost and b is not None]
-            self.alerts.forget(gone, lost)
+            self.alerts.revoke(lost)
             metrics.forget_batteries(gone)
+            for b in gone:
+                self.battery_partition.pop(b.encode(), None)
         if gained:
-            self.alerts.restore(self._read_alerts(sorted(gained)))
-            log.info("took over partitions %s; %d open alert(s) known", sorted(gained),
-                     self.alerts.open_count())
+            started = time.monotonic()
+            bootstrap, group = self.endpoints.kafka_bootstrap_servers, f"{self.settings.app_id}-restore"
+            restored = self.alerts.assign(gained, self.producer, lambda: kafka.consumer(bootstrap, group))
+            log.info("took over partitions %s: %d alert state(s) restored in %.2f s, %d open",
+                     sorted(gained), restored, time.monotonic() - started, self.alerts.open_count())
         self.partitions = set(assigned)
-
-    def _read_alerts(self, partitions: list[int]) -> list[dict[str, Any]]:
-        """The alert records of ``partitions`` (same keys, same partition numbers as telemetry)."""
-        consumer = kafka.consumer(self.endpoints.kafka_bootstrap_servers, f"{self.settings.app_id}-restore")
-        try:
-            ends = {p: consumer.get_watermark_offsets(TopicPartition(ALERTS, p), timeout=10)[1]
-                    for p in partitions}
-            todo = {p for p, end in ends.items() if end > 0}
-            consumer.assign([TopicPartition(ALERTS, p, OFFSET_BEGINNING) for p in todo])
-            out, deadline = [], time.monotonic() + 30
-            while todo and time.monotonic() < deadline:
-                msg = consumer.poll(0.2)
-                if msg is None or msg.error():
-                    continue
-                out.append(self.alert_codec.decode(msg.value()))
-                if (msg.offset() or 0) + 1 >= ends[msg.partition() or 0]:
-                    todo.discard(msg.partition())
-            return out
-        finally:
-            consumer.close()
 
     def reload_model(self) -> bool:
         """Swap in a newly promoted model, if there is one; return whether it changed."""
@@ -143,48 +129,40 @@ class ScoreWorker:
         return True
 
 
-async def _handle_until_done(worker: ScoreWorker, chunk: Sequence[Any]) -> None:
-    """Handle ``chunk``, retrying with backoff while the broker or the registry fails.
-
-    Records the pipeline cannot read never get here as errors (they are dead-lettered), so what
-    fails is infrastructure, and waiting is the only way not to lose the batch: it is not
-    acknowledged until it succeeds. A retry may produce some outputs twice (at-least-once), and a
-    batch that failed after its alerts were evaluated counts toward their debounce twice.
-    """
-    delay = 0.5
-    while True:
-        try:
-            worker.handle(chunk)
-            return
-        except Exception as exc:
-            metrics.BATCH_FAILURES.inc()
-            log.warning("a batch of %d records failed (%s); retrying in %.1f s, not acknowledged",
-                        len(chunk), exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+def _ensure_changelogs(settings: Settings, bootstrap: str) -> list[Any]:
+    """Create the partition-state changelogs; refuse ones whose partition count differs from
+    the telemetry topic's (state of partition p lives on changelog partition p)."""
+    specs = state_topic_specs(settings.app_id, settings.topic_partitions)
+    kafka.ensure_topics(bootstrap, specs, settings.topic_replication_factor)
+    present = kafka.list_topics(bootstrap)
+    for spec in specs:
+        have = present[spec.name].partitions if spec.name in present else 0
+        if have != spec.partitions:
+            raise StreamsError(
+                f"changelog topic {spec.name} has {have} partitions, {TELEMETRY} needs "
+                f"{spec.partitions} (EVTWIN_TOPIC_PARTITIONS); delete it or use another EVTWIN_APP_ID")
+    return specs
 
 
 def build_app(settings: Settings, endpoints: Endpoints, worker: ScoreWorker) -> Any:
     """The Faust app of the score workers, configured from ``settings``."""
-    from streams.runtime.batching import deliver_in_batches
-    from streams.runtime.faust_app import export_lag, make_app, raw_topic
+    from streams.runtime.agent import batch_agent
+    from streams.runtime.faust_app import export_lag, make_app
 
     app = make_app(settings, endpoints.kafka_bootstrap_servers, settings.app_id, settings.batch_size)
-    fetches = deliver_in_batches(app, raw_topic(app, TELEMETRY, settings.topic_partitions))
 
-    @app.agent(fetches, name="score_telemetry")
-    async def score_telemetry(stream: Any) -> None:
-        """Score every telemetry record: one list of records per fetch (see faust_batching)."""
-        ack = app.consumer.ack
-        async for messages in stream:
-            worker.sync_assignment({tp.partition for tp in app.consumer.assignment()})
-            for start in range(0, len(messages), settings.batch_size):
-                # Faust's messages have the fields of RawRecord (key, value, topic, partition, offset)
-                chunk = messages[start:start + settings.batch_size]
-                worker.note_partitions(chunk)
-                await _handle_until_done(worker, chunk)
-            for m in messages:  # outputs are on the broker: now the offsets may be committed
-                ack(m)
+    async def follow_assignment(messages: Sequence[Any]) -> None:
+        assigned = {tp.partition for tp in app.consumer.assignment()}
+        if assigned != worker.partitions:  # restoring reads a topic: off the event loop
+            await asyncio.to_thread(worker.sync_assignment, assigned)
+
+    def score(chunk: Sequence[Any]) -> None:
+        # Faust's messages have the fields of RawRecord (key, value, topic, partition, offset)
+        worker.note_partitions(chunk)
+        worker.handle(chunk)
+
+    batch_agent(app, TELEMETRY, "score_telemetry", score, partitions=settings.topic_partitions,
+                chunk_size=settings.batch_size, on_fetch=follow_assignment)
 
     @app.timer(interval=settings.model_poll_s)
     async def reload_model() -> None:

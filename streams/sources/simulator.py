@@ -17,14 +17,14 @@ from typing import Any
 
 import numpy as np
 
+from models.physics.usage import MODE_NAMES
 from schemas.codec import AvroCodec
+from schemas.fields import TELEMETRY_FLOAT_FIELDS
 from streams.topics import GROUND_TRUTH, TELEMETRY
 
 log = logging.getLogger(__name__)
 
-MODE_NAMES = ("PARKED", "DRIVING", "CHARGING_AC", "CHARGING_DC")
-_FIELDS_FLOAT = ("soc", "soh", "voltage", "current", "temperature", "power_consumption",
-                 "ambient_temperature", "cell_voltage_min", "cell_voltage_max", "service_days")
+_FIELDS_FLOAT = TELEMETRY_FLOAT_FIELDS
 
 
 @dataclass
@@ -139,4 +139,4 @@ class FleetSimulator:
         return self.stats
 
 
-__all__ = ["MODE_NAMES", "FleetSimulator", "SimulatorStats", "telemetry_records"]
+__all__ = ["FleetSimulator", "SimulatorStats", "telemetry_records"]

@@ -13,8 +13,9 @@ event time (the newest reading on it, never ahead of the wall clock), from the p
 which the battery's last reading *arrived*: a replay far behind real time raises the same episodes,
 and a battery whose own clock runs late is not mistaken for a silent one.
 
-The state of open episodes is rebuilt from the alerts topic itself when a worker takes over a
-partition (:meth:`AlertEngine.restore`), so a rebalance neither loses nor duplicates an episode.
+Episodes (open ones and runs of readings toward a change) are partition state: written to a
+changelog topic with each batch and restored when a worker takes over a partition
+(:meth:`AlertEngine.assign`), so a rebalance or a crash neither loses nor duplicates an episode.
 A battery that is already silent when its partition moves is noticed by its new owner only once it
 has reported there.
 """
@@ -29,6 +30,9 @@ from typing import Any
 
 import numpy as np
 
+from streams.runtime.partition_state import PartitionState
+from streams.runtime.records import Column, ScoredBatch
+
 GAP_RULE = "telemetry_gap"
 """Name of the silence rule (see the module docstring)."""
 
@@ -39,8 +43,7 @@ class Rule:
 
     Attributes:
         name: Rule name, e.g. ``low_soc``.
-        column: The score or telemetry column it watches (``soc``, ``temperature``,
-            ``failure_probability``, ``rul_p50``, ``anomaly_score``).
+        column: The column of a :class:`streams.runtime.records.ScoredBatch` it watches.
         above: True when values above ``open_at`` are bad; False when values below are.
         open_at: Threshold that opens an episode (unit of the column).
         clear_at: Threshold that resolves it, on the safe side of ``open_at``.
@@ -50,7 +53,7 @@ class Rule:
     """
 
     name: str
-    column: str
+    column: Column
     above: bool
     open_at: float
     clear_at: float
@@ -85,21 +88,41 @@ class Episode:
     opened_at: int = 0
     pending: int = 0
 
+    def to_json(self) -> list[Any]:
+        return [self.alert_id, self.opened_at, self.pending]
+
+    @classmethod
+    def from_json(cls, data: list[Any]) -> Episode:
+        return cls(data[0], int(data[1]), int(data[2]))
+
+
+def _key(battery: str, rule: str) -> str:
+    """State key of (battery, rule); battery ids never contain ``/`` (see validation)."""
+    return f"{battery}/{rule}"
+
 
 class AlertEngine:
     """Evaluates the rules on scored batches and returns alert records to emit.
 
+    The episodes live in a :class:`streams.runtime.partition_state.PartitionState` per partition
+    of the telemetry topic: restored from its changelog when the worker is assigned a partition
+    (:meth:`assign`), dropped when it loses one (:meth:`revoke`).
+
     Args:
         rules: The rules.
         debounce: Consecutive readings needed to open or resolve an episode (>= 1).
+        silence_s: Silence that opens ``telemetry_gap``, s (0 = off).
+        changelog: Changelog topic of the episodes (see :func:`streams.topics.state_topic_specs`).
     """
 
-    def __init__(self, rules: Sequence[Rule], debounce: int = 3, silence_s: float = 0.0) -> None:
+    def __init__(self, rules: Sequence[Rule], debounce: int = 3, silence_s: float = 0.0,
+                 changelog: str = "evtwin-score-alerts-changelog") -> None:
         self.rules = list(rules)
         self.debounce = max(1, debounce)
-        self.state: dict[tuple[str, str], Episode] = {}
+        self.episodes: PartitionState[Episode] = PartitionState(changelog, Episode.to_json,
+                                                                Episode.from_json)
         self.silence_ms = int(silence_s * 1000)
-        self.gap_rule = Rule(GAP_RULE, "silence", True, silence_s, silence_s, "WARNING",
+        self.gap_rule = Rule(GAP_RULE, "timestamp", True, silence_s, silence_s, "WARNING",
                              "no telemetry for", " s")
         # partition -> battery -> (partition time at its last arrival, its last event id), ms
         self._arrivals: dict[int, dict[str, tuple[int, str]]] = {}
@@ -108,46 +131,45 @@ class AlertEngine:
 
     def open_count(self) -> int:
         """Open episodes known to this engine."""
-        return sum(1 for e in self.state.values() if e.alert_id is not None)
+        return sum(1 for _, _, e in self.episodes.items() if e.alert_id is not None)
 
-    def restore(self, alerts: Iterable[dict[str, Any]]) -> None:
-        """Replay alert records (oldest first) of a partition taken over: OPENED opens,
-        RESOLVED closes."""
-        for a in alerts:
-            key = (a["battery_id"], a["rule"])
-            if a["status"] == "OPENED":
-                self.state[key] = Episode(a["alert_id"], a["opened_at"], 0)
-            else:
-                self.state.pop(key, None)
+    def assign(self, partitions: Iterable[int], producer: Any,
+               consumer_factory: Callable[[], Any]) -> int:
+        """Restore the episodes of ``partitions`` from the changelog; return how many."""
+        return self.episodes.assign(partitions, producer, consumer_factory)
 
-    def forget(self, battery_ids: Iterable[str], partitions: Iterable[int] = ()) -> None:
-        """Drop the state of batteries (and partitions) this worker no longer owns."""
-        gone = set(battery_ids)
-        for key in [k for k in self.state if k[0] in gone]:
-            del self.state[key]
+    def revoke(self, partitions: Iterable[int]) -> None:
+        """Drop the state of partitions this worker no longer owns."""
+        partitions = list(partitions)
+        self.episodes.revoke(partitions)
         for p in partitions:
             self._arrivals.pop(p, None)
             self._partition_time.pop(p, None)
             self._checked_at.pop(p, None)
 
-    def watch_silence(self, records: Sequence[dict[str, Any]], partition_of: Callable[[str], int],
-                      now_ms: int | None = None) -> list[dict[str, Any]]:
-        """Note the arrival of ``records``; return ``telemetry_gap`` alerts: RESOLVED for silent
-        batteries that reported again, OPENED for batteries silent for ``silence_s`` of their
-        partition's event time (checked at most once per second of it)."""
+    def flush_changes(self, produce: Callable[..., None]) -> int:
+        """Write the episodes changed since the last call to the changelog (see
+        :meth:`PartitionState.flush_changes`)."""
+        return self.episodes.flush_changes(produce)
+
+    def watch_silence(self, batch: ScoredBatch, now_ms: int | None = None) -> list[dict[str, Any]]:
+        """Note the arrival of the batch's records; return ``telemetry_gap`` alerts: RESOLVED for
+        silent batteries that reported again, OPENED for batteries silent for ``silence_s`` of
+        their partition's event time (checked at most once per second of it)."""
         if self.silence_ms <= 0:
             return []
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         out: list[dict[str, Any]] = []
         touched: set[int] = set()
-        for rec in records:
-            battery, p = rec["battery_id"], partition_of(rec["battery_id"])
+        for rec, p in zip(batch.records, batch.partitions, strict=True):
+            battery = rec["battery_id"]
             clock = min(max(self._partition_time.get(p, 0), rec["timestamp"]), now_ms)
             self._partition_time[p] = clock
             arrivals = self._arrivals.setdefault(p, {})
-            ep = self.state.get((battery, GAP_RULE))
+            key = _key(battery, GAP_RULE)
+            ep = self.episodes.get(p, key)
             if ep is not None and ep.alert_id is not None:
-                del self.state[(battery, GAP_RULE)]
+                self.episodes.delete(p, key)
                 since = arrivals.get(battery, (ep.opened_at - self.silence_ms, ""))[0]
                 out.append(self._record(self.gap_rule, rec, ep, (clock - since) / 1000.0, "RESOLVED",
                                         self.silence_ms / 1000.0))
@@ -159,42 +181,52 @@ class AlertEngine:
                 continue
             self._checked_at[p] = clock
             for battery, (arrived, event_id) in self._arrivals[p].items():
-                if clock - arrived < self.silence_ms or (battery, GAP_RULE) in self.state:
+                key = _key(battery, GAP_RULE)
+                if clock - arrived < self.silence_ms or self.episodes.get(p, key) is not None:
                     continue
-                ep = self.state[(battery, GAP_RULE)] = Episode(str(uuid.uuid4()), arrived + self.silence_ms)
+                ep = Episode(str(uuid.uuid4()), arrived + self.silence_ms)
+                self.episodes.put(p, key, ep)
                 last = {"battery_id": battery, "event_id": event_id, "timestamp": arrived}
                 out.append(self._record(self.gap_rule, last, ep, (clock - arrived) / 1000.0, "OPENED",
                                         self.silence_ms / 1000.0))
         return out
 
-    def evaluate(self, records: Sequence[dict[str, Any]],
-                 columns: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-        """Return the alert records (OPENED / RESOLVED) that ``records`` cause, in order."""
+    def evaluate(self, batch: ScoredBatch) -> list[dict[str, Any]]:
+        """Return the alert records (OPENED / RESOLVED) that ``batch`` causes, in order."""
         out: list[dict[str, Any]] = []
-        battery_ids = [r["battery_id"] for r in records]
+        records, partitions = batch.records, batch.partitions
+        battery_ids = batch.battery_ids
+        with_state: dict[str, set[str]] = {}
+        for _, key, _ in self.episodes.items():
+            battery, rule_name = key.rsplit("/", 1)
+            with_state.setdefault(rule_name, set()).add(battery)
         for rule in self.rules:
-            values = columns[rule.column]
+            values = batch.column(rule.column)
             bad = values > rule.open_at if rule.above else values < rule.open_at
             # Every reading of a battery that is bad in this batch or already has state: a good
             # reading between bad ones must reset the debounce count.
-            watch = {b for (b, name) in self.state if name == rule.name}
+            watch = set(with_state.get(rule.name, ()))
             watch.update(battery_ids[i] for i in np.flatnonzero(bad).tolist())
             if not watch:
                 continue
             for i in (i for i, b in enumerate(battery_ids) if b in watch):
-                alert = self._step(rule, records[i], float(values[i]), bool(bad[i]))
+                alert = self._step(rule, records[i], partitions[i], float(values[i]), bool(bad[i]))
                 if alert is not None:
                     out.append(alert)
         return out
 
-    def _step(self, rule: Rule, rec: dict[str, Any], value: float, bad: bool) -> dict[str, Any] | None:
-        key = (rec["battery_id"], rule.name)
-        ep = self.state.get(key)
+    def _step(self, rule: Rule, rec: dict[str, Any], p: int, value: float,
+              bad: bool) -> dict[str, Any] | None:
+        key = _key(rec["battery_id"], rule.name)
+        ep = self.episodes.get(p, key)
         if ep is None or ep.alert_id is None:
             if not bad:
-                self.state.pop(key, None)
+                self.episodes.delete(p, key)
                 return None
-            ep = self.state.setdefault(key, Episode())
+            if ep is None:
+                ep = Episode()
+                self.episodes.put(p, key, ep)
+            self.episodes.touch(p, key)
             ep.pending += 1
             if ep.pending < self.debounce:
                 return None
@@ -202,12 +234,15 @@ class AlertEngine:
             return self._record(rule, rec, ep, value, "OPENED", rule.open_at)
         clear = value < rule.clear_at if rule.above else value > rule.clear_at
         if not clear:
-            ep.pending = 0
+            if ep.pending:
+                ep.pending = 0
+                self.episodes.touch(p, key)
             return None
         ep.pending += 1
+        self.episodes.touch(p, key)
         if ep.pending < self.debounce:
             return None
-        del self.state[key]
+        self.episodes.delete(p, key)
         return self._record(rule, rec, ep, value, "RESOLVED", rule.clear_at)
 
     @staticmethod

@@ -30,14 +30,11 @@ from connectors.embedded.process import stop_processes
 from connectors.embedded.stack import EmbeddedStack
 from connectors.endpoints import Endpoints
 from schemas.codec import AvroCodec
+from streams.errors import BenchError
 from streams.settings import REPO_ROOT, Settings
 from streams.topics import PREDICTIONS, TELEMETRY, TopicSpec, topic_specs
 
 RELAY_TOPIC = "bench.relay.v1"
-
-
-class BenchError(RuntimeError):
-    """A benchmark phase did not complete (the message names the log to read)."""
 
 
 def _cpu_seconds(pid: int) -> float:

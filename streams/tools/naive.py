@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from schemas.codec import AvroCodec
-from streams.scoring.batch import CARRIED
+from schemas.fields import CARRIED_FIELDS as CARRIED
 from streams.scoring.validation import telemetry_problem
 
 

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import numpy as np
 from prometheus_client import generate_latest
 
 from streams.runtime.metrics import forget_batteries, observe_batteries
+from streams.runtime.records import ScoredBatch, Scores
 
 
 def test_gauges_follow_the_batteries_a_replica_owns() -> None:
-    columns = {k: np.asarray(v, float) for k, v in {
-        "rul_p50": [500, 480], "failure_probability": [0.1, 0.2], "soc": [50, 49],
-        "soh": [91, 91], "temperature": [30, 31]}.items()}
-    observe_batteries(["MET_A", "MET_A"], columns)
+    records = [{"battery_id": "MET_A", "soc": 50.0, "soh": 91.0, "temperature": 30.0, "timestamp": 1},
+               {"battery_id": "MET_A", "soc": 49.0, "soh": 91.0, "temperature": 31.0, "timestamp": 2}]
+    scores = Scores.from_mapping({"rul_p50": [500, 480], "rul_p10": [400, 380], "rul_p90": [600, 580],
+                                  "failure_probability": [0.1, 0.2], "anomaly_score": [0.0, 0.0]})
+    observe_batteries(ScoredBatch.of(records, scores))
     text = generate_latest().decode()
     assert 'battery_rul_prediction{battery_id="MET_A"} 480.0' in text  # the batch's last value
     assert 'battery_temperature{battery_id="MET_A"} 31.0' in text
@@ -25,12 +26,13 @@ def test_a_failing_batch_is_retried_until_it_succeeds_and_counted() -> None:
     the failures show on the endpoint."""
     import asyncio
 
-    from streams.scoring.worker import _handle_until_done
+    from streams.runtime.agent import handle_until_done
 
     class Flaky:
         calls = 0
 
-        def handle(self, chunk: list) -> None:
+        @staticmethod
+        def handle(chunk: list) -> None:
             Flaky.calls += 1
             if Flaky.calls < 3:
                 raise OSError("registry unreachable")
@@ -41,6 +43,6 @@ def test_a_failing_batch_is_retried_until_it_succeeds_and_counted() -> None:
         return float(line.split()[-1])
 
     before = failures()
-    asyncio.run(_handle_until_done(Flaky(), [object()]))  # type: ignore[arg-type]
+    asyncio.run(handle_until_done(Flaky.handle, [object()]))
     assert Flaky.calls == 3
     assert failures() == before + 2

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from streams.runtime.records import ScoredBatch, Scores
 from streams.settings import Settings
-from streams.state.alerts import AlertEngine, default_rules
+from streams.state.alerts import AlertEngine, Episode, default_rules
 
 
-def _batch(values: list[float], battery: str = "BAT_A", start: int = 0) -> tuple[list[dict], dict]:
-    records = [{"battery_id": battery, "event_id": f"e{start + i}", "timestamp": 1_000 * (start + i)}
-               for i in range(len(values))]
+def _batch(values: list[float], battery: str = "BAT_A", start: int = 0) -> ScoredBatch:
+    records = [{"battery_id": battery, "event_id": f"e{start + i}", "timestamp": 1_000 * (start + i),
+                "soc": float(v), "soh": 90.0, "temperature": 25.0} for i, v in enumerate(values)]
     n = len(values)
-    columns = {"soc": np.asarray(values, float), "temperature": np.full(n, 25.0),
-               "failure_probability": np.zeros(n), "rul_p50": np.full(n, 800.0),
-               "anomaly_score": np.zeros(n)}
-    return records, columns
+    scores = Scores(rul_p50=np.full(n, 800.0), rul_p10=np.full(n, 700.0), rul_p90=np.full(n, 900.0),
+                    failure_probability=np.zeros(n), anomaly_score=np.zeros(n))
+    return ScoredBatch.of(records, scores)
 
 
 def _engine() -> AlertEngine:
@@ -28,8 +28,7 @@ def test_crossing_and_hovering_opens_once_and_resolves_once() -> None:
     soc = [30, 20, 16, 14.5, 14.2, 14.0] + [14.9, 15.1] * 20 + [16.0, 18.0, 19.0, 20.0, 25.0]
     alerts = []
     for i in range(0, len(soc), 7):  # in several batches, as a stream would deliver them
-        records, columns = _batch(soc[i:i + 7], start=i)
-        alerts += engine.evaluate(records, columns)
+        alerts += engine.evaluate(_batch(soc[i:i + 7], start=i))
     assert [(a["rule"], a["status"]) for a in alerts] == [("low_soc", "OPENED"), ("low_soc", "RESOLVED")]
     opened, resolved = alerts
     assert opened["alert_id"] == resolved["alert_id"]
@@ -40,33 +39,31 @@ def test_crossing_and_hovering_opens_once_and_resolves_once() -> None:
 
 def test_brief_dips_do_not_open_an_episode() -> None:
     engine = _engine()
-    records, columns = _batch([20, 14, 20, 14, 14, 20, 14, 20])
-    assert engine.evaluate(records, columns) == []
+    assert engine.evaluate(_batch([20, 14, 20, 14, 14, 20, 14, 20])) == []
     assert engine.open_count() == 0
 
 
 def test_restore_continues_an_episode_opened_elsewhere() -> None:
     engine = _engine()
-    engine.restore([{"battery_id": "BAT_A", "rule": "low_soc", "status": "OPENED",
-                     "alert_id": "a-1", "opened_at": 7}])
-    records, columns = _batch([10, 12, 14, 18, 19, 20])
-    alerts = engine.evaluate(records, columns)
+    engine.episodes.put(0, "BAT_A/low_soc", Episode("a-1", 7, 0))  # as restored from the changelog
+    alerts = engine.evaluate(_batch([10, 12, 14, 18, 19, 20]))
     assert [(a["alert_id"], a["status"]) for a in alerts] == [("a-1", "RESOLVED")]
 
 
 def test_each_rule_fires_on_its_signal() -> None:
     engine = _engine()
-    records, columns = _batch([50.0] * 3)
-    columns["temperature"][:] = 65.0
-    columns["failure_probability"][:] = 0.9
-    columns["rul_p50"][:] = 50.0
-    columns["anomaly_score"][:] = 0.95
-    rules = {a["rule"] for a in engine.evaluate(records, columns)}
+    batch = _batch([50.0] * 3)
+    batch.temperature[:] = 65.0
+    batch.scores.failure_probability[:] = 0.9
+    batch.scores.rul_p50[:] = 50.0
+    batch.scores.anomaly_score[:] = 0.95
+    rules = {a["rule"] for a in engine.evaluate(batch)}
     assert rules == {"over_temperature", "failure_risk", "low_rul", "anomaly"}
 
 
 def _readings(batteries: list[str], t_ms: int) -> list[dict]:
-    return [{"battery_id": b, "event_id": f"{b}-{t_ms}", "timestamp": t_ms} for b in batteries]
+    return [{"battery_id": b, "event_id": f"{b}-{t_ms}", "timestamp": t_ms, "soc": 50.0,
+             "soh": 90.0, "temperature": 25.0} for b in batteries]
 
 
 def _gap_run(engine: AlertEngine, schedule: list[list[str]], step_ms: int = 1000,
@@ -77,7 +74,7 @@ def _gap_run(engine: AlertEngine, schedule: list[list[str]], step_ms: int = 1000
         t = start_ms + k * step_ms
         records = [dict(r, timestamp=r["timestamp"] + (skew or {}).get(r["battery_id"], 0))
                    for r in _readings(batteries, t)]
-        out += engine.watch_silence(records, lambda b: 0, now_ms=t + 10_000)
+        out += engine.watch_silence(ScoredBatch.of(records, Scores()), now_ms=t + 10_000)
     return out
 
 
@@ -109,8 +106,31 @@ def test_gap_rule_ignores_late_clocks_and_short_gaps_and_can_be_off() -> None:
 
 def test_a_restored_gap_episode_resolves_on_the_next_reading() -> None:
     engine = AlertEngine([], silence_s=30)
-    engine.restore([{"battery_id": "B", "rule": "telemetry_gap", "status": "OPENED",
-                     "alert_id": "gap-1", "opened_at": 1_700_000_000_000}])
+    engine.episodes.put(0, "B/telemetry_gap", Episode("gap-1", 1_700_000_000_000, 0))
     alerts = _gap_run(engine, [["A"]] * 3 + [["A", "B"]], start_ms=1_700_000_100_000)
     assert [(a["alert_id"], a["status"]) for a in alerts] == [("gap-1", "RESOLVED")]
     assert engine.open_count() == 0
+
+
+def test_episode_changes_reach_the_changelog_and_a_new_owner_continues_them() -> None:
+    """What one engine writes (opened episodes, debounce runs, deletions) is what another one
+    reads back: the state survives a rebalance."""
+    import json
+
+    first = _engine()
+    first.evaluate(_batch([10, 10, 10, 50]))  # opens low_soc, then one good reading (pending 1)
+    log: list[tuple[str, bytes | None, bytes, int]] = []
+    assert first.flush_changes(lambda topic, value, key, partition: log.append(
+        (topic, value, key, partition))) == 1
+    topic, value, key, partition = log[0]
+    assert (topic, key, partition) == ("evtwin-score-alerts-changelog", b"BAT_A/low_soc", 0)
+    alert_id, _, pending = json.loads(value or b"")
+    assert pending == 1 and first.flush_changes(lambda *a, **k: None) == 0  # nothing new
+
+    second = _engine()
+    second.episodes.put(0, key.decode(), Episode.from_json(json.loads(value or b"")))
+    alerts = second.evaluate(_batch([50, 50]))  # two more good readings complete the debounce
+    assert [(a["alert_id"], a["status"]) for a in alerts] == [(alert_id, "RESOLVED")]
+    deleted: list[bytes | None] = []
+    second.flush_changes(lambda topic, value, key, partition: deleted.append(value))
+    assert deleted == [None]  # a tombstone: the key leaves the compacted changelog
