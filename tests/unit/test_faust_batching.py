@@ -1,0 +1,105 @@
+"""The Faust batching override (streams/runtime/batching.py) leans on Faust's private consumer
+internals, so Faust is pinned exactly and these tests fail when the installed Faust is not the
+version the override was written against — or when the delivery semantics break: a fetch handed
+over counts as delivered (unacked, read offsets advanced); a fetch cut off by a rebalance does not."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import re
+import tomllib
+from importlib.metadata import version
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, NamedTuple
+
+from faust.transport.consumer import Consumer
+
+from streams.runtime.batching import BatchingConsumer
+
+REPO = Path(__file__).resolve().parents[2]
+
+# sha256 (first 16 hex) of the Faust methods the override replaces or copies, as of the pin.
+UPSTREAM = {"_drain_messages": "44a2500309e83c63"}
+
+
+def test_faust_is_the_pinned_version_the_override_was_written_against() -> None:
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    pin = next(d for d in deps if d.startswith("faust-streaming"))
+    match = re.fullmatch(r"faust-streaming==([\w.]+)", pin)
+    assert match, f"faust-streaming must be pinned exactly (==), not {pin!r}"
+    assert version("faust-streaming") == match.group(1)
+
+
+def test_the_upstream_delivery_loop_is_the_one_the_override_copies() -> None:
+    for name, digest in UPSTREAM.items():
+        source = inspect.getsource(getattr(Consumer, name))
+        assert hashlib.sha256(source.encode()).hexdigest()[:16] == digest, (
+            f"faust's Consumer.{name} changed: re-read streams/runtime/batching.py against it, "
+            "then update UPSTREAM here")
+    module = inspect.getsource(inspect.getmodule(Consumer))  # type: ignore[arg-type]
+    for attr in ("_unacked_messages", "_read_offset", "_commit_every", "_n_acked"):
+        assert re.search(rf"self\.{attr}\s*[:=]", module), f"faust no longer sets Consumer.{attr}"
+
+
+class Msg(NamedTuple):
+    tp: str
+    offset: int
+    topic: str = "t"
+
+
+class Channel:
+    def __init__(self, block: bool = False) -> None:
+        self.sent: list[Any] = []
+        self.block = block
+
+    async def send(self, value: Any) -> None:
+        if self.block:
+            await asyncio.Event().wait()  # a full channel that never drains
+        self.sent.append(value)
+
+
+def _consumer(channel: Channel) -> Any:
+    consumer: Any = object.__new__(BatchingConsumer)  # no app, no broker: just the hand-over
+    consumer.app = SimpleNamespace(batch_channels={"t": channel})
+    consumer._unacked_messages = set()
+    consumer._read_offset = {}
+    consumer.suspend_flow = asyncio.Event()
+
+    async def wait_first(*coros: Any) -> Any:
+        tasks = {asyncio.ensure_future(c): c for c in coros}
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        return SimpleNamespace(done=[tasks[t] for t in done])
+
+    consumer.wait_first = wait_first
+    return consumer
+
+
+def test_a_fetch_handed_over_is_one_list_and_counts_as_delivered() -> None:
+    channel = Channel()
+    consumer = _consumer(channel)
+    fetch = [Msg("t-0", 5), Msg("t-0", 6), Msg("t-1", 9)]
+    asyncio.run(consumer._deliver({"t": fetch}))
+    assert channel.sent == [fetch]  # one event for the whole fetch
+    assert consumer._unacked_messages == set(fetch)  # acked only by the agent, after its work
+    assert consumer._read_offset == {"t-0": 6, "t-1": 9}
+
+
+def test_a_fetch_cut_off_by_a_rebalance_is_not_delivered() -> None:
+    channel = Channel(block=True)
+    consumer = _consumer(channel)
+
+    async def run() -> None:
+        delivery = asyncio.ensure_future(consumer._deliver({"t": [Msg("t-0", 5)]}))
+        await asyncio.sleep(0.01)
+        consumer.suspend_flow.set()  # a rebalance starts while the channel is full
+        await asyncio.wait_for(delivery, 2)
+
+    asyncio.run(run())
+    assert channel.sent == []
+    assert consumer._unacked_messages == set()  # fetched again after the rebalance's seek
+    assert consumer._read_offset == {}
