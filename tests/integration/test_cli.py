@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import cli_env, run_cli
+from tests.support.cli import cli_env, run_cli
 
 
 def _telemetry(battery: str, n: int) -> list[dict[str, object]]:

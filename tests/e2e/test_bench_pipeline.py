@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.conftest import cli_env, run_cli
+from tests.support.cli import cli_env, run_cli
 
 KEYS = ("events_per_s", "p50_ms", "p99_ms", "cpu_us_per_event", "naive_events_per_s",
         "relay_events_per_s", "two_replicas_events_per_s", "speedup_vs_naive")

@@ -11,7 +11,7 @@ import pytest
 
 from models.scorer import Scorer
 from streams.cli import CliError, OptionAdder, settings_from, train_cmd
-from tests.test_training import small_data, small_model
+from tests.support.small_model import small_data, small_model
 
 
 def _run(argv: list[str], environ: Mapping[str, str] | None = None) -> int:

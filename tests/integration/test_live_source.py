@@ -20,7 +20,7 @@ from schemas.codec import AvroCodec
 from streams.sources.ingest import IngestBridge, run_bridge
 from streams.sources.simulator import FleetSimulator
 from streams.topics import GROUND_TRUTH, TELEMETRY, TELEMETRY_DLQ
-from tests.conftest import read_topic
+from tests.support.topic_reader import read_topic
 
 
 def _independent_decode(value: bytes) -> dict:

@@ -4,7 +4,6 @@ schema evolution that cannot break existing readers."""
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import pytest
@@ -14,27 +13,7 @@ from fastavro.schema import to_parsing_canonical_form
 from schemas import SCHEMA_NAMES, DecodeError, EncodeError, load_schema, published_versions
 from schemas.codec import AvroCodec, fingerprint
 from schemas.compat import check
-
-GOLDEN = Path(__file__).parent / "golden"
-
-TELEMETRY = {
-    "event_id": "00000000-0000-4000-8000-000000000001",
-    "battery_id": "BATTERY_001",
-    "timestamp": 1760956215123,  # 2025-10-20T10:30:15.123Z, the seed's example
-    "seq": 7,
-    "soc": 85.5,
-    "soh": 95.2,
-    "voltage": 380.5,
-    "current": 105.3,
-    "temperature": 32.1,
-    "charge_cycles": 150,
-    "power_consumption": 40.1,
-    "ambient_temperature": 21.0,
-    "cell_voltage_min": 3.95,
-    "cell_voltage_max": 3.97,
-    "service_days": 412.5,
-    "mode": "DRIVING",
-}
+from tests.support.golden import GOLDEN, TELEMETRY
 
 
 @pytest.mark.parametrize("name", SCHEMA_NAMES)
@@ -54,25 +33,6 @@ def test_single_object_golden_bytes() -> None:
     assert data[:2] == b"\xc3\x01"
     assert data[2:10] == bytes.fromhex(fastavro_fingerprint(canonical, "CRC-64-AVRO"))
     assert data.hex() == (GOLDEN / "telemetry.single-object.hex").read_text().strip()
-
-
-def test_confluent_golden_bytes_and_round_trip(stack) -> None:  # type: ignore[no-untyped-def]
-    from schemas.registry import SchemaRegistryClient
-
-    _, endpoints = stack
-    registry = SchemaRegistryClient(endpoints.schema_registry_url)
-    codec = AvroCodec("telemetry", topic="golden.test.v1", registry=registry)
-    data = codec.encode(TELEMETRY)
-    schema_id = registry.register("golden.test.v1-value", json.dumps(load_schema("telemetry")))
-    assert data[:5] == b"\x00" + schema_id.to_bytes(4, "big")
-    single = AvroCodec("telemetry").encode(TELEMETRY)
-    assert data[5:] == single[10:]  # same Avro body, different framing
-    # A reader with a registry reads both framings; one without reads single-object only.
-    assert codec.decode(data) == codec.decode(single) == TELEMETRY
-    with pytest.raises(DecodeError, match="no schema registry is configured"):
-        AvroCodec("telemetry").decode(data)
-    with pytest.raises(DecodeError, match="unknown schema id 23552370"):
-        codec.decode(b"\x00\x01garbage bytes")
 
 
 @pytest.mark.parametrize(

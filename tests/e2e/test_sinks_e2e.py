@@ -27,7 +27,10 @@ from schemas.codec import AvroCodec
 from streams.runtime.codecs import codec_for
 from streams.sources.simulator import FleetSimulator
 from streams.topics import ALERTS, PREDICTIONS, TELEMETRY
-from tests.conftest import EVTWIN, REPO, cli_env, free_port_settings, read_topic
+from tests.support.cli import EVTWIN, cli_env
+from tests.support.paths import REPO
+from tests.support.stack_settings import free_port_settings
+from tests.support.topic_reader import read_topic
 
 
 @pytest.fixture

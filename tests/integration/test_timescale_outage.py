@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from connectors import postgres_server
+from connectors.embedded import postgres_server
 from connectors.embedded.postgres_server import PostgresServer
 from connectors.embedded.process import free_port
 from connectors.sink_bench import make_predictions

@@ -16,7 +16,8 @@ from models.errors import FeatureMismatchError, ModelError, ModelNotFoundError
 from models.features import FEATURE_NAMES, features_from_frame
 from models.registry import fingerprint, sha256_file
 from models.scorer import OUTPUT_KEYS, Scorer
-from tests.test_training import small_data, small_model
+from tests.support.paths import REPO
+from tests.support.small_model import small_data, small_model
 
 
 @pytest.fixture
@@ -86,7 +87,7 @@ def test_serving_imports_stay_light() -> None:
     code = ("import sys, models.features, models.scorer, models.registry; "
             "heavy = [m for m in ('mlflow', 'matplotlib', 'training') if m in sys.modules]; "
             "assert not heavy, heavy")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parent.parent)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
 def test_naive_baseline_computes_what_the_scorer_computes() -> None:

@@ -22,7 +22,7 @@ from schemas.codec import AvroCodec
 from streams.runtime.codecs import codec_for
 from streams.sources.simulator import FleetSimulator
 from streams.topics import ALERTS, PREDICTIONS, TELEMETRY, TELEMETRY_DLQ
-from tests.conftest import read_topic
+from tests.support.topic_reader import read_topic
 
 PRED = AvroCodec("prediction")  # writes single-object; reading needs the registry (codec_for)
 
@@ -232,7 +232,7 @@ def test_promoted_model_is_used_without_restart(stack, workers, tmp_path: Path) 
     prefix = f"HOT{uuid.uuid4().hex[:5]}_"
     _simulate(ep.kafka_bootstrap_servers, prefix + "a", 10, 200)
     before = {p["model_version"] for p in _predictions(ep, prefix + "a", 200)}
-    train(None, model_dir, quick=True, seed=1, batteries=30)  # promote a new model
+    train(None, model_dir, quick=True, seed=1, batteries=30, promote=True)  # a new current model
     time.sleep(3)
     _simulate(ep.kafka_bootstrap_servers, prefix + "b", 10, 200)
     after = {p["model_version"] for p in _predictions(ep, prefix + "b", 200)}

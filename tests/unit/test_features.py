@@ -51,7 +51,7 @@ def test_records_and_frame_give_identical_features() -> None:
 
 
 def test_generated_dataset_rows_match_both_paths() -> None:
-    from tests.test_training import small_data
+    from tests.support.small_model import small_data
 
     frame = small_data().frame.iloc[::50]
     np.testing.assert_array_equal(features_from_frame(frame), features_from_records(_records(frame)))

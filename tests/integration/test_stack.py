@@ -17,7 +17,7 @@ from connectors.embedded.stack import EmbeddedStack
 from connectors.endpoints import Endpoints, resolve_endpoints
 from connectors.kafka import list_topics
 from streams.topics import topic_specs
-from tests.conftest import free_port_settings
+from tests.support.stack_settings import free_port_settings
 
 
 def test_broker_answers_metadata(stack) -> None:  # type: ignore[no-untyped-def]

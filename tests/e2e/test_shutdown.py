@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import EVTWIN, REPO, cli_env
+from tests.support.cli import EVTWIN, cli_env
+from tests.support.paths import REPO
 
 
 def _alive(pid: int) -> bool:

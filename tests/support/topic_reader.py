@@ -1,0 +1,29 @@
+"""Reading a Kafka topic from the beginning with an independent consumer."""
+
+from __future__ import annotations
+
+import os
+import time
+
+
+def read_topic(bootstrap: str, topic: str, keep, want: int, timeout: float = 30.0, done=None) -> list:  # type: ignore[no-untyped-def]
+    """Read ``topic`` from the beginning until ``want`` messages pass ``keep``, or ``done(found)``
+    says so, or ``timeout`` passes."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-{os.getpid()}-{time.time()}",
+                         "enable.auto.commit": False, "fetch.wait.max.ms": 50})
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
+        found = []
+        deadline = time.monotonic() + timeout
+        while len(found) < want and time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is not None and not msg.error() and keep(msg):
+                found.append(msg)
+                if done is not None and done(found):
+                    break
+        return found
+    finally:
+        consumer.close()
