@@ -1,6 +1,7 @@
 """``evtwin bench pipeline`` runs end to end on its own embedded stack and reports every figure the
-README's performance table quotes. Numbers are not judged here (benchmarks, not tests); that the
-command produces them, with the pipeline having scored every event, is."""
+README's performance table quotes. Numbers are not judged here (benchmarks, not tests), except the
+claims the README draws from them: the pipeline scored every event (the bench fails otherwise),
+latency percentiles are ordered, and the batched worker beats the one-event-at-a-time baseline."""
 
 from __future__ import annotations
 
@@ -17,10 +18,13 @@ def test_bench_pipeline_reports_every_figure(state_dir: Path, trained_model: Pat
     env = cli_env(state_dir, EVTWIN_MODEL_DIR=str(trained_model))
     result = run_cli(["bench", "pipeline", "--events", "3000", "--fleet", "60", "--naive-events", "200",
                       "--latency-rate", "500", "--latency-seconds", "2", "--json"], env, timeout=400)
+    # Exit 0 also means both worker phases scored all 3000 events (it fails naming the logs if not).
     assert result.returncode == 0, result.stderr[-2000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     for key in KEYS:
         assert isinstance(out[key], float) and out[key] > 0, (key, out[key])
     assert out["events"] == 3000 and out["batteries"] == 60
     assert out["p50_ms"] <= out["p99_ms"]
-    assert out["speedup_vs_naive"] == out["events_per_s"] / out["naive_events_per_s"]
+    # The README's headline: the batched worker is ~30x faster than scoring one event at a time;
+    # a pipeline no faster than the naive loop is a regression whatever the machine.
+    assert out["events_per_s"] > out["naive_events_per_s"], out
