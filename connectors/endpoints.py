@@ -82,8 +82,7 @@ def resolve_endpoints(settings: Any) -> Endpoints:
         database_url=pick(settings.database_url, "database_url"),
         mqtt_url=pick(settings.mqtt_url, "mqtt_url"),
         schema_registry_url=pick(settings.schema_registry_url, "schema_registry_url"),
-        mlflow_tracking_uri=pick(settings.mlflow_tracking_uri, "mlflow_tracking_uri")
-        or f"sqlite:///{(settings.state_dir / 'mlflow' / 'mlflow.db').resolve()}",
+        mlflow_tracking_uri=pick(settings.mlflow_tracking_uri, "mlflow_tracking_uri") or settings.mlflow_uri,
         pid=running.pid if running else None,
     )
 

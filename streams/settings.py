@@ -24,6 +24,19 @@ def default_state_dir() -> Path:
     return Path.cwd() / ".evtwin"
 
 
+def default_model_dir(state_dir: Path) -> Path:
+    """``models/`` at the repository root (artifacts git-ignored), or ``<state_dir>/models`` when
+    the package is installed outside a checkout (its own folder is no place for artifacts)."""
+    if (REPO_ROOT / "pyproject.toml").is_file():
+        return REPO_ROOT / "models"
+    return Path(state_dir) / "models"
+
+
+def default_mlflow_uri(state_dir: Path) -> str:
+    """``sqlite:///<state_dir>/mlflow/mlflow.db``: the MLflow store when no server is configured."""
+    return f"sqlite:///{(Path(state_dir) / 'mlflow' / 'mlflow.db').resolve()}"
+
+
 class Settings(BaseSettings):
     """Configuration of one ``evtwin`` process (environment prefix ``EVTWIN_``)."""
 
@@ -90,7 +103,10 @@ class Settings(BaseSettings):
 
     # --- Score workers (evtwin worker, evtwin up --workers N).
     app_id: str = Field("evtwin-score", description="Faust app id = consumer group of the workers.")
-    model_dir: Path = Field(REPO_ROOT / "models", description="Directory of the trained models.")
+    model_dir: Path = Field(
+        default_factory=lambda data: default_model_dir(data["state_dir"]),
+        description="Model registry: versions of the trained models and the current one "
+        "(default models/ of the checkout, else <state dir>/models).")
     model_poll_s: float = Field(5.0, gt=0, description="How often workers look for a new model, s.")
     batch_size: int = Field(1000, ge=1, le=100_000, description="Events per scoring micro-batch.")
     batch_within_s: float = Field(0.05, gt=0, description="Longest wait to fill a batch, s.")
@@ -134,5 +150,10 @@ class Settings(BaseSettings):
         """Where the running stack writes its URLs."""
         return self.state_dir / "stack.json"
 
+    @property
+    def mlflow_uri(self) -> str:
+        """The MLflow tracking URI to use: the setting, else a SQLite file in the state directory."""
+        return self.mlflow_tracking_uri or default_mlflow_uri(self.state_dir)
 
-__all__ = ["REPO_ROOT", "Settings", "default_state_dir"]
+
+__all__ = ["REPO_ROOT", "Settings", "default_mlflow_uri", "default_model_dir", "default_state_dir"]

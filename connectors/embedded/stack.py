@@ -120,7 +120,6 @@ class EmbeddedStack:
 
     def _endpoints(self) -> Endpoints:
         s = self.settings
-        mlflow_uri = s.mlflow_tracking_uri or f"sqlite:///{(self.state_dir / 'mlflow' / 'mlflow.db').resolve()}"
         services = {
             svc.name: {"pid": svc.proc.pid if svc.proc else None,
                        "kind": getattr(svc, "kind", svc.name),
@@ -133,7 +132,7 @@ class EmbeddedStack:
             mqtt_url=s.mqtt_url.get_secret_value() if s.mqtt_url else self.mqtt.url,
             schema_registry_url=s.schema_registry_url
             or (self.registry.url if s.embedded_schema_registry else None),
-            mlflow_tracking_uri=mlflow_uri,
+            mlflow_tracking_uri=s.mlflow_uri,
             pid=os.getpid(),
             started_at=time.time(),
             services=services,
