@@ -1,23 +1,26 @@
 """Live scoring: RUL band, failure probability and anomaly score of a batch of readings.
 
-Get a model quickly (10-30 s: 80 packs simulated in memory; writes the artifacts into ``models/``)::
+Get a model quickly (10-30 s: 80 packs simulated in memory; written into the model directory as a
+new version and made current)::
 
-    evtwin train --quick                          # or, from Python:
-    python -c "from training.train import train; train(None, 'models', quick=True)"
+    evtwin train --quick --promote                # or, from Python:
+    python -c "from training.train import train; train(None, 'models', quick=True, promote=True)"
 
 Then, in an agent::
 
     from models.features import features_from_records
     from models.scorer import Scorer, fingerprint
 
-    scorer = Scorer.load(model_dir)               # ModelError if missing or features differ
+    scorer = Scorer.load(model_dir)               # the current version; ModelError if none or features differ
     out = scorer.score(features_from_records(batch))
     out["rul_p50"], out["failure_probability"], out["anomaly_score"], scorer.version
     if fingerprint(model_dir) != scorer.fingerprint: scorer = Scorer.load(model_dir)  # hot reload
 
-``score`` makes one ``Booster.inplace_predict`` call per model per batch (single-threaded boosters:
-scale out with replicas, not threads) and one ``score_samples`` call when the IsolationForest is
-the selected anomaly detector. Full training: ``evtwin train`` (see ``training/``).
+``model_dir`` is a registry root (``models.registry``: loads its ``current`` version), a version
+directory, or a model in the old flat layout. ``score`` makes one ``Booster.inplace_predict`` call
+per model per batch (single-threaded boosters: scale out with replicas, not threads) and one
+``score_samples`` call when the IsolationForest is the selected anomaly detector. Full training:
+``evtwin train`` (see ``training/``).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import numpy as np
 
 from models.errors import FeatureMismatchError, ModelError
 from models.features import FEATURE_NAMES, features_from_records
-from models.registry import DEFAULT_MODEL_DIR, FEATURES_FILE, fingerprint, load_artifacts
+from models.registry import FEATURES_FILE, fingerprint, load_model
 
 RUL_FILE = "rul_xgb_model.joblib"
 FAILURE_FILE = "failure_xgb_model.joblib"
@@ -81,10 +84,14 @@ class Scorer:
         feature_names: Features the models take, in column order (== ``FEATURE_NAMES``).
         fingerprint: :func:`fingerprint` of the directory when loaded (compare to detect a new model).
         card: The model card (metrics, dataset hash, creation time).
+        registry_version: The registry version it was loaded as (``v3``), or None (a model directory
+            outside a registry).
     """
 
-    def __init__(self, card: Mapping[str, Any], objects: Mapping[str, Any], model_fingerprint: str) -> None:
+    def __init__(self, card: Mapping[str, Any], objects: Mapping[str, Any], model_fingerprint: str,
+                 registry_version: str | None = None) -> None:
         self.card = dict(card)
+        self.registry_version = registry_version
         self.version: str = str(card.get("version", "unknown"))
         self.feature_names: tuple[str, ...] = tuple(objects[FEATURES_FILE])
         self.fingerprint = model_fingerprint
@@ -102,17 +109,17 @@ class Scorer:
             self._iforest = IForestDetector(objects[IFOREST_FILE])
 
     @classmethod
-    def load(cls, model_dir: Path = DEFAULT_MODEL_DIR) -> Scorer:
-        """Load and verify the artifacts of ``model_dir``.
+    def load(cls, model_dir: Path) -> Scorer:
+        """Load and verify the current model of ``model_dir`` (see ``models.registry.locate``).
 
         Raises:
-            ModelNotFoundError: If no model is there (the message says how to train one).
+            ModelNotFoundError: If no model is there, or none is current (the message says how to
+                train or promote one).
             FeatureMismatchError: If the stored feature names differ from ``FEATURE_NAMES``.
             ModelError: On any other unreadable or inconsistent artifact.
         """
-        model_dir = Path(model_dir)
-        fp = fingerprint(model_dir) or ""
-        card, objects = load_artifacts(model_dir, ARTIFACT_FILES)
+        loaded = load_model(Path(model_dir), ARTIFACT_FILES)
+        model_dir, card, objects = loaded.path, loaded.card, loaded.objects
         stored = tuple(objects.get(FEATURES_FILE, card.get("feature_names", ())))
         if stored != FEATURE_NAMES:
             extra = sorted(set(stored) - set(FEATURE_NAMES))
@@ -126,7 +133,7 @@ class Scorer:
         if absent:
             raise ModelError(f"the model in {model_dir} lacks {absent}; retrain it with `evtwin train`")
         objects = dict(objects, **{FEATURES_FILE: stored})
-        return cls(card, objects, fp)
+        return cls(card, objects, loaded.fingerprint, loaded.version)
 
     def score(self, X: np.ndarray) -> dict[str, np.ndarray]:
         """Score a batch of feature rows.
