@@ -1,9 +1,10 @@
-"""MLflow logging: params, metrics, plots and models; registration with the alias ``champion``.
+"""MLflow logging: params, metrics, plots and models; registration; the alias ``champion``.
 
-Import this module only inside functions (``training.train`` does): it imports MLflow, which is slow
-to import and which the live agents never need.
+Import this module only inside functions (``training.train`` and ``training.promotion`` do): it
+imports MLflow, which is slow to import and which the live agents never need.
 
-Registered models (each new version gets the alias ``champion``):
+Registered models (training registers a new version of each; the alias ``champion`` moves only when
+a version is promoted, see ``training.promotion``):
 
 - ``ev-twin``: the whole model directory as a pyfunc (``Scorer`` inside); input = a DataFrame of
   ``FEATURE_NAMES``, output = the five score columns. Its version names the model: ``ev-twin@<n>``.
@@ -14,8 +15,9 @@ Registered models (each new version gets the alias ``champion``):
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ with warnings.catch_warnings():  # MLflow warns about its own type hints while i
     import mlflow.pyfunc
     import mlflow.sklearn
     import mlflow.xgboost
+    from mlflow.exceptions import MlflowException
     from mlflow.models import infer_signature
 
 from models.features import FEATURE_NAMES
@@ -40,9 +43,15 @@ ALIAS = "champion"
 _XGB = "xgboost-cpu|xgboost"
 
 
-def default_tracking_uri(state_dir: Path) -> str:
-    """``sqlite:///<state_dir>/mlflow/mlflow.db`` (the embedded default)."""
-    return f"sqlite:///{(Path(state_dir) / 'mlflow' / 'mlflow.db').resolve()}"
+@dataclass(frozen=True)
+class LoggedRun:
+    """What :func:`log_run` logged: the run, and the registered version of each model."""
+
+    run_id: str
+    version: str
+    """``ev-twin@<n>``: the registered version of the whole model."""
+    registered: dict[str, str]
+    """Registered model name -> its new version (``ev-twin``, ``ev-twin-rul``, ...)."""
 
 
 class ScorerModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defined]
@@ -105,10 +114,8 @@ def _requirements(*packages: str) -> list[str]:
 
 
 def _register(model_uri: str, name: str) -> str:
-    """Register ``model_uri`` as ``name``, alias it champion; return the version."""
-    mv = mlflow.register_model(model_uri, name)
-    mlflow.MlflowClient().set_registered_model_alias(name, ALIAS, mv.version)
-    return str(mv.version)
+    """Register ``model_uri`` as ``name`` (no alias: promotion sets it); return the version."""
+    return str(mlflow.register_model(model_uri, name).version)
 
 
 def _log_components(objects: dict[str, Any], detector: str, example: pd.DataFrame) -> dict[str, str]:
@@ -131,15 +138,18 @@ def _log_components(objects: dict[str, Any], detector: str, example: pd.DataFram
         bundle = objects[IFOREST_FILE]
         Xf = example.fillna(pd.Series(bundle["fill"], index=example.columns))
         sig = infer_signature(Xf, bundle["model"].score_samples(Xf.to_numpy()))
+        # skops (MLflow's default format) refuses the trees' node storage unless told it is trusted:
+        # it is, we just fitted it.
         info = mlflow.sklearn.log_model(bundle["model"], name="anomaly", signature=sig, input_example=Xf.head(5),
-                                        pip_requirements=_requirements("scikit-learn"))
+                                        pip_requirements=_requirements("scikit-learn"),
+                                        skops_trusted_types=["sklearn.tree._tree.Tree"])
         uris["anomaly"] = info.model_uri
     return uris
 
 
 def log_run(tracking_uri: str, objects: dict[str, Any], card: dict[str, Any], metrics: dict[str, float],
-            staged_dir: Path, plot_dir: Path | None, example: np.ndarray) -> tuple[str, str]:
-    """Log one training run and register its models with the alias ``champion``.
+            staged_dir: Path, plot_dir: Path | None, example: np.ndarray) -> LoggedRun:
+    """Log one training run and register its models (a new version of each, no alias).
 
     Args:
         tracking_uri: MLflow tracking URI (``sqlite:///...`` or a server URL).
@@ -151,7 +161,7 @@ def log_run(tracking_uri: str, objects: dict[str, Any], card: dict[str, Any], me
         example: A few feature rows (input example and signature).
 
     Returns:
-        ``(run_id, version)`` with version ``ev-twin@<registered version>``.
+        The run id and the registered versions.
 
     Raises:
         TrainingError: If MLflow fails (the message names the tracking URI).
@@ -166,7 +176,7 @@ def log_run(tracking_uri: str, objects: dict[str, Any], card: dict[str, Any], me
 
 
 def _log_run(tracking_uri: str, objects: dict[str, Any], card: dict[str, Any], metrics: dict[str, float],
-             staged_dir: Path, plot_dir: Path | None, example: np.ndarray) -> tuple[str, str]:
+             staged_dir: Path, plot_dir: Path | None, example: np.ndarray) -> LoggedRun:
     experiment_id = _experiment(tracking_uri)
     frame = pd.DataFrame(example, columns=list(FEATURE_NAMES))
     params = {f"hp_{k}": v for k, v in card["hyperparameters"].items()}
@@ -186,10 +196,74 @@ def _log_run(tracking_uri: str, objects: dict[str, Any], card: dict[str, Any], m
                                 input_example=frame.head(5),
                                 pip_requirements=_requirements(_XGB, "scikit-learn", "numpy", "pandas", "joblib"))
         run_id = run.info.run_id
-    version = _register(info.model_uri, MODEL_NAME)
+    registered = {MODEL_NAME: _register(info.model_uri, MODEL_NAME)}
     for part, uri in uris.items():
-        _register(uri, f"{MODEL_NAME}-{part}")
-    return run_id, f"{MODEL_NAME}@{version}"
+        registered[f"{MODEL_NAME}-{part}"] = _register(uri, f"{MODEL_NAME}-{part}")
+    return LoggedRun(run_id, f"{MODEL_NAME}@{registered[MODEL_NAME]}", registered)
+
+
+def _client(tracking_uri: str) -> Any:
+    """A client of the registry at ``tracking_uri``; refuses a SQLite file that does not exist (it
+    would create an empty store)."""
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
+        raise TrainingError(f"no MLflow store at {tracking_uri}")
+    return mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def set_champion(tracking_uri: str, registered: Mapping[str, str], run_id: str | None) -> None:
+    """Point the alias ``champion`` of each registered model at the version in ``registered``.
+
+    Args:
+        tracking_uri: The MLflow tracking URI.
+        registered: Registered model name -> version (as :class:`LoggedRun` records it).
+        run_id: The run that logged them: a version from another run (another tracking server than
+            the one the model was trained against) is refused.
+
+    Raises:
+        TrainingError: If MLflow fails or a version is not the one ``run_id`` logged; no alias moved.
+    """
+    try:
+        with _quiet():
+            client = _client(tracking_uri)
+            for name, version in registered.items():
+                found = client.get_model_version(name, str(version)).run_id
+                if run_id and found != run_id:
+                    raise TrainingError(f"{name} version {version} at {tracking_uri} comes from run "
+                                        f"{found}, not {run_id}: another tracking server?")
+            for name, version in registered.items():
+                client.set_registered_model_alias(name, ALIAS, str(version))
+    except TrainingError:
+        raise
+    except Exception as exc:
+        raise TrainingError(f"MLflow at {tracking_uri}: {exc}") from exc
+
+
+def clear_champion(tracking_uri: str, registered: Mapping[str, str]) -> list[str]:
+    """Remove the alias ``champion`` from the registered models where it points at these versions.
+
+    Returns:
+        The models it was removed from.
+
+    Raises:
+        TrainingError: If MLflow fails.
+    """
+    removed = []
+    try:
+        with _quiet():
+            client = _client(tracking_uri)
+            for name, version in registered.items():
+                try:
+                    aliased = client.get_model_version_by_alias(name, ALIAS).version
+                except MlflowException:
+                    continue  # no such alias (or model)
+                if str(aliased) == str(version):
+                    client.delete_registered_model_alias(name, ALIAS)
+                    removed.append(name)
+    except TrainingError:
+        raise
+    except Exception as exc:
+        raise TrainingError(f"MLflow at {tracking_uri}: {exc}") from exc
+    return removed
 
 
 def _staged_scores(staged_dir: Path, frame: pd.DataFrame) -> pd.DataFrame:
@@ -200,4 +274,5 @@ def _staged_scores(staged_dir: Path, frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(scores)
 
 
-__all__ = ["ALIAS", "EXPERIMENT", "MODEL_NAME", "ScorerModel", "default_tracking_uri", "log_run"]
+__all__ = ["ALIAS", "EXPERIMENT", "LoggedRun", "MODEL_NAME", "ScorerModel", "clear_champion", "log_run",
+           "set_champion"]

@@ -1,14 +1,17 @@
-"""Train, evaluate on held-out batteries, save atomically and (optionally) log to MLflow.
+"""Train, evaluate on held-out batteries, add the model to the registry and (optionally) log to MLflow.
 
 ``train(None, "models", quick=True)`` simulates a small fleet in memory and writes a usable model in
 well under a minute; ``train(path, "models")`` trains on a dataset file or directory (the generated
-fleet or the Kaggle CSV). Metrics are measured with the serving path itself (``models.scorer.Scorer``
-on ``models.features`` inputs) on batteries the models never saw.
+fleet or the Kaggle CSV). Each run adds a new version to the model registry at the given directory
+(``models.registry``) as a *candidate*; ``promote=True`` also makes it current (workers switch to
+it), as does ``training.promotion.promote`` later. Metrics are measured with the serving path itself
+(``models.scorer.Scorer`` on ``models.features`` inputs) on batteries the models never saw.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from models.features import FEATURE_NAMES
-from models.registry import FEATURES_FILE, save_artifacts
+from models.registry import FEATURES_FILE, add_version, save_artifacts
 from models.scorer import (
     ANOMALY_XGB_FILE,
     CALIBRATOR_FILE,
@@ -30,17 +33,31 @@ from models.scorer import (
     Scorer,
 )
 from training import data, evaluate, fit
-from training.errors import TrainingDataError
+from training.errors import TrainingDataError, TrainingError
+from training.promotion import PromotionResult
+from training.promotion import promote as make_current
 
 STEPS: tuple[str, ...] = ("data", "split", "rul", "failure", "anomaly", "evaluate", "mlflow", "save")
-"""Stages reported to ``on_step`` (in order)."""
+"""Stages reported to ``on_step`` (in order; ``save`` adds the version and, if asked, promotes it)."""
 DEFAULT_BATTERIES = 500
 """Batteries generated when no dataset is given (full run)."""
 
 
 @dataclass
 class TrainResult:
-    """Outcome of :func:`train`: where the model went, its version, held-out metrics, MLflow run."""
+    """Outcome of :func:`train`.
+
+    Attributes:
+        model_dir: The new version's directory (a complete model).
+        version: The model's own version (``ev-twin@<n>`` when logged to MLflow, else
+            ``file:<sha256[:12]>``); predictions carry it as ``model_version``.
+        metrics: Held-out metrics.
+        card: The model card as written.
+        run_id: The MLflow run, or None.
+        seconds: Wall time of the run.
+        registry_version: Its name in the registry (``v3``).
+        promotion: What promoting it did (``promote=True``), else None: it is a candidate.
+    """
 
     model_dir: Path
     version: str
@@ -48,6 +65,8 @@ class TrainResult:
     card: dict[str, Any]
     run_id: str | None
     seconds: float
+    registry_version: str = ""
+    promotion: PromotionResult | None = None
 
 
 def _load_data(dataset: Path | str | data.TrainingData | None, quick: bool, seed: int,
@@ -157,14 +176,11 @@ def _plots(plot_dir: Path, objects: dict[str, Any], td: data.TrainingData, split
     return plot_dir
 
 
-def _log_mlflow(uri: str | None, objects: dict[str, Any], card: dict[str, Any], metrics: dict[str, float],
-                plot_dir: Path | None, example: np.ndarray) -> tuple[str, str]:
-    """Stage the model in a temporary directory, log it to MLflow, return (run_id, version)."""
-    import tempfile
+def _log_mlflow(uri: str, objects: dict[str, Any], card: dict[str, Any], metrics: dict[str, float],
+                plot_dir: Path | None, example: np.ndarray) -> Any:
+    """Stage the model in a temporary directory, log it to MLflow; the ``tracking.LoggedRun``."""
+    from training.tracking import log_run
 
-    from training.tracking import default_tracking_uri, log_run
-
-    uri = uri or default_tracking_uri(Path.cwd() / ".evtwin")
     with tempfile.TemporaryDirectory(prefix="evtwin-stage-") as tmp:
         staged = Path(tmp) / "model"
         save_artifacts(staged, objects, card, metrics)
@@ -173,21 +189,24 @@ def _log_mlflow(uri: str | None, objects: dict[str, Any], card: dict[str, Any], 
 
 def train(dataset: Path | str | data.TrainingData | None, out_dir: Path | str, quick: bool = False, *,
           seed: int = 0, batteries: int | None = None, hp: fit.HyperParams | None = None,
-          tracking_uri: str | None = None, log_mlflow: bool = False,
+          tracking_uri: str | None = None, log_mlflow: bool = False, promote: bool = False,
           on_step: Callable[[str], None] | None = None) -> TrainResult:
-    """Train every model, evaluate it on held-out batteries and write the artifacts into ``out_dir``.
+    """Train every model, evaluate it on held-out batteries and add it to the registry ``out_dir``.
 
     Args:
         dataset: Dataset file or directory (generated fleet or Kaggle CSV), or data already loaded
             (``training.data.TrainingData``); None = simulate a fleet in memory (``batteries``
             packs; 80 with ``quick``, else 500).
-        out_dir: Model directory (``models/`` for the live agents); written atomically.
+        out_dir: Model registry (``EVTWIN_MODEL_DIR`` for the live agents): the model becomes a new
+            version there (``versions/v<n>/``, written atomically), a candidate.
         quick: Small, coarser simulated fleet and fewer trees: a usable model in < 1 min.
         seed: Seed of the simulation, the split and the models.
         batteries: Packs to simulate when ``dataset`` is None.
         hp: Hyper-parameters (default ``fit.QUICK`` with ``quick``, else ``fit.HyperParams()``).
-        tracking_uri: MLflow tracking URI (used when ``log_mlflow``).
-        log_mlflow: Log params, metrics, plots and models to MLflow; register them, alias champion.
+        tracking_uri: MLflow tracking URI; required with ``log_mlflow``, and where a promotion
+            moves the alias ``champion``.
+        log_mlflow: Log params, metrics, plots and models to MLflow and register them (no alias).
+        promote: Make the new version current (and, when logged, alias it ``champion``).
         on_step: Called with each stage name of :data:`STEPS` as it starts (progress display).
 
     Returns:
@@ -195,8 +214,12 @@ def train(dataset: Path | str | data.TrainingData | None, out_dir: Path | str, q
 
     Raises:
         TrainingDataError: If the dataset is absent or unusable.
+        TrainingError: If ``log_mlflow`` without a ``tracking_uri``, or MLflow fails.
         ModelError: If the artifacts cannot be written.
     """
+    if log_mlflow and not tracking_uri:
+        raise TrainingError("log_mlflow needs a tracking_uri (the CLI passes EVTWIN_MLFLOW_TRACKING_URI "
+                            "or its default)")
     start = time.perf_counter()
     step = on_step or (lambda _name: None)
     hp = hp or (fit.QUICK if quick else fit.HyperParams())
@@ -214,15 +237,22 @@ def train(dataset: Path | str | data.TrainingData | None, out_dir: Path | str, q
     scorer = Scorer(card, objects, "")
     metrics, _ = _evaluate(scorer, objects, td, split)
     card["metrics"] = metrics
-    plot_dir = _plots(Path(out_dir) / "artifacts", objects, td, split, card)
-    run_id = None
-    step("mlflow")
-    if log_mlflow:
-        run_id, card["version"] = _log_mlflow(tracking_uri, objects, card, metrics, plot_dir, td.X[split.test[:200]])
-        card["mlflow_run_id"] = run_id
-    step("save")
-    card = save_artifacts(Path(out_dir), objects, card, metrics)
-    return TrainResult(Path(out_dir), card["version"], metrics, card, run_id, time.perf_counter() - start)
+    with tempfile.TemporaryDirectory(prefix="evtwin-plots-") as tmp:
+        plot_dir = _plots(Path(tmp), objects, td, split, card)
+        run_id = None
+        step("mlflow")
+        if log_mlflow:
+            assert tracking_uri is not None
+            logged = _log_mlflow(tracking_uri, objects, card, metrics, plot_dir, td.X[split.test[:200]])
+            run_id, card["version"] = logged.run_id, logged.version
+            card["mlflow_run_id"], card["mlflow_registered"] = run_id, logged.registered
+        step("save")
+        version = add_version(Path(out_dir), objects, card, metrics, attachments=plot_dir)
+    promotion = None
+    if promote:
+        promotion = make_current(Path(out_dir), version.name, tracking_uri=tracking_uri)
+    return TrainResult(version.path, version.model_version, metrics, version.card, run_id,
+                       time.perf_counter() - start, version.name, promotion)
 
 
 __all__ = ["STEPS", "TrainResult", "train"]

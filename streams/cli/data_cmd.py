@@ -11,6 +11,9 @@ from typing import Any
 from streams.cli import CliError
 from streams.settings import REPO_ROOT, Settings
 
+DEFAULT_DATASET_DIR = REPO_ROOT / "datasets" / "generated"
+"""Where ``evtwin dataset generate`` writes, and where ``evtwin train`` looks, by default."""
+
 
 def register(sub: Any, opt: Any) -> None:
     p = sub.add_parser("dataset", help="generate or inspect training data",
@@ -22,7 +25,7 @@ def register(sub: Any, opt: Any) -> None:
     opt.env(g, "--batteries", "EVTWIN_DATASET_BATTERIES", "packs to simulate", default=500, type=int)
     opt.env(g, "--seed", "EVTWIN_DATASET_SEED", "random seed (same seed, same data)", default=7, type=int)
     opt.env(g, "--out", "EVTWIN_DATASET_DIR", "output directory",
-            default=str(REPO_ROOT / "datasets" / "generated"), type=str)
+            default=str(DEFAULT_DATASET_DIR), type=str)
     opt.flag(g, "--csv", "EVTWIN_DATASET_CSV", "also write CSV beside the Parquet file")
     opt.flag(g, "--quiet", "EVTWIN_DATASET_QUIET", "no progress bar")
     g.set_defaults(handler=run_generate)

@@ -17,6 +17,7 @@ from connectors.embedded.process import ManagedProcess, stop_all
 from connectors.embedded.stack import EmbeddedStack
 from connectors.endpoints import Endpoints
 from connectors.kafka import ensure_topics, list_topics
+from streams.cli import CliError
 from streams.settings import REPO_ROOT, Settings
 from streams.topics import topic_specs
 
@@ -215,20 +216,32 @@ def _live_view(settings: Settings, endpoints: Endpoints) -> Any:
 
 
 def ensure_model(settings: Settings, console: Console) -> None:
-    """Train a small, quick model on first run when ``EVTWIN_MODEL_DIR`` has none; reuse it after."""
-    from models.errors import ModelError
+    """Train a small, quick model on first run when ``EVTWIN_MODEL_DIR`` has none, and make it
+    current; reuse the current one after.
+
+    Raises:
+        CliError: If the registry has candidates but none is current (promoting one is the user's
+            call, not a quick model's).
+    """
+    from models.errors import ModelError, ModelNotFoundError
+    from models.registry import latest_candidate
     from models.scorer import Scorer
 
     try:
         Scorer.load(settings.model_dir)
         return
+    except ModelNotFoundError:
+        candidate = latest_candidate(settings.model_dir)
+        if candidate is not None:
+            raise CliError(f"no current model in {settings.model_dir}, but {candidate.name} is a "
+                           f"candidate: make it current with `evtwin model promote {candidate.name}`") from None
     except ModelError:
         pass
     console.print(f"No model in {settings.model_dir} yet: training a small, quick one "
-                  "(full training: `evtwin train`)…")
+                  "(full training: `evtwin train --promote`)…")
     from training.train import train
 
-    train(None, settings.model_dir, quick=True)
+    train(None, settings.model_dir, quick=True, promote=True)
 
 
 def run_services(args: argparse.Namespace, settings: Settings) -> int:

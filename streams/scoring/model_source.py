@@ -1,9 +1,11 @@
 """Where score workers get their model, and how they notice a new one (hot reload).
 
-The source is the model directory (``EVTWIN_MODEL_DIR``, default ``models/``) that ``evtwin train``
-writes atomically. Workers poll a cheap fingerprint every ``EVTWIN_MODEL_POLL_S`` seconds and load
-a new :class:`models.scorer.Scorer` only when it changed; a model that fails to load is logged and
-the current one stays in service.
+The source is the model registry (``EVTWIN_MODEL_DIR``, see ``models.registry``): workers load its
+``current`` version, never a candidate. Every ``EVTWIN_MODEL_POLL_S`` seconds they read a cheap
+fingerprint (the pointer and one model card) and load a new :class:`models.scorer.Scorer` only when
+it changed — that is, when ``evtwin model promote``/``rollback`` (or ``evtwin train --promote``)
+moved the pointer. A model that fails to load is logged and the one in service stays. A model
+directory in the old flat layout is one implicit current version.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 class ModelSource:
-    """Loads the current model and polls for a newer one."""
+    """Loads the current model and polls for a newly promoted one."""
 
     def __init__(self, settings: Settings) -> None:
         self.model_dir = settings.model_dir
@@ -28,18 +30,18 @@ class ModelSource:
         """The model in service, loaded on first use.
 
         Raises:
-            models.errors.ModelError: when there is no usable model (the message says how to
-                train one).
+            models.errors.ModelError: when there is no usable current model (the message says how
+                to train or promote one).
         """
         if self._scorer is None:
-            from models.scorer import Scorer, fingerprint
+            from models.scorer import Scorer
 
-            self._fingerprint = fingerprint(self.model_dir)
             self._scorer = Scorer.load(self.model_dir)
+            self._fingerprint = self._scorer.fingerprint
         return self._scorer
 
     def poll(self) -> Any | None:
-        """Return a newly promoted model, or ``None`` when the model has not changed."""
+        """Return the newly current model, or ``None`` when the current one has not changed."""
         from models.errors import ModelError
         from models.scorer import Scorer, fingerprint
 
@@ -56,7 +58,7 @@ class ModelSource:
                         getattr(self._scorer, "version", "?"), exc)
             self._fingerprint = fp
             return None
-        self._fingerprint, self._scorer = fp, scorer
+        self._fingerprint, self._scorer = scorer.fingerprint, scorer
         return scorer
 
 

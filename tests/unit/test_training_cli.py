@@ -33,7 +33,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_train_on_a_dataset_with_env_defaults(tmp_path: Path, dataset: Path) -> None:
     env = {"EVTWIN_TRAIN_OUT": str(tmp_path / "m"), "EVTWIN_TRAIN_NO_MLFLOW": "1", "EVTWIN_TRAIN_QUIET": "1",
-           "EVTWIN_TRAIN_QUICK": "1"}
+           "EVTWIN_TRAIN_QUICK": "1", "EVTWIN_TRAIN_PROMOTE": "1"}
     assert _run(["train", "--dataset", str(dataset)], env) == 0
     scorer = Scorer.load(tmp_path / "m")
     assert scorer.version.startswith("file:") and scorer.card["dataset"]["source"] == str(dataset)
