@@ -20,8 +20,6 @@ def register(sub: Any, opt: Any) -> None:
     opt.setting(p, "--metrics-port", "metrics_port", "Prometheus /metrics port; 0 = none", type=int)
     opt.env(p, "--kind", "EVTWIN_SINK_KIND", "which sink to run (one consumer group per kind): "
             + ", ".join(SINK_KINDS), default="database", choices=list(SINK_KINDS))
-    opt.env(p, "--app-id", "EVTWIN_SINK_APP_ID", "consumer group; default the kind's "
-            "(EVTWIN_SINK_APP_ID / EVTWIN_BRIDGE_APP_ID)", default=None)
     p.set_defaults(handler=run_sink_cmd)
 
     p = sub.add_parser("mqtt-bridge", help="publish twin state and alerts to MQTT",
@@ -34,17 +32,19 @@ def register(sub: Any, opt: Any) -> None:
 
 
 def run_sink_cmd(args: argparse.Namespace, settings: Settings) -> int:
-    return _run(args.kind, args.app_id, settings)
+    return _run(args.kind, settings)
 
 
 def run_bridge_cmd(args: argparse.Namespace, settings: Settings) -> int:
-    return _run("mqtt", None, settings)
+    return _run("mqtt", settings)
 
 
-def _run(kind: str, app_id: str | None, settings: Settings) -> int:
+def _run(kind: str, settings: Settings) -> int:
+    """Run the sink of ``kind`` in its own consumer group: EVTWIN_SINK_APP_ID for the database,
+    EVTWIN_BRIDGE_APP_ID for MQTT, ``evtwin-sink-<kind>`` for any other."""
     from streams.sinks.app import make_sink, run_sinks
 
     groups = {"database": settings.sink_app_id, "mqtt": settings.bridge_app_id}
     endpoints = resolve_endpoints(settings)
     sink = make_sink(kind, settings, endpoints)
-    return run_sinks(settings, endpoints, app_id or groups.get(kind, f"evtwin-sink-{kind}"), [sink])
+    return run_sinks(settings, endpoints, groups.get(kind, f"evtwin-sink-{kind}"), [sink])
