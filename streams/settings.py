@@ -136,6 +136,23 @@ class Settings(BaseSettings):
         60.0, ge=0, description="Open telemetry_gap when a battery sends nothing for this long (event "
         "time of its partition), s; 0 = off.")
 
+    # --- Supervision (evtwin up restarts a pipeline process that exits after start-up).
+    supervise_startup_s: float = Field(
+        15.0, gt=0, description="A pipeline process is started once alive this long; an exit before "
+        "that stops evtwin up, s.")
+    supervise_backoff_s: float = Field(
+        1.0, gt=0, description="Wait before restarting a process; doubled for each further exit "
+        "within the window, s.")
+    supervise_backoff_max_s: float = Field(30.0, gt=0, description="Longest wait before a restart, s.")
+    supervise_max_restarts: int = Field(
+        5, ge=0, description="Restarts of one process within the window; one more exit stops "
+        "evtwin up (0 = never restart).")
+    supervise_window_s: float = Field(300.0, gt=0, description="Window of supervise_max_restarts, s.")
+    supervisor_metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="Prometheus port of evtwin up itself (process restarts); "
+        "default the port after the MQTT bridge's (metrics_port + workers + 2), none when "
+        "metrics_port is 0; 0 = none.")
+
     # --- Logging.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["plain", "json"] = "plain"

@@ -1,4 +1,10 @@
-"""``evtwin services`` and ``evtwin up``: run the embedded stack (and the pipeline) until Ctrl-C."""
+"""``evtwin services`` and ``evtwin up``: run the embedded stack (and the pipeline) until Ctrl-C.
+
+``up`` supervises the pipeline's processes: one that exits after start-up is restarted with
+backoff (``EVTWIN_SUPERVISE_*``), counted in ``evtwin_process_restarts_total`` on ``up``'s own
+metrics endpoint and in the live view; a failure at start-up, or too many restarts, stops ``up``.
+The embedded services are not restarted: a service that dies stops ``up``.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +19,13 @@ from rich.console import Console
 from rich.table import Table
 
 from connectors import ServiceStartError
-from connectors.embedded.process import ManagedProcess, stop_all
+from connectors.embedded.process import (
+    ManagedProcess,
+    RestartPolicy,
+    SupervisionError,
+    Supervisor,
+    stop_all,
+)
 from connectors.embedded.stack import EmbeddedStack
 from connectors.endpoints import Endpoints
 from connectors.kafka import ensure_topics, list_topics
@@ -58,8 +70,10 @@ def register(sub: Any, opt: Any) -> None:
         p.set_defaults(handler=handler)
 
 
-class _Stop(Exception):
-    """Raised in the main thread by SIGINT (Ctrl-C), SIGTERM or SIGHUP: one shutdown path."""
+class _Stop(BaseException):
+    """Raised in the main thread by SIGINT (Ctrl-C), SIGTERM or SIGHUP: one shutdown path. A
+    BaseException, like KeyboardInterrupt, so that no ``except Exception`` it passes through (a
+    client library's, a readiness probe's) swallows it."""
 
 
 def _install_sigterm() -> None:
@@ -113,27 +127,102 @@ def _print_topics(console: Console, bootstrap: str) -> None:
     console.print(table)
 
 
-def _watch(procs: list[ManagedProcess], exit_after: float, view: Any = None,
-           console: Console | None = None) -> None:
-    """Block until Ctrl-C, SIGTERM, ``exit_after`` seconds, or a process dying; refresh the
-    live view (if any) every second."""
+def _watch(supervisor: Supervisor | None, services: list[ManagedProcess], exit_after: float,
+           view: Any = None, console: Console | None = None, groups: Any = None) -> None:
+    """Block until Ctrl-C, SIGTERM, ``exit_after`` seconds, a service dying or the supervisor
+    giving up; poll the supervisor five times a second, let the group watch (noida-db only) look
+    at the consumer groups, and refresh the live view (if any) every second.
+
+    Raises:
+        SupervisionError: An embedded service exited, or the supervisor gave up on a process.
+    """
     from rich.live import Live
 
     deadline = time.monotonic() + exit_after if exit_after > 0 else None
     live = Live(console=console, auto_refresh=False) if view is not None else None
     if live is not None:
         live.start()
+    next_render = 0.0
     try:
         while deadline is None or time.monotonic() < deadline:
-            for proc in procs:
-                if not proc.running():
-                    proc.fail_if_exited()
-            if live is not None:
+            for proc in services:  # the pipeline needs them: no restart, stop with the reason
+                if proc.returncode() is not None:
+                    raise SupervisionError(proc.failure("unexpectedly"))
+            if supervisor is not None:
+                supervisor.poll()
+            if groups is not None:
+                groups.check()
+            if live is not None and time.monotonic() >= next_render:
                 live.update(view.render(view.snapshot()), refresh=True)
-            time.sleep(1.0 if live is not None else 0.2)
+                next_render = time.monotonic() + 1.0
+            time.sleep(0.2)
     finally:
         if live is not None:
             live.stop()
+
+
+def _restart_policy(settings: Settings) -> RestartPolicy:
+    return RestartPolicy(startup_s=settings.supervise_startup_s, backoff_s=settings.supervise_backoff_s,
+                         backoff_max_s=settings.supervise_backoff_max_s,
+                         max_restarts=settings.supervise_max_restarts, window_s=settings.supervise_window_s)
+
+
+def _supervisor_metrics_port(settings: Settings) -> int:
+    """``up``'s own Prometheus port: the setting, else the one after the MQTT bridge's (0 = none)."""
+    if settings.supervisor_metrics_port is not None:
+        return settings.supervisor_metrics_port
+    return settings.metrics_port + settings.workers + 2 if settings.metrics_port else 0
+
+
+_restarts_counter: Any = None
+
+
+def _restarts_metric() -> Any:
+    """``evtwin_process_restarts_total{process}``, registered once per process."""
+    global _restarts_counter
+    if _restarts_counter is None:
+        from prometheus_client import Counter
+
+        _restarts_counter = Counter("evtwin_process_restarts",
+                                    "Pipeline processes of evtwin up restarted after an unexpected exit",
+                                    ["process"])
+    return _restarts_counter
+
+
+def _serve_supervisor_metrics(port: int) -> None:
+    from prometheus_client import start_http_server
+
+    try:
+        start_http_server(port)
+    except OSError as exc:
+        raise ServiceStartError(
+            f"evtwin up metrics: cannot listen on port {port} ({exc.strerror}); stop what uses it, "
+            "or set EVTWIN_SUPERVISOR_METRICS_PORT to another port (0 = none)") from None
+
+
+def _process_label(proc: ManagedProcess) -> str:
+    """The ``process`` label of a pipeline process: its log file's name (worker-1, sink, …)."""
+    return proc.log_file.stem
+
+
+def _group_of(settings: Settings, proc: ManagedProcess) -> str | None:
+    """The consumer group a pipeline process is a member of, if any."""
+    label = _process_label(proc)
+    if label.startswith("worker-"):
+        return settings.app_id
+    return {"sink": settings.sink_app_id, "mqtt-bridge": settings.bridge_app_id}.get(label)
+
+
+def _group_watch(settings: Settings, bootstrap: str, procs: list[ManagedProcess], report: Any) -> Any:
+    """On the embedded noida-db, which never drops a member that stopped talking to it: a
+    :class:`connectors.embedded.groups.GroupWatch` of the pipeline's consumer groups. ``None`` on
+    any other broker (their session and rebalance timeouts do it)."""
+    if settings.kafka_bootstrap_servers is not None or settings.kafka_broker != "noida":
+        return None
+    from connectors.embedded.groups import GroupWatch
+
+    groups = [g for g in (_group_of(settings, p) for p in procs) if g is not None]
+    return GroupWatch(bootstrap, groups, report=report)
 
 
 def _pipeline(settings: Settings, args: argparse.Namespace, procs: list[ManagedProcess]) -> None:
@@ -176,7 +265,14 @@ def _run(args: argparse.Namespace, settings: Settings, with_pipeline: bool) -> i
     _install_sigterm()
     stack = EmbeddedStack(settings)
     procs: list[ManagedProcess] = []
+    supervisor: Supervisor | None = None
+    groups: Any = None
     view = None
+
+    def report(line: str) -> None:  # above the live view, one line whatever the terminal's width
+        console.print(f"{time.strftime('%H:%M:%S')} {line}", style="yellow", markup=False,
+                      highlight=False, soft_wrap=True)
+
     try:
         endpoints = stack.start()
         _print_endpoints(console, stack, endpoints, settings)
@@ -185,34 +281,56 @@ def _run(args: argparse.Namespace, settings: Settings, with_pipeline: bool) -> i
                           settings.topic_replication_factor)
             _print_topics(console, endpoints.kafka_bootstrap_servers)
             ensure_model(settings, console)
+            metrics_port = _supervisor_metrics_port(settings)
+            if metrics_port:
+                _serve_supervisor_metrics(metrics_port)
             _pipeline(settings, args, procs)
+            restarts = _restarts_metric()
+            for proc in procs:
+                restarts.labels(_process_label(proc))  # every series exists from the start, at 0
+            groups = _group_watch(settings, endpoints.kafka_bootstrap_servers, procs, report)
+
+            def on_exit(proc: ManagedProcess) -> None:  # its partitions go to the live members now
+                group = _group_of(settings, proc)
+                if groups is not None and group is not None:
+                    groups.clear(group, f"{proc.name} died in it")
+
+            supervisor = Supervisor(procs, _restart_policy(settings), report=report, on_exit=on_exit,
+                                    on_restart=lambda p: restarts.labels(_process_label(p)).inc())
             console.print(f"Pipeline: {', '.join(p.name for p in procs)} (logs in "
-                          f"{settings.state_dir / 'logs'}). Watch it with "
-                          "`evtwin topics consume ev.predictions.v1 --follow`.")
+                          f"{settings.state_dir / 'logs'}; restarted when they exit"
+                          + (f", restarts on http://127.0.0.1:{metrics_port}/metrics" if metrics_port else "")
+                          + "). Watch it with `evtwin topics consume ev.predictions.v1 --follow`.")
             if not args.no_live:
-                view = _live_view(settings, endpoints)
+                view = _live_view(settings, endpoints, supervisor)
         console.print("Running. Press Ctrl-C to stop.")
-        _watch([*procs, *(s.proc for s in stack.services if getattr(s, "proc", None))],
-               args.exit_after, view, console)
+        _watch(supervisor, [s.proc for s in stack.services if getattr(s, "proc", None)],
+               args.exit_after, view, console, groups)
     except (KeyboardInterrupt, _Stop):
         console.print("Stopping…")
+    except SupervisionError:
+        console.print("Stopping everything: a process failed (see below).")
+        raise
     except ServiceStartError:
         raise
     finally:
         if view is not None:
             view.close()
+        if groups is not None:
+            groups.close()
         stop_all(procs)  # together: a shutdown takes the slowest process's time, not the sum
         stack.stop()
     console.print("Stopped; no service left running.")
     return 0
 
 
-def _live_view(settings: Settings, endpoints: Endpoints) -> Any:
+def _live_view(settings: Settings, endpoints: Endpoints, supervisor: Supervisor) -> Any:
     from streams.tools.liveview import LiveView
 
     urls = [f"http://127.0.0.1:{settings.metrics_port + i}/metrics"
             for i in range(settings.workers)] if settings.metrics_port else []
-    return LiveView(endpoints.kafka_bootstrap_servers, settings.app_id, settings.topic_partitions, urls)
+    return LiveView(endpoints.kafka_bootstrap_servers, settings.app_id, settings.topic_partitions, urls,
+                    restarts=supervisor.restarts)
 
 
 def ensure_model(settings: Settings, console: Console) -> None:

@@ -2,14 +2,15 @@
 SoH/RUL distribution, refreshed in place.
 
 It reads only what any operator could: topic end offsets and the group's committed offsets from
-the broker, alert records from ``ev.alerts.v1``, and the workers' Prometheus endpoints.
+the broker, alert records from ``ev.alerts.v1``, and the workers' Prometheus endpoints; and, from
+``evtwin up``'s supervisor, how often each pipeline process was restarted.
 """
 
 from __future__ import annotations
 
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,6 +33,7 @@ class Snapshot:
     open_alerts: int
     soh: list[float] = field(default_factory=list)
     rul: list[float] = field(default_factory=list)
+    restarts: dict[str, int] = field(default_factory=dict)  # by process; empty: not supervised
 
 
 class LiveView:
@@ -42,11 +44,14 @@ class LiveView:
         group: Consumer group of the score workers (for lag).
         partitions: Partitions per topic.
         metrics_urls: ``/metrics`` URLs of the workers.
+        restarts: Returns the restarts so far by process (``evtwin up``'s supervisor).
     """
 
-    def __init__(self, bootstrap: str, group: str, partitions: int, metrics_urls: Sequence[str]) -> None:
+    def __init__(self, bootstrap: str, group: str, partitions: int, metrics_urls: Sequence[str],
+                 restarts: Callable[[], Mapping[str, int]] | None = None) -> None:
         self.partitions = partitions
         self.metrics_urls = list(metrics_urls)
+        self.restarts = restarts
         self.admin = kafka.consumer(bootstrap, group)
         self.alerts = kafka.consumer(bootstrap, f"{group}-liveview")
         self.alerts.assign([TopicPartition(ALERTS, p, OFFSET_BEGINNING) for p in range(partitions)])
@@ -93,7 +98,9 @@ class LiveView:
         ends = {t: self._ends(t) for t in (TELEMETRY, PREDICTIONS, TELEMETRY_DLQ, ALERTS)}
         self._read_alerts()
         soh, rul = self._scrape()
-        return Snapshot(time.monotonic(), ends, self._lag(ends[TELEMETRY]), len(self.open), soh, rul)
+        restarts = dict(self.restarts()) if self.restarts is not None else {}
+        return Snapshot(time.monotonic(), ends, self._lag(ends[TELEMETRY]), len(self.open), soh, rul,
+                        restarts)
 
     def render(self, snap: Snapshot) -> Table:
         prev, self.previous = self.previous, snap
@@ -113,11 +120,20 @@ class LiveView:
         table.add_row("fleet SoH p10/p50/p90", _pct(snap.soh, "%"))
         table.add_row("fleet RUL p10/p50/p90", _pct(snap.rul, " cycles"))
         table.add_row("batteries reporting", f"{len(snap.soh):,}")
+        if self.restarts is not None:
+            table.add_row("restarts", _restarts(snap.restarts))
         return table
 
     def close(self) -> None:
         self.admin.close()
         self.alerts.close()
+
+
+def _restarts(by_process: Mapping[str, int]) -> str:
+    """``0``, or ``3  (score worker 1: 2, sink: 1)``."""
+    total = sum(by_process.values())
+    which = ", ".join(f"{name}: {n}" for name, n in by_process.items() if n)
+    return f"{total:,}  ({which})" if which else "0"
 
 
 def _pct(values: list[float], unit: str) -> str:
