@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import inspect
 import re
+import time
 import tomllib
 from importlib.metadata import version
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any, NamedTuple
 
 from faust.transport.consumer import Consumer
 
-from streams.runtime.batching import BatchingConsumer
+from streams.runtime.batching import BatchingConsumer, pace_empty_fetches
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -103,3 +104,51 @@ def test_a_fetch_cut_off_by_a_rebalance_is_not_delivered() -> None:
     assert channel.sent == []
     assert consumer._unacked_messages == set()  # fetched again after the rebalance's seek
     assert consumer._read_offset == {}
+
+
+def test_aiokafka_still_fetches_through_the_method_the_pacing_wraps() -> None:
+    from aiokafka.consumer.fetcher import Fetcher
+
+    params = list(inspect.signature(Fetcher._proc_fetch_request).parameters)
+    assert params == ["self", "assignment", "node_id", "request"], params
+    assert "self._proc_fetch_request(" in inspect.getsource(Fetcher._fetch_requests_routine)
+
+
+def _fetcher(answers: list[bool]) -> Any:
+    calls: list[float] = []
+
+    async def proc(assignment: Any, node_id: int, request: Any) -> bool:
+        calls.append(time.monotonic())
+        return answers.pop(0)
+
+    fetcher = SimpleNamespace(_proc_fetch_request=proc, calls=calls)
+    pace_empty_fetches(fetcher, pause_s=0.05)
+    return fetcher
+
+
+def test_an_empty_fetch_is_followed_by_the_pause_a_fetch_with_records_is_not() -> None:
+    fetcher = _fetcher([False, True])
+
+    async def run() -> tuple[bool, float, bool, float]:
+        t0 = time.monotonic()
+        empty = await fetcher._proc_fetch_request(None, 0, None)
+        t1 = time.monotonic()
+        full = await fetcher._proc_fetch_request(None, 0, None)
+        return empty, t1 - t0, full, time.monotonic() - t1
+
+    empty, empty_s, full, full_s = asyncio.run(run())
+    assert (empty, full) == (False, True)
+    assert empty_s >= 0.045  # the broker answered at once; the next fetch waits
+    assert full_s < 0.045  # records: fetch again at once
+
+
+def test_a_pause_cancelled_by_close_returns_no_records_instead_of_raising() -> None:
+    fetcher = _fetcher([False])
+
+    async def run() -> Any:
+        task = asyncio.ensure_future(fetcher._proc_fetch_request(None, 0, None))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        return await asyncio.wait_for(task, 1)
+
+    assert asyncio.run(run()) is False
