@@ -11,6 +11,7 @@ is waited out for the time it asks, without counting as a failure).
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -57,6 +58,21 @@ async def handle_until_done(handle: Handler, chunk: Sequence[Any], what: str = "
             delay = min(delay * 2, MAX_BACKOFF_S)
 
 
+def freeze_heap() -> None:
+    """Exempt every object alive now from garbage collection (``gc.freeze``).
+
+    Called once a stream app has handled its first fetch: its heap is then mostly modules, models,
+    Faust, aiokafka and the clients, all living as long as the process. A full (generation 2)
+    collection walks every tracked object; with that heap it took 130–250 ms on a 2×-slowed
+    machine, once every few seconds, stalling the event loop and with it every record in flight —
+    that was the p99 latency of the score worker. Frozen objects are never walked again, so a full
+    collection only sees what the batches leave behind (2–8 ms measured). Frozen objects are still
+    freed by reference counting.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def batch_agent(app: Any, topic: str, name: str, handle: Handler, *, partitions: int,
                 chunk_size: int | None = None,
                 on_fetch: Callable[[Sequence[Any]], Awaitable[None] | None] | None = None) -> None:
@@ -79,6 +95,7 @@ def batch_agent(app: Any, topic: str, name: str, handle: Handler, *, partitions:
 
     async def run(stream: Any) -> None:
         ack = app.consumer.ack
+        frozen = False
         async for messages in stream:
             if on_fetch is not None:  # e.g. restoring partition state: retried like a batch
                 await handle_until_done(on_fetch, messages, f"{name} (before the fetch)")
@@ -87,8 +104,11 @@ def batch_agent(app: Any, topic: str, name: str, handle: Handler, *, partitions:
                 await handle_until_done(handle, messages[start:start + size], name)
             for m in messages:  # durable: now the offsets may be committed
                 ack(m)
+            if not frozen:  # after the first fetch: the models, Faust and the clients are up
+                freeze_heap()
+                frozen = True
 
     app.agent(fetches, name=name)(run)
 
 
-__all__ = ["Handler", "batch_agent", "handle_until_done"]
+__all__ = ["Handler", "batch_agent", "freeze_heap", "handle_until_done"]
