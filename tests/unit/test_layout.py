@@ -27,7 +27,7 @@ ALLOWED = {
 STREAMS_LAYERS = {
     "streams.settings": 0, "streams.topics": 0, "streams.errors": 0,
     "streams.runtime": 1, "streams.state": 2, "streams.scoring": 3,
-    "streams.sources": 4, "streams.sinks": 4, "streams.tools": 5, "streams.cli": 6,
+    "streams.sources": 4, "streams.sinks": 4, "streams.api": 4, "streams.tools": 5, "streams.cli": 6,
 }
 # Only these may start an embedded stack; everything else gets URLs from connectors.endpoints.
 MAY_IMPORT_EMBEDDED = ("connectors.embedded", "streams.cli", "streams.tools")
