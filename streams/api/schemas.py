@@ -40,13 +40,15 @@ WebSockets (server -> client JSON text frames, one message per frame):
 * ``/ws/fleet``: every prediction and alert of the fleet; ``/ws/batteries/{id}``: only that battery's.
 * First message ``{"type": "hello", "battery_id": <id or null>, "server_time": <iso>}``
   (:class:`WsHello`).
-* ``{"type": "prediction", "data": LivePrediction}`` (:class:`WsPrediction`),
-  ``{"type": "alert", "data": AlertOut}`` (:class:`WsAlert`),
-  ``{"type": "reported", "data": DesiredStateView}`` when a pack reports a new applied state.
-* ``/ws/fleet?sample=N`` sends at most one prediction per battery every N seconds (default 1 s;
-  0 = every prediction). Alerts are never sampled.
-* A client whose queue (``EVTWIN_API_WS_QUEUE``) overflows is closed with code 4008 ("too slow");
-  an unknown battery is closed with 4404. Clients send nothing (anything sent is ignored).
+* ``{"type": "predictions", "data": [LivePrediction, ...]}`` (:class:`WsPredictions`): the
+  predictions of the last window (``EVTWIN_API_WS_BATCH_MS``, default 100 ms), oldest first; one
+  frame per window with at least one prediction (the fleet page may see several per battery: keep
+  the last). ``{"type": "alert", "data": AlertOut}`` (:class:`WsAlert`) for each OPENED/RESOLVED
+  record, ``{"type": "reported", "data": DesiredStateView}`` when a pack reports a newly applied
+  desired state.
+* A client whose queue (``EVTWIN_API_WS_QUEUE`` frames) overflows, or that takes longer than
+  ``EVTWIN_API_WS_SEND_TIMEOUT_S`` to take one frame, is closed with code 4008 ("too slow"); an
+  unknown battery is closed with 4404. Clients send nothing (anything sent is ignored).
 """
 
 from __future__ import annotations
@@ -398,9 +400,14 @@ class WsHello(_Model):
     server_time: datetime
 
 
-class WsPrediction(_Model):
-    type: Literal["prediction"] = "prediction"
-    data: LivePrediction
+class WsPredictions(_Model):
+    type: Literal["predictions"] = "predictions"
+    data: list[LivePrediction]
+
+
+class WsReported(_Model):
+    type: Literal["reported"] = "reported"
+    data: DesiredStateView
 
 
 class WsAlert(_Model):
@@ -419,5 +426,6 @@ __all__ = [
     "HistoryPoint", "LivePrediction", "PartitionInfo", "Prediction", "PredictionRow",
     "PredictionsCurrent", "RISK_HIGH", "RISK_MEDIUM", "ReportedState", "Resolution", "Risk",
     "TelemetryLatest", "TelemetryRow", "TopicInfo", "TopicRecord", "TopicRecords",
-    "TopicsOverview", "UsageProfile", "WsAlert", "WsHello", "WsPrediction", "risk_band",
+    "TopicsOverview", "UsageProfile", "WsAlert", "WsHello", "WsPredictions", "WsReported",
+    "risk_band",
 ]
