@@ -59,13 +59,15 @@ class ScoreWorker:
     def handle(self, batch: Sequence[RawRecord]) -> None:
         """Score ``batch`` and make every output durable on the broker before returning."""
         started = time.perf_counter()
-        result = score_batch(self.ctx, batch)
+        result = score_batch(self.ctx, batch)  # laps decode … encode on the clock
+        clock = self.ctx.clock
         produce = self.producer.produce
         for rec, value in zip(result.records, result.encoded, strict=True):
             produce(PREDICTIONS, value, rec["battery_id"].encode())
         for dead in result.dead:
             produce(TELEMETRY_DLQ, dead.value, dead.key, headers=dead.headers)  # type: ignore[arg-type]
             metrics.DEAD_LETTERS.labels(dead.error_type).inc()
+        clock.lap("produce")
         if result.records:
             alerts = self.alerts.evaluate(result)
             alerts += self.alerts.watch_silence(result)
@@ -73,8 +75,12 @@ class ScoreWorker:
                 produce(ALERTS, self.alert_codec.encode(alert), alert["battery_id"].encode())
                 metrics.ALERTS.labels(alert["rule"], alert["status"]).inc()
             self.alerts.flush_changes(produce)  # durable with the outputs, before the ack
+        clock.lap("alerts")
         self._flush()
+        clock.lap("produce")
         self._observe(batch, result, started)
+        clock.lap("metrics")
+        clock.export()
 
     def _flush(self) -> None:
         remaining = self.producer.flush(30)

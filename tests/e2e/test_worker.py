@@ -259,4 +259,8 @@ def test_metrics_endpoint_reports_predictions_and_batteries(stack, workers) -> N
                  if line.startswith("predictions_total "))
     assert total >= 100
     assert "evtwin_event_latency_seconds_bucket" in text and "evtwin_batch_size_count" in text
+    stages = {line.split('"')[1]: float(line.split()[-1]) for line in text.splitlines()
+              if line.startswith("evtwin_stage_seconds_total{")}
+    assert set(stages) == {"decode", "validate", "features", "score", "encode", "produce", "alerts",
+                           "metrics"} and all(v > 0 for v in stages.values()), stages
     _ = json

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import generate_latest
 
 from streams.runtime.metrics import forget_batteries, observe_batteries
@@ -46,3 +48,23 @@ def test_a_failing_batch_is_retried_until_it_succeeds_and_counted() -> None:
     asyncio.run(handle_until_done(Flaky.handle, [object()]))
     assert Flaky.calls == 3
     assert failures() == before + 2
+
+
+def test_the_stage_clock_exports_the_cpu_of_each_stage_once() -> None:
+    from streams.runtime.metrics import STAGE_SECONDS, StageClock
+
+    def value(stage: str) -> float:
+        return STAGE_SECONDS.labels(stage)._value.get()
+
+    before = value("unit-busy"), value("unit-idle")
+    clock = StageClock()
+    clock.start()
+    sum(i * i for i in range(300_000))  # CPU work
+    clock.lap("unit-busy")
+    time.sleep(0.05)  # wall time, no CPU of this thread
+    clock.lap("unit-idle")
+    clock.export()
+    busy, idle = value("unit-busy") - before[0], value("unit-idle") - before[1]
+    assert busy > 0.001 and idle < busy / 2, (busy, idle)
+    clock.export()  # nothing new since the last export
+    assert value("unit-busy") - before[0] == busy
