@@ -3,9 +3,13 @@ naive baseline and a raw relay.
 
 * **pipeline** (1 and 2 replicas): N events are loaded onto the telemetry topic, then ``evtwin
   worker`` replicas score them; events/s from the first to the last prediction (the topic's end
-  offsets), CPU µs per event from the workers' CPU time.
+  offsets), CPU µs per event from the workers' CPU time (start-up included), and per stage from the
+  workers' ``evtwin_stage_seconds`` metrics (steady state, start-up excluded; ``faust`` is the rest
+  of the process's CPU: Faust, the Kafka clients' threads, the metrics endpoint).
 * **latency**: one worker runs while the simulator produces at a fixed rate in real time; latency =
-  the prediction's create time − the event's time, p50 and p99.
+  the prediction's create time − the event's time, p50 and p99. Measured once the worker has caught
+  up with what was sent while it started; the predictions are read after the run, so no consumer
+  of ours competes with the worker meanwhile.
 * **naive**: one event at a time, as the seed's predictor does: decode, validate, features of one
   row, scikit-learn-API ``predict`` of each model, encode, produce.
 * **relay**: consume → produce of the raw bytes, no work: the ceiling of this broker and client.
@@ -19,14 +23,16 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from confluent_kafka import OFFSET_END, TopicPartition
+from confluent_kafka import TopicPartition
 
 from connectors import kafka
-from connectors.embedded.process import stop_processes
+from connectors.embedded.process import free_port, stop_processes
 from connectors.embedded.stack import EmbeddedStack
 from connectors.endpoints import Endpoints
 from schemas.codec import AvroCodec
@@ -35,6 +41,8 @@ from streams.settings import REPO_ROOT, Settings
 from streams.topics import PREDICTIONS, TELEMETRY, TopicSpec, topic_specs
 
 RELAY_TOPIC = "bench.relay.v1"
+# Stages of the score worker, as its evtwin_stage_seconds metric labels them (see ScoreWorker.handle).
+STAGES = ("decode", "validate", "features", "score", "encode", "produce", "alerts", "metrics")
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -45,6 +53,46 @@ def _cpu_seconds(pid: int) -> float:
 def _end_total(consumer: Any, topic: str, partitions: int) -> int:
     return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
                for p in range(partitions))
+
+
+def _ends(consumer: Any, topic: str, partitions: int) -> list[int]:
+    return [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in range(partitions)]
+
+
+def scrape_worker(port: int) -> dict[str, float]:
+    """The counters of a worker's /metrics the bench needs: events in, process CPU seconds and
+    ``stage:<name>`` CPU seconds per stage."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    out: dict[str, float] = {"events": 0.0, "cpu": 0.0}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "evtwin_events_in_total":
+                out["events"] += sample.value
+            elif sample.name == "process_cpu_seconds_total":
+                out["cpu"] = sample.value
+            elif sample.name == "evtwin_stage_seconds_total":
+                key = "stage:" + sample.labels["stage"]
+                out[key] = out.get(key, 0.0) + sample.value
+    return out
+
+
+def stage_costs(before: Sequence[dict[str, float]], after: Sequence[dict[str, float]]) -> dict[str, float]:
+    """CPU µs per event of each stage between two scrapes of the same workers, and ``faust`` = the
+    rest of their CPU."""
+    events = sum(a["events"] - b["events"] for a, b in zip(after, before, strict=True))
+    cpu = sum(a["cpu"] - b["cpu"] for a, b in zip(after, before, strict=True))
+    out = {}
+    for stage in STAGES:
+        key = "stage:" + stage
+        seconds = sum(a.get(key, 0.0) - b.get(key, 0.0) for a, b in zip(after, before, strict=True))
+        out[f"{stage}_us_per_event"] = seconds / max(events, 1) * 1e6
+    out["faust_us_per_event"] = max(0.0, cpu / max(events, 1) * 1e6 - sum(out.values()))
+    out["steady_cpu_us_per_event"] = cpu / max(events, 1) * 1e6
+    return out
 
 
 def load_events(bootstrap: str, n_events: int, batteries: int, rate_hz: float = 1.0,
@@ -58,10 +106,11 @@ def load_events(bootstrap: str, n_events: int, batteries: int, rate_hz: float = 
     sim.run(stop or threading.Event(), max_events=n_events, realtime=realtime)
 
 
-def wait_output(bootstrap: str, topic: str, partitions: int, target: int,
-                timeout_s: float) -> tuple[float, float, int]:
+def wait_output(bootstrap: str, topic: str, partitions: int, target: int, timeout_s: float,
+                on_first: Callable[[], None] | None = None) -> tuple[float, float, int]:
     """Poll the end offsets of ``topic`` until they sum to ``target``; return the times of the
-    first growth and of reaching the target, and the total reached."""
+    first growth and of reaching the target, and the total reached. ``on_first`` is called at the
+    first growth."""
     consumer = kafka.consumer(bootstrap, "bench-watch")
     try:
         start_total = _end_total(consumer, topic, partitions)
@@ -73,17 +122,23 @@ def wait_output(bootstrap: str, topic: str, partitions: int, target: int,
             total = _end_total(consumer, topic, partitions)
             if total > start_total and not first:
                 first = time.monotonic()
+                if on_first is not None:
+                    on_first()
         return first, time.monotonic(), total
     finally:
         consumer.close()
 
 
-def start_workers(state_dir: Path, n: int, model_dir: Path, app_id: str) -> list[subprocess.Popen[bytes]]:
-    """Start ``n`` ``evtwin worker`` processes against the stack in ``state_dir``."""
+def start_workers(state_dir: Path, n: int, model_dir: Path, app_id: str,
+                  metrics_ports: Sequence[int] = ()) -> list[subprocess.Popen[bytes]]:
+    """Start ``n`` ``evtwin worker`` processes against the stack in ``state_dir``; worker i serves
+    its metrics on ``metrics_ports[i]`` (none without)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("EVTWIN_")}
     env.update(EVTWIN_STATE_DIR=str(state_dir), EVTWIN_MODEL_DIR=str(model_dir),
-               EVTWIN_APP_ID=app_id, EVTWIN_LOG_LEVEL="WARNING", EVTWIN_METRICS_PORT="0")
-    return [subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env, cwd=REPO_ROOT,
+               EVTWIN_APP_ID=app_id, EVTWIN_LOG_LEVEL="WARNING")
+    ports = list(metrics_ports) or [0] * n
+    return [subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"],
+                             env={**env, "EVTWIN_METRICS_PORT": str(ports[i])}, cwd=REPO_ROOT,
                              stdout=subprocess.DEVNULL,
                              stderr=open(state_dir / f"{app_id}-{i}.log", "wb"))  # noqa: SIM115
             for i in range(n)]
@@ -91,24 +146,38 @@ def start_workers(state_dir: Path, n: int, model_dir: Path, app_id: str) -> list
 
 def bench_workers(ep: Endpoints, state_dir: Path, model_dir: Path, n_events: int,
                   replicas: int, partitions: int) -> dict[str, float]:
-    """Throughput and CPU per event of ``replicas`` workers over the events on the topic."""
+    """Throughput and CPU per event of ``replicas`` workers over the events on the topic, and the
+    CPU per event of each stage (from the workers' metrics, between the first prediction and the
+    last)."""
     consumer = kafka.consumer(ep.kafka_bootstrap_servers, "bench-before")
     before = _end_total(consumer, PREDICTIONS, partitions)
     consumer.close()
-    procs = start_workers(state_dir, replicas, model_dir, f"bench-{replicas}-replicas")
+    ports = [free_port() for _ in range(replicas)]
+    procs = start_workers(state_dir, replicas, model_dir, f"bench-{replicas}-replicas", ports)
+    scrapes: list[list[dict[str, float]]] = []
+
+    def scrape() -> None:
+        try:
+            scrapes.append([scrape_worker(port) for port in ports])
+        except OSError:  # an endpoint did not answer: no stage costs, the other figures stand
+            scrapes.append([])
+
     try:
         cpu0 = {p.pid: _cpu_seconds(p.pid) for p in procs}
         first, last, total = wait_output(ep.kafka_bootstrap_servers, PREDICTIONS, partitions,
-                                         before + n_events, 600)
+                                         before + n_events, 600, on_first=scrape)
         cpu = sum(_cpu_seconds(p.pid) - cpu0[p.pid] for p in procs)
+        time.sleep(0.3)  # the last batch's counters follow its flush
+        scrape()
     finally:
         stop_processes(procs)
     scored = total - before
     if scored < n_events:
         raise BenchError(f"{replicas} worker(s) scored only {scored:,} of {n_events:,} events in 600 s "
                          f"(logs: {state_dir}/bench-{replicas}-replicas-*.log)")
+    stages = stage_costs(scrapes[0], scrapes[-1]) if len(scrapes) == 2 and all(scrapes) else {}
     return {"events": scored, "events_per_s": scored / max(last - first, 1e-9),
-            "cpu_us_per_event": cpu / max(scored, 1) * 1e6}
+            "cpu_us_per_event": cpu / max(scored, 1) * 1e6, **stages}
 
 
 def _skip_to_end(bootstrap: str, group: str, partitions: int) -> None:
@@ -124,48 +193,84 @@ def _skip_to_end(bootstrap: str, group: str, partitions: int) -> None:
 
 def bench_latency(ep: Endpoints, state_dir: Path, model_dir: Path, rate: int,
                   seconds: float, partitions: int) -> dict[str, float]:
-    """p50/p99 event-to-prediction latency of one worker at ``rate`` events/s."""
+    """p50/p99 event-to-prediction latency of one worker at ``rate`` events/s.
+
+    While the worker starts (imports, model, group join: seconds) the simulator already sends, so
+    it starts behind; the events of the measurement are sent only once it has caught up, or the
+    figure would be the start-up backlog draining. During the measurement the bench process runs
+    only the simulator and polls end offsets (no fetches): the predictions are read afterwards, so
+    a consumer of ours takes neither the simulator's GIL nor CPU from the worker and the broker
+    (noida-db answers empty fetches at once: an idle consumer spins). The latency comes from
+    timestamps only: the event's time and the prediction's create time (the worker's producer).
+    """
     bootstrap = ep.kafka_bootstrap_servers
     _skip_to_end(bootstrap, "bench-latency", partitions)
+    watch = kafka.consumer(bootstrap, "bench-latency-watch")  # end offsets only, never assigned
+    sent0, scored0 = _end_total(watch, TELEMETRY, partitions), _end_total(watch, PREDICTIONS, partitions)
     procs = start_workers(state_dir, 1, model_dir, "bench-latency")
-    latencies: list[float] = []
-    codec = AvroCodec("prediction")
-    consumer = kafka.consumer(bootstrap, "bench-latency-reader", **{"fetch.wait.max.ms": 5})
-    consumer.assign([TopicPartition(PREDICTIONS, p, OFFSET_END) for p in range(partitions)])
     batteries = max(1, rate // 5)
     try:
         # Warm-up at the same rate until predictions flow (the worker has joined its group and
-        # loaded its model) and 3 s more; only events sent after it count.
+        # loaded its model) and 3 s more, then until every event sent so far is scored.
         stop_warmup = threading.Event()
         warmup = threading.Thread(target=load_events, args=(bootstrap, 0, batteries, rate / batteries,
                                                             True, stop_warmup))
         warmup.start()
         flowing, deadline = 0.0, time.monotonic() + 90
         while time.monotonic() < min(deadline, (flowing or deadline) + 3):
-            if any(not m.error() for m in consumer.consume(5000, 0.1)):
-                flowing = flowing or time.monotonic()
+            time.sleep(0.1)
+            if not flowing and _end_total(watch, PREDICTIONS, partitions) > scored0:
+                flowing = time.monotonic()
         stop_warmup.set()
         warmup.join()
         if not flowing:
             raise BenchError(f"the worker scored nothing in 90 s (log: {state_dir / 'bench-latency-0.log'})")
+        backlog = _end_total(watch, TELEMETRY, partitions) - sent0
+        deadline = time.monotonic() + 120
+        while _end_total(watch, PREDICTIONS, partitions) - scored0 < backlog:
+            if time.monotonic() > deadline:
+                raise BenchError("the worker did not catch up with the warm-up in 120 s "
+                                 f"(log: {state_dir / 'bench-latency-0.log'})")
+            time.sleep(0.05)
+        start = _ends(watch, PREDICTIONS, partitions)
         measured_from = int(time.time() * 1000)
-        feeder = threading.Thread(target=load_events, args=(bootstrap, int(rate * seconds),
-                                                            batteries, rate / batteries, True))
-        feeder.start()
-        deadline = time.monotonic() + seconds + 20
-        while (feeder.is_alive() or len(latencies) < rate * seconds) and time.monotonic() < deadline:
-            for msg in consumer.consume(5000, 0.1):
-                if not msg.error():
-                    event_ms = codec.decode(msg.value())["timestamp"]
-                    if event_ms >= measured_from:
-                        latencies.append(msg.timestamp()[1] - event_ms)
-        feeder.join()
+        n_events = int(rate * seconds)
+        load_events(bootstrap, n_events, batteries, rate / batteries, True)
+        deadline = time.monotonic() + 30
+        while (_end_total(watch, PREDICTIONS, partitions) - sum(start) < n_events
+               and time.monotonic() < deadline):
+            time.sleep(0.05)
+        end = _ends(watch, PREDICTIONS, partitions)
     finally:
-        consumer.close()
+        watch.close()
         stop_processes(procs)
+    latencies = _read_latencies(bootstrap, partitions, start, end, measured_from)
     arr = np.asarray(latencies or [float("nan")])
     return {"rate": rate, "events": len(latencies), "p50_ms": float(np.percentile(arr, 50)),
             "p99_ms": float(np.percentile(arr, 99))}
+
+
+def _read_latencies(bootstrap: str, partitions: int, start: list[int], end: list[int],
+                    measured_from: int) -> list[float]:
+    """Prediction create time − event time, ms, of the predictions in [start, end) per partition
+    whose event was sent at or after ``measured_from``."""
+    codec = AvroCodec("prediction")
+    consumer = kafka.consumer(bootstrap, "bench-latency-reader")
+    consumer.assign([TopicPartition(PREDICTIONS, p, start[p]) for p in range(partitions) if end[p] > start[p]])
+    latencies: list[float] = []
+    remaining, deadline = sum(end) - sum(start), time.monotonic() + 60
+    try:
+        while remaining > 0 and time.monotonic() < deadline:
+            for msg in consumer.consume(10000, 0.5):
+                if msg.error() or (msg.offset() or 0) >= end[msg.partition() or 0]:
+                    continue
+                remaining -= 1
+                event_ms = codec.decode(msg.value())["timestamp"]
+                if event_ms >= measured_from:
+                    latencies.append(msg.timestamp()[1] - event_ms)
+    finally:
+        consumer.close()
+    return latencies
 
 
 def bench_relay(bootstrap: str, n_events: int) -> dict[str, float]:
@@ -247,6 +352,8 @@ def run_pipeline_bench(model_dir: Path, events: int, batteries: int, naive_event
         "naive_events_per_s": naive["events_per_s"], "naive_cpu_us_per_event": naive["cpu_us_per_event"],
         "relay_events_per_s": relay["events_per_s"], "relay_cpu_us_per_event": relay["cpu_us_per_event"],
         "speedup_vs_naive": one["events_per_s"] / naive["events_per_s"],
+        # CPU µs per event of each stage of one replica, steady state (see bench_workers).
+        **{k: v for k, v in one.items() if k.endswith("_us_per_event") and k != "cpu_us_per_event"},
     }
 
 

@@ -11,7 +11,9 @@ from pathlib import Path
 from tests.support.cli import cli_env, run_cli
 
 KEYS = ("events_per_s", "p50_ms", "p99_ms", "cpu_us_per_event", "naive_events_per_s",
-        "relay_events_per_s", "two_replicas_events_per_s", "speedup_vs_naive")
+        "relay_events_per_s", "two_replicas_events_per_s", "speedup_vs_naive",
+        "steady_cpu_us_per_event")
+STAGES = ("decode", "validate", "features", "score", "encode", "produce", "alerts", "metrics", "faust")
 
 
 def test_bench_pipeline_reports_every_figure(state_dir: Path, trained_model: Path) -> None:
@@ -25,6 +27,11 @@ def test_bench_pipeline_reports_every_figure(state_dir: Path, trained_model: Pat
         assert isinstance(out[key], float) and out[key] > 0, (key, out[key])
     assert out["events"] == 3000 and out["batteries"] == 60
     assert out["p50_ms"] <= out["p99_ms"]
+    stages = [out[f"{stage}_us_per_event"] for stage in STAGES]  # CPU per stage of one replica
+    assert all(isinstance(v, float) and v >= 0 for v in stages), stages
+    assert sum(stages[:-1]) > 0, out  # the worker's own stages were scraped from its metrics
+    assert (abs(sum(stages) - out["steady_cpu_us_per_event"]) < 0.01 * out["steady_cpu_us_per_event"]
+            or out["faust_us_per_event"] == 0.0)  # faust = the rest, never below 0
     # The README's headline: the batched worker is ~30x faster than scoring one event at a time;
     # a pipeline no faster than the naive loop is a regression whatever the machine.
     assert out["events_per_s"] > out["naive_events_per_s"], out
