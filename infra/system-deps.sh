@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Install the Debian packages the test suite needs from the system, when they are missing:
 #   promtool (package `prometheus`): checks the Prometheus config and unit-tests the alert rules.
+#   chromium (package `chromium`): the headless browser the web-view tests drive through Playwright.
 # As root it installs them with apt-get; otherwise it prints the one command to run and fails.
 # Usage: infra/system-deps.sh [test]
 set -euo pipefail
 
 declare -A need=()   # package -> the command that proves it is installed
 need[prometheus]=promtool
+need[chromium]=chromium
 
 missing=()
 for pkg in "${!need[@]}"; do
