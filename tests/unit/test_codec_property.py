@@ -1,0 +1,141 @@
+"""Property-based tests (hypothesis) of the Avro codec and the fast prediction encoder: any
+telemetry record survives a round trip in both framings; any bytes — random, or a valid record
+cut short, grown or with a byte changed — decode to a record or raise DecodeError, never anything
+else; the prediction built from the telemetry bytes equals a full encode for any record."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from schemas import DecodeError
+from schemas.codec import AvroCodec
+from schemas.fields import enum_symbols
+from streams.scoring.batch import _prediction
+from streams.scoring.fastencode import PredictionEncoder
+
+LONG = st.integers(-(2**63), 2**63 - 1)
+INT = st.integers(-(2**31), 2**31 - 1)
+DOUBLE = st.floats(allow_nan=True, allow_infinity=True)
+TEXT = st.text(max_size=60)
+MODES = enum_symbols("telemetry", "mode")
+
+
+def telemetry() -> st.SearchStrategy[dict[str, Any]]:
+    """Any value the telemetry schema allows (not only plausible ones)."""
+    return st.fixed_dictionaries({
+        "event_id": TEXT, "battery_id": TEXT, "timestamp": LONG, "seq": LONG,
+        "soc": DOUBLE, "soh": DOUBLE, "voltage": DOUBLE, "current": DOUBLE, "temperature": DOUBLE,
+        "charge_cycles": INT, "power_consumption": DOUBLE,
+        "ambient_temperature": st.none() | DOUBLE, "cell_voltage_min": st.none() | DOUBLE,
+        "cell_voltage_max": st.none() | DOUBLE, "service_days": st.none() | DOUBLE,
+        "mode": st.sampled_from(MODES),
+    })
+
+
+class MemoryRegistry:
+    """A schema registry in a dict (the codec's registry interface), for the Confluent framing."""
+
+    def __init__(self) -> None:
+        self.schemas: dict[int, str] = {}
+
+    def register(self, subject: str, schema: str) -> int:
+        for schema_id, known in self.schemas.items():
+            if known == schema:
+                return schema_id
+        self.schemas[len(self.schemas) + 1] = schema
+        return len(self.schemas)
+
+    def schema_by_id(self, schema_id: int) -> str:
+        return self.schemas[schema_id]
+
+
+SINGLE = AvroCodec("telemetry")
+CONFLUENT = AvroCodec("telemetry", topic="ev.telemetry.v1", registry=MemoryRegistry())  # type: ignore[arg-type]
+PREDICTION = AvroCodec("prediction")
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return (math.isnan(a) and math.isnan(b)) or a == b
+    return bool(a == b)
+
+
+@given(telemetry())
+def test_any_telemetry_record_survives_a_round_trip_in_both_framings(record: dict[str, Any]) -> None:
+    for codec in (SINGLE, CONFLUENT):
+        back = codec.decode(codec.encode(record))
+        assert set(back) == set(record)
+        assert all(_same(back[k], record[k]) for k in record), (back, record)
+    assert CONFLUENT.decode(SINGLE.encode(record)).keys() == record.keys()  # readers take both
+
+
+def _decodes_or_refuses(data: bytes) -> None:
+    try:
+        record = CONFLUENT.decode(data)
+    except DecodeError as exc:
+        assert str(exc)  # a reason for the dead letter
+    else:
+        assert set(record) >= {"event_id", "battery_id", "timestamp"}
+
+
+@given(st.binary(max_size=300))
+def test_random_bytes_decode_or_raise_decode_error(data: bytes) -> None:
+    _decodes_or_refuses(data)
+
+
+@given(st.binary(max_size=300))
+def test_random_bodies_behind_a_valid_header_decode_or_raise_decode_error(body: bytes) -> None:
+    _decodes_or_refuses(SINGLE.header + body)
+    _decodes_or_refuses(CONFLUENT.header + body)
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(telemetry(), st.data())
+def test_a_damaged_record_decodes_or_raises_decode_error(record: dict[str, Any], data: st.DataObject) -> None:
+    value = bytearray(SINGLE.encode(record))
+    how = data.draw(st.sampled_from(["cut", "grow", "flip"]))
+    if how == "cut":
+        damaged = bytes(value[:data.draw(st.integers(0, len(value) - 1))])
+    elif how == "grow":
+        damaged = bytes(value) + data.draw(st.binary(min_size=1, max_size=20))
+    else:
+        i = data.draw(st.integers(0, len(value) - 1))
+        value[i] ^= data.draw(st.integers(1, 255))
+        damaged = bytes(value)
+    _decodes_or_refuses(damaged)
+    if how == "grow":  # a record with bytes after it is refused, not half-read
+        try:
+            SINGLE.decode(damaged)
+        except DecodeError:
+            pass
+        else:
+            raise AssertionError("trailing bytes were accepted")
+
+
+@given(telemetry(), st.tuples(DOUBLE, DOUBLE, DOUBLE, DOUBLE, DOUBLE), TEXT, LONG)
+def test_the_prediction_built_from_the_telemetry_bytes_equals_a_full_encode(
+        record: dict[str, Any], scores: tuple[float, ...], version: str, scored_at: int) -> None:
+    encoder = PredictionEncoder(SINGLE, PREDICTION)
+    raw = SINGLE.encode(record)
+    decoded = SINGLE.decode(raw)
+    fast = encoder.reuse(raw, decoded, scores, encoder.tail(version, scored_at))
+    assert fast == PREDICTION.encode(_prediction(decoded, scores, version, scored_at))
+
+
+def test_a_foreign_schema_under_our_subject_is_refused_by_name() -> None:
+    registry = MemoryRegistry()
+    codec = AvroCodec("telemetry", topic="ev.telemetry.v1", registry=registry)  # type: ignore[arg-type]
+    foreign = {"type": "record", "name": "Reading", "namespace": "com.acme",
+               "fields": [{"name": "vin", "type": "string"}]}
+    schema_id = registry.register("ev.telemetry.v1-value", json.dumps(foreign))
+    try:
+        codec.decode(b"\x00" + schema_id.to_bytes(4, "big") + b"\x06WVW")
+    except DecodeError as exc:
+        assert "com.acme.Reading where ev.twin.Telemetry was expected" in str(exc)
+    else:
+        raise AssertionError("a foreign schema was read as telemetry")

@@ -1,0 +1,93 @@
+"""Property-based tests (hypothesis) of the telemetry validator: every plausible reading passes;
+one implausible field — NaN or infinite, out of its range, a timestamp outside the window, a
+battery id of an unknown format — is refused with a reason that names it; no record the codec can
+decode makes the validator raise."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from streams.scoring.validation import BATTERY_ID, RANGES, telemetry_problem
+from tests.unit.test_codec_property import telemetry
+
+NOW_MS = 1_780_000_000_000
+FUTURE_MS, AGE_MS = 300_000, 30 * 86_400_000
+REQUIRED = ("soc", "soh", "voltage", "current", "temperature", "charge_cycles", "power_consumption")
+
+
+def _in_range(field: str) -> st.SearchStrategy[Any]:
+    low, high, _ = RANGES[field]
+    if field == "charge_cycles":
+        return st.integers(int(low), int(high))
+    return st.floats(low, high, allow_nan=False)
+
+
+@st.composite
+def plausible(draw: st.DrawFn) -> dict[str, Any]:
+    """A reading every field of which is plausible."""
+    record = {field: draw(_in_range(field)) for field in REQUIRED}
+    for field in ("ambient_temperature", "service_days"):
+        record[field] = draw(st.none() | _in_range(field))
+    vmin, vmax = sorted(draw(st.tuples(_in_range("cell_voltage_min"), _in_range("cell_voltage_max"))))
+    record["cell_voltage_min"], record["cell_voltage_max"] = draw(st.sampled_from([(vmin, vmax), (None, None)]))
+    record["battery_id"] = draw(st.from_regex(BATTERY_ID, fullmatch=True))
+    record["event_id"] = draw(st.uuids().map(str))
+    record["timestamp"] = draw(st.integers(NOW_MS - AGE_MS, NOW_MS + FUTURE_MS))
+    record["seq"], record["mode"] = draw(st.integers(0, 2**40)), "DRIVING"
+    return record
+
+
+def _problem(record: dict[str, Any]) -> str | None:
+    return telemetry_problem(record, NOW_MS, FUTURE_MS, AGE_MS)
+
+
+@given(plausible())
+def test_every_plausible_reading_passes(record: dict[str, Any]) -> None:
+    assert _problem(record) is None
+
+
+@given(plausible(), st.sampled_from([f for f in RANGES if f != "charge_cycles"]),
+       st.sampled_from([math.nan, math.inf, -math.inf]))
+def test_a_non_finite_value_is_refused_by_name(record: dict[str, Any], field: str, value: float) -> None:
+    record[field] = value
+    problem = _problem(record)
+    assert problem is not None and problem.startswith(f"{field} is ") and "not a finite number" in problem
+
+
+@given(plausible(), st.sampled_from(sorted(RANGES)), st.booleans(), st.floats(1e-6, 1e9))
+def test_a_value_out_of_its_range_is_refused_by_name(record: dict[str, Any], field: str, above: bool,
+                                                      by: float) -> None:
+    low, high, unit = RANGES[field]
+    value = high + by if above else low - by
+    if field == "charge_cycles":
+        value = int(high) + max(1, int(by)) if above else int(low) - max(1, int(by))
+    assume(not low <= value <= high)
+    record[field] = value
+    problem = _problem(record)
+    assert problem is not None and problem.startswith(f"{field} {value}") and "outside" in problem, problem
+
+
+@given(plausible(), st.integers(1, 10**15), st.booleans())
+def test_a_timestamp_outside_the_window_is_refused(record: dict[str, Any], by: int, future: bool) -> None:
+    record["timestamp"] = NOW_MS + FUTURE_MS + by if future else NOW_MS - AGE_MS - by
+    problem = _problem(record)
+    assert problem is not None and problem.startswith("timestamp ")
+    assert ("in the future" if future else "old") in problem
+
+
+@given(plausible(), st.text(max_size=80))
+def test_a_battery_id_of_an_unknown_format_is_refused(record: dict[str, Any], battery_id: str) -> None:
+    assume(not BATTERY_ID.fullmatch(battery_id))
+    record["battery_id"] = battery_id
+    problem = _problem(record)
+    assert problem is not None and problem.startswith(f"battery_id {battery_id!r} is not")
+
+
+@given(telemetry(), st.integers(-(2**63), 2**63 - 1))
+def test_no_decodable_record_makes_the_validator_raise(record: dict[str, Any], now_ms: int) -> None:
+    problem = telemetry_problem(record, now_ms, FUTURE_MS, AGE_MS)
+    assert problem is None or (isinstance(problem, str) and problem)
