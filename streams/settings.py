@@ -123,6 +123,55 @@ class Settings(BaseSettings):
     mqtt_buffer_size: int = Field(10_000, ge=1, description="Alerts kept through an MQTT outage.")
     fleet_summary_s: float = Field(5.0, gt=0, description="Period of the MQTT fleet summary, s.")
 
+    # --- Notifications (evtwin sink --kind email|webhook) of ev.alerts.v1.
+    public_url: str = Field(
+        "http://localhost:8000", description="Base URL of the twin's web view; notifications "
+        "link to <public_url>/battery/<id>.")
+    smtp_url: SecretStr | None = Field(
+        None, description="SMTP server of the e-mail notifier, smtp://[user:password@]host:port.")
+    smtp_tls: Literal["starttls", "ssl", "none"] = Field(
+        "starttls", description="TLS to the SMTP server: starttls (upgrade, required), ssl (TLS "
+        "from the first byte, port 465) or none (loopback relays only).")
+    smtp_ca_file: Path | None = Field(
+        None, description="CA bundle that signs the SMTP server's certificate; default the system's.")
+    email_from: str = Field("evtwin@localhost", description="From address of alert e-mails.")
+    email_to: str = Field("", description="Recipients of alert e-mails, comma-separated.")
+    email_min_severity: Literal["INFO", "WARNING", "CRITICAL"] = Field(
+        "WARNING", description="E-mail only alerts of this severity or higher.")
+    email_rules: str = Field("", description="E-mail only these rules, comma-separated; empty = all.")
+    webhook_url: SecretStr | None = Field(
+        None, description="Slack-compatible incoming-webhook URL of the webhook notifier.")
+    webhook_min_severity: Literal["INFO", "WARNING", "CRITICAL"] = Field(
+        "WARNING", description="Post only alerts of this severity or higher.")
+    webhook_rules: str = Field("", description="Post only these rules, comma-separated; empty = all.")
+    notify_rate_per_min: float = Field(
+        30.0, gt=0, description="Messages per minute per notifier (burst of the same size); past "
+        "it, pending alerts go out as one digest message when the next one is allowed.")
+    notify_retry_s: float = Field(
+        600.0, gt=0, description="How long a failing delivery is retried before the alert goes to "
+        "ev.alerts.dlq.v1, s.")
+    notify_timeout_s: float = Field(10.0, gt=0, description="Timeout of one delivery attempt, s.")
+
+    # --- Exports (evtwin export; evtwin sink --kind export) to file:// or s3:// URIs.
+    s3_endpoint_url: str | None = Field(
+        None, description="S3 endpoint for s3:// URIs (MinIO, SeaweedFS), http(s)://host:port; "
+        "unset = AWS.")
+    s3_access_key_id: SecretStr | None = Field(None, description="S3 access key id.")
+    s3_secret_access_key: SecretStr | None = Field(None, description="S3 secret access key.")
+    s3_region: str = Field("us-east-1", description="S3 region.")
+    export_uri: str | None = Field(
+        None, description="Destination of the continuous export sink: file:///dir or "
+        "s3://bucket/prefix.")
+    export_period_s: int = Field(
+        3600, ge=1, le=86400, description="The export sink writes one Parquet file per partition "
+        "and period of event time (hourly by default), s.")
+    export_grace_s: float = Field(
+        60.0, ge=0, description="Wait past a period's end for late records before its files are "
+        "written, s.")
+    export_batch_rows: int = Field(
+        50_000, ge=100, le=1_000_000, description="Rows per fetch and per written batch of "
+        "evtwin export (bounds its memory).")
+
     # --- Alert rules (thresholds in the unit of their signal).
     alert_soc_below: float = Field(15.0, description="Open low_soc below this SoC, %.")
     alert_soc_hysteresis: float = Field(2.0, ge=0, description="Resolve low_soc this far above, %.")

@@ -4,6 +4,8 @@ bridge on it, and the one Faust app that runs any set of sinks (:mod:`streams.si
 SINK_KINDS: dict[str, str] = {
     "database": "streams.sinks.database:DatabaseSink",
     "mqtt": "streams.sinks.mqtt:MqttSink",
+    "email": "streams.sinks.email:EmailSink",
+    "webhook": "streams.sinks.webhook:WebhookSink",
 }
 """Sink kinds ``evtwin sink --kind`` knows: name -> ``module:class`` (imported on use). A new sink
 is one class on :class:`streams.sinks.base.Sink` and one line here."""
