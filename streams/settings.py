@@ -126,7 +126,7 @@ class Settings(BaseSettings):
     # --- Notifications (evtwin sink --kind email|webhook) of ev.alerts.v1.
     public_url: str = Field(
         "http://localhost:8000", description="Base URL of the twin's web view; notifications "
-        "link to <public_url>/battery/<id>.")
+        "link to <public_url>/battery.html?id=<id>.")
     smtp_url: SecretStr | None = Field(
         None, description="SMTP server of the e-mail notifier, smtp://[user:password@]host:port.")
     smtp_tls: Literal["starttls", "ssl", "none"] = Field(

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 from prometheus_client import Counter
 
@@ -157,7 +158,8 @@ class Message:
 
 
 def battery_link(public_url: str, battery_id: str) -> str:
-    return f"{public_url.rstrip('/')}/battery/{battery_id}"
+    """The battery's page in the web view (``battery.html?id=…``, served by ``evtwin api``)."""
+    return f"{public_url.rstrip('/')}/battery.html?id={quote(battery_id, safe='')}"
 
 
 def render(alert: dict[str, Any], public_url: str) -> Message:

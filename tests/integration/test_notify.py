@@ -64,7 +64,7 @@ def test_mail_over_starttls_with_login_has_battery_rule_values_and_link(stack, s
         body = mail.get_content()
         assert "BAT-MAIL-1" in body and "over_temperature" in body
         assert "63.5 (threshold 60)" in body
-        assert f"{PUBLIC}/battery/BAT-MAIL-1" in body
+        assert f"{PUBLIC}/battery.html?id=BAT-MAIL-1" in body
 
         sink.write(SinkBatch(ALERTS, [opened]))  # a replay: nothing new
         sink.write(SinkBatch(ALERTS, [alert("BAT-MAIL-1", status="RESOLVED",
@@ -114,7 +114,7 @@ def test_webhook_routes_by_severity_and_rule_and_sends_each_change_once(stack, s
     sink.close()
     assert [a["battery_id"] for a in webhook.alerts()] == ["BAT-HOOK-1"]
     body = webhook.received[0][1]
-    assert f"<{PUBLIC}/battery/BAT-HOOK-1|battery page>" in body["text"]
+    assert f"<{PUBLIC}/battery.html?id=BAT-HOOK-1|battery page>" in body["text"]
     assert body["blocks"][0]["text"]["text"] == body["text"]
 
     # A restarted notifier (same state directory) does not send it again either.
