@@ -25,7 +25,8 @@ SCHEMA_DIR = Path(__file__).resolve().parent
 PUBLISHED_DIR = SCHEMA_DIR / "published"
 
 #: Logical schema names, each backed by ``<name>.avsc``.
-SCHEMA_NAMES: tuple[str, ...] = ("telemetry", "prediction", "alert", "dead_letter", "ground_truth")
+SCHEMA_NAMES: tuple[str, ...] = ("telemetry", "prediction", "alert", "dead_letter", "ground_truth",
+                                  "command", "command_reported")
 
 
 class SchemaError(EvTwinError):

@@ -202,6 +202,27 @@ class Settings(BaseSettings):
         "default the port after the MQTT bridge's (metrics_port + workers + 2), none when "
         "metrics_port is 0; 0 = none.")
 
+    # --- HTTP API and web view (evtwin api, evtwin up).
+    api_host: str = Field("127.0.0.1", description="Address the API listens on (loopback by default).")
+    api_port: int = Field(8000, ge=0, le=65535, description="Port of the API; 0 = any free port.")
+    api_keys: SecretStr | None = Field(
+        None, description="API keys of the write endpoints, comma-separated, each sha256:<hex> of "
+        "the key (`evtwin api hash-key`); none = writes refused.")
+    api_rate_per_s: float = Field(
+        50.0, ge=0, description="Requests per second per API key or client IP (burst twice that); "
+        "0 = no limit.")
+    api_write_rate_per_min: float = Field(
+        60.0, ge=0, description="Write requests per minute per API key or client IP; 0 = no limit.")
+    api_cors_origins: str = Field(
+        "", description="Origins allowed by CORS, comma-separated; empty = none (closed).")
+    api_db_pool_size: int = Field(8, ge=1, le=100, description="Database connections of the API.")
+    api_ws_queue: int = Field(
+        64, ge=1, le=100_000, description="Frames queued per WebSocket client before it is dropped.")
+    api_ws_batch_ms: float = Field(
+        100.0, gt=0, le=5000, description="Window of the WebSocket prediction frames, ms.")
+    api_ws_send_timeout_s: float = Field(
+        5.0, gt=0, description="A WebSocket client taking longer to take one frame is dropped, s.")
+
     # --- Logging.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["plain", "json"] = "plain"

@@ -16,6 +16,8 @@ PREDICTIONS = "ev.predictions.v1"
 ALERTS = "ev.alerts.v1"
 TELEMETRY_DLQ = "ev.telemetry.dlq.v1"
 GROUND_TRUTH = "ev.groundtruth.v1"
+COMMANDS = "ev.commands.v1"
+REPORTED = "ev.reported.v1"
 ALERTS_DLQ = "ev.alerts.dlq.v1"
 
 
@@ -58,6 +60,10 @@ def topic_specs(partitions: int = 12) -> list[TopicSpec]:
                   "Telemetry that could not be decoded or failed validation, with the reason."),
         TopicSpec(GROUND_TRUTH, "ground_truth", partitions, 7 * DAY_MS, "delete",
                   "The simulator's true state per reading; for online accuracy, never a model input."),
+        TopicSpec(COMMANDS, "command", partitions, 30 * DAY_MS, "delete",
+                  "Desired state of a pack (usage, climate, charging policy, injected fault), from the API."),
+        TopicSpec(REPORTED, "command_reported", partitions, 30 * DAY_MS, "delete",
+                  "The desired state a pack applied, reported back by the simulator."),
         TopicSpec(ALERTS_DLQ, "dead_letter", partitions, 30 * DAY_MS, "delete",
                   "Alerts a notifier (e-mail, webhook) finally failed to deliver, with the reason."),
     ]
@@ -78,6 +84,6 @@ def spec_for(name: str, partitions: int = 12) -> TopicSpec | None:
 
 
 __all__ = [
-    "ALERTS", "ALERTS_DLQ", "GROUND_TRUTH", "PREDICTIONS", "TELEMETRY", "TELEMETRY_DLQ",
+    "ALERTS", "ALERTS_DLQ", "COMMANDS", "GROUND_TRUTH", "REPORTED", "PREDICTIONS", "TELEMETRY", "TELEMETRY_DLQ",
     "TopicSpec", "spec_for", "state_topic_specs", "topic_specs",
 ]

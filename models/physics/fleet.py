@@ -29,7 +29,7 @@ from models.physics.faults import FAULT_NAMES
 from models.physics.pack import Packs
 from models.physics.params import FAILURE_HORIZON_DAYS, PackParams
 from models.physics.rates import MeanRates
-from models.physics.usage import SECONDS_PER_DAY, Usage
+from models.physics.usage import SECONDS_PER_DAY, TRIPS_PER_DAY, Usage
 
 __all__ = ["FAULT_NAMES", "Fleet"]
 MAX_INITIAL_AGE_DAYS = 6 * 365.0
@@ -139,6 +139,57 @@ class Fleet:
         code, onset = faults.draw_faults(self._rng, k, p.faults)
         self.fault_code[idx], self.fault_onset[idx] = code, onset
         self.link_up[idx] = True
+
+    def configure(self, i: int, *, usage_profile: int | None = None, climate: int | None = None,
+                  max_soc: float | None = None, dc_share: float | None = None,
+                  fault: int | None = None) -> None:
+        """Apply an operator's desired state to battery ``i`` (the twin's commands); ``None`` keeps
+        a value as it is.
+
+        Args:
+            i: Index of the battery.
+            usage_profile: Driver profile, 0 private, 1 commuter, 2 commercial (daily distance,
+                trips, speed and DC share of that profile, see ``UsageParams``).
+            climate: Climate, 0 cold, 1 temperate, 2 hot (``UsageParams.climate_*``).
+            max_soc: AC charge target, fraction (0.5-1).
+            dc_share: Probability of DC fast charging when plugging in after a trip (0-1).
+            fault: Fault code to make active now (``FAULT_NAMES``; 0 clears any fault).
+
+        Raises:
+            PhysicsError: On an index or value out of range.
+        """
+        if not 0 <= i < self.n:
+            raise PhysicsError(f"battery index {i} out of range 0-{self.n - 1}")
+        u, up = self.usage, self.params.usage
+        if usage_profile is not None:
+            if usage_profile not in (0, 1, 2):
+                raise PhysicsError(f"usage_profile must be 0, 1 or 2, got {usage_profile}")
+            speed = up.speed_kmh[usage_profile]
+            km = up.daily_km[usage_profile]
+            trips = float(TRIPS_PER_DAY[usage_profile])
+            u.drive_kw[i] = up.kwh_per_km * speed
+            u.trip_s[i] = km / speed / trips * 3600.0
+            u.park_s[i] = (24.0 - km / speed) / trips * 0.85 * 3600.0
+            u.dc_share[i] = up.dc_share[usage_profile]
+        if climate is not None:
+            if climate not in (0, 1, 2):
+                raise PhysicsError(f"climate must be 0, 1 or 2, got {climate}")
+            u.climate_mean_c[i] = up.climate_mean_c[climate]
+            u.climate_season_c[i] = up.climate_season_c[climate]
+            u.climate_daily_c[i] = up.climate_daily_c[climate]
+        if max_soc is not None:
+            if not 0.5 <= max_soc <= 1.0:
+                raise PhysicsError(f"max_soc must be within 0.5-1, got {max_soc}")
+            u.target_soc[i] = max_soc
+        if dc_share is not None:
+            if not 0.0 <= dc_share <= 1.0:
+                raise PhysicsError(f"dc_share must be within 0-1, got {dc_share}")
+            u.dc_share[i] = dc_share
+        if fault is not None:
+            if not 0 <= fault < len(FAULT_NAMES):
+                raise PhysicsError(f"fault code must be within 0-{len(FAULT_NAMES) - 1}, got {fault}")
+            self.fault_code[i] = fault
+            self.fault_onset[i] = self.life_days[i] if fault else np.inf
 
     def readings(self) -> dict[str, np.ndarray]:
         """Current telemetry, one array of length N per field (units in the module docstring)."""

@@ -1,26 +1,173 @@
-"""The FastAPI application factory: routes, WebSocket hub and the static web pages."""
+"""The FastAPI application factory: routes, WebSocket hub and the static web pages.
+
+``create_app(settings, endpoints)`` builds the full API (database pool, Kafka producer, the one live
+consumer, the reports consumer, all opened in the lifespan); ``create_app()`` without them serves
+only the web pages (for page development).
+"""
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+
+from streams.api.security import KeyChecker, RateLimiter, parse_key_hashes, retry_after
+
+log = logging.getLogger(__name__)
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 
 
-def create_app(web_dir: Path | None = WEB_DIR) -> FastAPI:
+@dataclass
+class ApiState:
+    """What the routes share: settings, endpoints and the open clients (set in the lifespan)."""
+
+    settings: Any
+    endpoints: Any
+    keys: KeyChecker
+    limiter: RateLimiter
+    write_limiter: RateLimiter
+    started: float = field(default_factory=time.monotonic)
+    pool: Any = None
+    read: Any = None
+    desired: Any = None
+    hub: Any = None
+    live: Any = None
+    reported: Any = None
+    producer: Any = None
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    import psycopg
+    from psycopg_pool import AsyncConnectionPool
+
+    from connectors import kafka
+    from streams.api.desired import DesiredStore, ensure_table
+    from streams.api.hub import Hub, LiveConsumer
+    from streams.api.readmodel import ReadModel
+    from streams.api.reported import ReportedConsumer
+    from streams.runtime.codecs import codec_for
+    from streams.topics import ALERTS, COMMANDS, PREDICTIONS, REPORTED
+
+    st: ApiState = app.state.api
+    s, ep = st.settings, st.endpoints
+    with psycopg.connect(ep.database_url, autocommit=True, connect_timeout=10) as conn:
+        ensure_table(conn)
+    st.pool = AsyncConnectionPool(ep.database_url, min_size=1, max_size=s.api_db_pool_size,
+                                  kwargs={"application_name": "evtwin-api"}, open=False)
+    await st.pool.open(wait=True, timeout=30)
+    st.read = ReadModel(st.pool)
+    st.producer = kafka.producer(ep.kafka_bootstrap_servers, **{"linger.ms": 0})
+    st.desired = DesiredStore(st.pool, st.producer, codec_for(COMMANDS, ep))
+    st.hub = Hub(s.api_ws_batch_ms, s.api_ws_queue, s.api_ws_send_timeout_s)
+    await st.hub.start()
+    present = kafka.list_topics(ep.kafka_bootstrap_servers)
+    parts = {t: present[t].partitions for t in (PREDICTIONS, ALERTS, REPORTED) if t in present}
+    st.live = LiveConsumer(
+        kafka.consumer(ep.kafka_bootstrap_servers, "evtwin-api-live", **{"fetch.wait.max.ms": 20}),
+        st.hub, codec_for(PREDICTIONS, ep), codec_for(ALERTS, ep), parts)
+    st.live.start()
+    if REPORTED in parts:
+        st.reported = ReportedConsumer(
+            kafka.consumer(ep.kafka_bootstrap_servers, "evtwin-api-reported"),
+            codec_for(REPORTED, ep), ep.database_url, st.hub, parts[REPORTED])
+        st.reported.start()
+    else:
+        log.warning("topic %s missing: reported states are not followed", REPORTED)
+    try:
+        yield
+    finally:
+        await st.hub.stop()
+        st.live.close()
+        if st.reported is not None:
+            st.reported.close()
+        st.producer.flush(5)
+        st.producer = st.desired = None  # the producer's threads end with it
+        await st.pool.close()
+
+
+def _client_identity(request: Request) -> str:
+    key = request.headers.get("x-api-key") or _bearer(request.headers.get("authorization"))
+    if key:
+        import hashlib
+
+        return "key:" + hashlib.sha256(key.encode()).hexdigest()[:16]
+    return "ip:" + (request.client.host if request.client else "?")
+
+
+def _bearer(value: str | None) -> str | None:
+    if value and value.lower().startswith("bearer "):
+        return value[7:].strip()
+    return None
+
+
+def create_app(settings: Any = None, endpoints: Any = None,
+               web_dir: Path | None = WEB_DIR) -> FastAPI:
     """Build the application.
 
     Args:
+        settings: :class:`streams.settings.Settings`; ``None`` = the web pages only.
+        endpoints: :class:`connectors.endpoints.Endpoints` of the stack (database, broker, MQTT).
         web_dir: Folder of the web pages, served at ``/`` (``index.html``) when it exists.
+
+    Raises:
+        KeyConfigError: ``EVTWIN_API_KEYS`` holds an entry that is not a SHA-256 digest.
     """
+    full = settings is not None and endpoints is not None
     app = FastAPI(title="EV Battery Digital Twin API", version="1.0",
-                  description="REST and WebSocket API of the EV battery twin (see streams/api/schemas.py).")
+                  description="REST and WebSocket API of the EV battery twin. WebSocket streams: "
+                  "/ws/fleet and /ws/batteries/{id} (see streams/api/schemas.py).",
+                  lifespan=_lifespan if full else None)
+    if full:
+        keys = settings.api_keys.get_secret_value() if settings.api_keys else None
+        app.state.api = ApiState(
+            settings=settings, endpoints=endpoints, keys=KeyChecker(parse_key_hashes(keys)),
+            limiter=RateLimiter(settings.api_rate_per_s, 2 * settings.api_rate_per_s),
+            write_limiter=RateLimiter(settings.api_write_rate_per_min / 60.0,
+                                      max(1.0, settings.api_write_rate_per_min / 6.0)))
+        origins = [o.strip() for o in settings.api_cors_origins.split(",") if o.strip()]
+        if origins:
+            app.add_middleware(CORSMiddleware, allow_origins=origins,
+                               allow_methods=["GET", "PUT", "POST"],
+                               allow_headers=["X-API-Key", "Authorization", "Content-Type"])
+        app.add_middleware(RateLimitMiddleware, limiter=app.state.api.limiter)
+        from streams.api import routes_live, routes_read, routes_write
+
+        app.include_router(routes_read.router)
+        app.include_router(routes_write.router)
+        app.include_router(routes_live.router)
     if web_dir is not None and web_dir.is_dir():
         app.mount("/", StaticFiles(directory=web_dir, html=True), name="web")
     return app
 
 
-__all__ = ["WEB_DIR", "create_app"]
+class RateLimitMiddleware:
+    """Every ``/api/`` request takes a token of its key's (or client IP's) bucket; 429 with
+    ``Retry-After`` when the bucket is empty. Pure ASGI (no task per request)."""
+
+    def __init__(self, app: Any, limiter: RateLimiter) -> None:
+        self.app = app
+        self.limiter = limiter
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/api/"):
+            wait = self.limiter.take(_client_identity(Request(scope)))
+            if wait > 0:
+                response = JSONResponse({"detail": "rate limit exceeded; retry later"},
+                                        status_code=429, headers={"Retry-After": retry_after(wait)})
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+__all__ = ["WEB_DIR", "ApiState", "create_app"]

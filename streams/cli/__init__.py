@@ -57,8 +57,10 @@ class OptionAdder:
 
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     from streams.cli import (
+        api_cmd,
         bench_cmd,
         data_cmd,
+        retrain_cmd,
         sim_cmd,
         sink_cmd,
         stack_cmd,
@@ -85,7 +87,9 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     sink_cmd.register(sub, opt)
     data_cmd.register(sub, opt)
     train_cmd.register(sub, opt)
+    retrain_cmd.register(sub, opt)
     bench_cmd.register(sub, opt)
+    api_cmd.register(sub, opt)
     return parser
 
 

@@ -62,16 +62,20 @@ class FleetSimulator:
         truth_codec: Codec of the ``ground_truth`` schema, or ``None`` to publish no truth.
         rate_hz: Readings per pack per second.
         speedup: Hours of aging per wall second (0 = real time).
+        commands: Applies the desired state from ``ev.commands.v1`` before each tick
+            (:class:`streams.sources.commands.CommandApplier`), or ``None``.
     """
 
     def __init__(self, fleet: Any, producer: Any, telemetry_codec: AvroCodec,
-                 truth_codec: AvroCodec | None, rate_hz: float, speedup: float) -> None:
+                 truth_codec: AvroCodec | None, rate_hz: float, speedup: float,
+                 commands: Any = None) -> None:
         self.fleet = fleet
         self.producer = producer
         self.telemetry_codec = telemetry_codec
         self.truth_codec = truth_codec
         self.rate_hz = rate_hz
         self.speedup = speedup
+        self.commands = commands
         self.seq = np.zeros(len(fleet.battery_ids), dtype=np.int64)
         self.keys = [b.encode() for b in fleet.battery_ids]
         self.stats = SimulatorStats()
@@ -81,6 +85,8 @@ class FleetSimulator:
         """Advance the fleet one step and produce its readings; return how many were sent."""
         dt_s = 1.0 / self.rate_hz
         aging_dt_s = dt_s * 3600.0 * self.speedup if self.speedup > 0 else dt_s
+        if self.commands is not None:
+            self.commands.poll(self.fleet)
         self.fleet.step(dt_s, aging_dt_s)
         # Strictly increasing per tick, so (time, battery_id) stays unique even at full speed.
         now_ms = self._last_ms = max(int(time.time() * 1000), self._last_ms + 1)

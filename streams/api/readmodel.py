@@ -1,0 +1,242 @@
+"""The read model: every query the API runs on the sink tables, parameterised, bounded.
+
+Tables (``connectors/migrations``): ``battery_state`` (one row per pack: the twin's latest state),
+``ev_telemetry`` (one row per reading, index ``(battery_id, time DESC)``), ``ev_telemetry_hourly``
+(hourly rollup), ``ev_alerts`` (episodes; a partial index on the open ones) and the API's own
+``battery_desired_state`` (:mod:`streams.api.desired`). A page reads ``battery_state`` (as many
+rows as packs) or one battery's index range between two times, never a whole telemetry table; every
+list has a ``LIMIT``. SQL is never built from request strings: values are parameters, and the
+few identifiers (sort columns) come from fixed tables through :class:`psycopg.sql.Identifier`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from streams.api.schemas import RISK_HIGH, RISK_MEDIUM, risk_band
+
+#: Sortable columns of the battery list: query parameter -> column of battery_state.
+SORT_COLUMNS = {
+    "battery_id": "battery_id", "soc": "soc", "soh": "soh", "temperature": "temperature",
+    "rul": "rul_prediction", "rul_cycles": "rul_prediction",
+    "failure_probability": "failure_probability", "risk": "failure_probability",
+    "anomaly_score": "anomaly_score", "charge_cycles": "charge_cycles", "time": "time",
+    "open_alerts": "open_alerts",
+}
+#: Bucket widths of the history, and the point budget of ``resolution=auto``.
+BUCKETS = {"1m": timedelta(minutes=1), "5m": timedelta(minutes=5), "15m": timedelta(minutes=15),
+           "1h": timedelta(hours=1)}
+AUTO_POINTS = 600
+ROLLUP_AFTER = timedelta(hours=48)
+HISTORY_LIMIT = 5000
+ALERT_TOTAL_CAP = 10_000
+
+_STATE_COLS = ("battery_id, time, soc, soh, voltage, current, temperature, charge_cycles, "
+               "power_consumption, rul_prediction AS rul_cycles, rul_p10, rul_p90, "
+               "failure_probability, anomaly_score, model_version, scored_at")
+_ALERT_COLS = ("alert_id, battery_id, rule, severity, "
+               "CASE WHEN resolved_at IS NULL THEN 'OPENED' ELSE 'RESOLVED' END AS status, "
+               "value, threshold, message, opened_at, resolved_at")
+_OPEN_COUNTS = ("(SELECT battery_id, count(*) AS n FROM ev_alerts WHERE resolved_at IS NULL "
+                "GROUP BY battery_id)")
+_RISK_RANGES = {"low": (None, RISK_MEDIUM), "medium": (RISK_MEDIUM, RISK_HIGH),
+                "high": (RISK_HIGH, None)}
+
+
+def choose_resolution(start: datetime, end: datetime, wanted: str) -> str:
+    """The resolution a history uses: ``wanted`` unless ``auto``; auto keeps at most
+    :data:`AUTO_POINTS` points (raw up to 10 minutes) and hourly beyond 48 hours."""
+    if wanted != "auto":
+        return wanted
+    span = end - start
+    if span > ROLLUP_AFTER:
+        return "1h"
+    if span <= timedelta(minutes=10):
+        return "raw"
+    for name, width in BUCKETS.items():
+        if span / width <= AUTO_POINTS:
+            return name
+    return "1h"
+
+
+class ReadModel:
+    """The API's queries over one connection pool (``psycopg_pool.AsyncConnectionPool``)."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self.pool = pool
+
+    async def _all(self, query: Any, params: Any = None) -> list[dict[str, Any]]:
+        async with self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(query, params)
+            return await cur.fetchall()
+
+    async def _one(self, query: Any, params: Any = None) -> dict[str, Any] | None:
+        rows = await self._all(query, params)
+        return rows[0] if rows else None
+
+    # --- batteries ---------------------------------------------------------------------------
+
+    async def battery_page(self, *, limit: int, offset: int, sort: str, order: str,
+                           risk: str | None = None, alert: str | None = None,
+                           soh_min: float | None = None, soh_max: float | None = None,
+                           prefix: str | None = None) -> tuple[list[dict[str, Any]], int]:
+        """A page of ``battery_state`` with open-alert counts, and the number of matching packs."""
+        where: list[str] = ["TRUE"]
+        params: dict[str, Any] = {}
+        if risk is not None:
+            lo, hi = _RISK_RANGES[risk]
+            if lo is not None:
+                where.append("s.failure_probability >= %(risk_lo)s")
+                params["risk_lo"] = lo
+            if hi is not None:
+                where.append("s.failure_probability < %(risk_hi)s")
+                params["risk_hi"] = hi
+        if alert == "open":
+            where.append("a.n > 0")
+        elif alert == "none":
+            where.append("a.n IS NULL")
+        if soh_min is not None:
+            where.append("s.soh >= %(soh_min)s")
+            params["soh_min"] = soh_min
+        if soh_max is not None:
+            where.append("s.soh <= %(soh_max)s")
+            params["soh_max"] = soh_max
+        if prefix:
+            where.append("s.battery_id LIKE %(prefix)s")
+            params["prefix"] = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        column = SORT_COLUMNS[sort]
+        order_by = sql.SQL("{} {} NULLS LAST, s.battery_id").format(
+            sql.Identifier("open_alerts") if column == "open_alerts" else sql.Identifier("s", column),
+            sql.SQL("DESC" if order == "desc" else "ASC"))
+        query = sql.SQL(
+            "SELECT s.battery_id, s.time, s.soc, s.soh, s.voltage, s.current, s.temperature, "
+            "s.charge_cycles, s.rul_prediction AS rul_cycles, s.rul_p10, s.rul_p90, "
+            "s.failure_probability, s.anomaly_score, s.model_version, "
+            "COALESCE(a.n, 0)::int AS open_alerts, count(*) OVER () AS total "
+            "FROM battery_state s LEFT JOIN " + _OPEN_COUNTS + " a USING (battery_id) "
+            "WHERE {where} ORDER BY {order} LIMIT %(limit)s OFFSET %(offset)s"
+        ).format(where=sql.SQL(" AND ".join(where)), order=order_by)
+        params.update(limit=limit, offset=offset)
+        rows = await self._all(query, params)
+        total = int(rows[0].pop("total")) if rows else await self._count_batteries(where, params)
+        for row in rows:
+            row.pop("total", None)
+            row["risk"] = risk_band(row["failure_probability"])
+        return rows, total
+
+    async def _count_batteries(self, where: list[str], params: dict[str, Any]) -> int:
+        query = sql.SQL("SELECT count(*) AS n FROM battery_state s LEFT JOIN " + _OPEN_COUNTS
+                        + " a USING (battery_id) WHERE {}").format(sql.SQL(" AND ".join(where)))
+        row = await self._one(query, params)
+        return int(row["n"]) if row else 0
+
+    async def battery_state(self, battery_id: str) -> dict[str, Any] | None:
+        """The twin's latest row of one pack, or ``None``."""
+        return await self._one(f"SELECT {_STATE_COLS} FROM battery_state WHERE battery_id = %s",
+                               (battery_id,))
+
+    async def battery_exists(self, battery_id: str) -> bool:
+        return await self._one("SELECT 1 AS x FROM battery_state WHERE battery_id = %s",
+                               (battery_id,)) is not None
+
+    async def latest_states(self, battery_id: str | None, limit: int) -> list[dict[str, Any]]:
+        """``battery_state`` rows, by battery id (one pack with ``battery_id``)."""
+        if battery_id is not None:
+            return await self._all(f"SELECT {_STATE_COLS} FROM battery_state WHERE battery_id = %s",
+                                   (battery_id,))
+        return await self._all(f"SELECT {_STATE_COLS} FROM battery_state ORDER BY battery_id "
+                               "LIMIT %s", (limit,))
+
+    # --- history -----------------------------------------------------------------------------
+
+    async def history(self, battery_id: str, start: datetime, end: datetime,
+                      resolution: str) -> tuple[str, list[dict[str, Any]]]:
+        """(source table, points) of one pack between ``start`` and ``end`` at ``resolution``."""
+        if resolution == "raw":
+            rows = await self._all(
+                "SELECT time, 1 AS samples, soc, soh, voltage, current, temperature, "
+                "temperature AS temperature_max, charge_cycles, rul_prediction AS rul_cycles, "
+                "rul_p10, rul_p90, failure_probability, anomaly_score FROM ev_telemetry "
+                "WHERE battery_id = %s AND time >= %s AND time < %s ORDER BY time LIMIT %s",
+                (battery_id, start, end, HISTORY_LIMIT))
+            return "ev_telemetry", rows
+        if resolution == "1h" and end - start > ROLLUP_AFTER:
+            rows = await self._all(
+                "SELECT bucket AS time, samples::int AS samples, soc_avg AS soc, soh_avg AS soh, "
+                "voltage_avg AS voltage, current_avg AS current, temperature_avg AS temperature, "
+                "temperature_max, charge_cycles_max AS charge_cycles, rul_avg AS rul_cycles, "
+                "rul_p10_avg AS rul_p10, rul_p90_avg AS rul_p90, "
+                "failure_probability_avg AS failure_probability, anomaly_score_max AS anomaly_score "
+                "FROM ev_telemetry_hourly WHERE battery_id = %s AND bucket >= %s AND bucket < %s "
+                "ORDER BY bucket LIMIT %s", (battery_id, start, end, HISTORY_LIMIT))
+            return "ev_telemetry_hourly", rows
+        rows = await self._all(
+            "SELECT date_bin(%s, time, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS time, "
+            "count(*)::int AS samples, avg(soc) AS soc, avg(soh) AS soh, avg(voltage) AS voltage, "
+            "avg(current) AS current, avg(temperature) AS temperature, "
+            "max(temperature) AS temperature_max, max(charge_cycles) AS charge_cycles, "
+            "avg(rul_prediction) AS rul_cycles, avg(rul_p10) AS rul_p10, avg(rul_p90) AS rul_p90, "
+            "avg(failure_probability) AS failure_probability, max(anomaly_score) AS anomaly_score "
+            "FROM ev_telemetry WHERE battery_id = %s AND time >= %s AND time < %s "
+            "GROUP BY 1 ORDER BY 1 LIMIT %s",
+            (BUCKETS[resolution], battery_id, start, end, HISTORY_LIMIT))
+        return "ev_telemetry", rows
+
+    # --- alerts ------------------------------------------------------------------------------
+
+    async def alerts(self, *, status: str, battery_id: str | None, rule: str | None,
+                     severity: str | None, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
+        """Alert episodes, newest first, and how many match (counted up to 10,000)."""
+        where: list[str] = ["TRUE"]
+        params: dict[str, Any] = {}
+        if status == "open":
+            where.append("resolved_at IS NULL")
+        elif status == "resolved":
+            where.append("resolved_at IS NOT NULL")
+        for name, value in (("battery_id", battery_id), ("rule", rule), ("severity", severity)):
+            if value is not None:
+                where.append(f"{name} = %({name})s")
+                params[name] = value
+        cond = " AND ".join(where)
+        rows = await self._all(
+            f"SELECT {_ALERT_COLS} FROM ev_alerts WHERE {cond} ORDER BY opened_at DESC, alert_id "
+            "LIMIT %(limit)s OFFSET %(offset)s", {**params, "limit": limit, "offset": offset})
+        count = await self._one(
+            f"SELECT count(*) AS n FROM (SELECT 1 FROM ev_alerts WHERE {cond} LIMIT %(cap)s) t",
+            {**params, "cap": ALERT_TOTAL_CAP})
+        return rows, int(count["n"]) if count else 0
+
+    async def open_alerts(self, battery_id: str, limit: int = 50) -> list[dict[str, Any]]:
+        return await self._all(
+            f"SELECT {_ALERT_COLS} FROM ev_alerts WHERE battery_id = %s AND resolved_at IS NULL "
+            "ORDER BY opened_at DESC LIMIT %s", (battery_id, limit))
+
+    # --- fleet -------------------------------------------------------------------------------
+
+    async def fleet_rows(self) -> list[dict[str, Any]]:
+        """One small row per pack (``battery_state`` holds one row per pack)."""
+        return await self._all(
+            "SELECT battery_id, time, charge_cycles, soh, rul_prediction AS rul_cycles, "
+            "failure_probability FROM battery_state ORDER BY battery_id")
+
+    async def open_alert_counts(self) -> list[dict[str, Any]]:
+        return await self._all(
+            "SELECT rule, severity, count(*)::int AS n FROM ev_alerts WHERE resolved_at IS NULL "
+            "GROUP BY rule, severity")
+
+    async def newest_model_version(self) -> str | None:
+        row = await self._one("SELECT model_version FROM battery_state "
+                              "ORDER BY scored_at DESC NULLS LAST LIMIT 1")
+        return row["model_version"] if row else None
+
+    async def ping(self) -> None:
+        await self._all("SELECT 1 AS ok")
+
+
+__all__ = ["AUTO_POINTS", "BUCKETS", "ReadModel", "SORT_COLUMNS", "choose_resolution"]
