@@ -60,7 +60,6 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         api_cmd,
         bench_cmd,
         data_cmd,
-        retrain_cmd,
         sim_cmd,
         sink_cmd,
         stack_cmd,
@@ -87,7 +86,6 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     sink_cmd.register(sub, opt)
     data_cmd.register(sub, opt)
     train_cmd.register(sub, opt)
-    retrain_cmd.register(sub, opt)
     bench_cmd.register(sub, opt)
     api_cmd.register(sub, opt)
     return parser
