@@ -60,6 +60,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         api_cmd,
         bench_cmd,
         data_cmd,
+        export_cmd,
         sim_cmd,
         sink_cmd,
         stack_cmd,
@@ -84,6 +85,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     sim_cmd.register(sub, opt)
     worker_cmd.register(sub, opt)
     sink_cmd.register(sub, opt)
+    export_cmd.register(sub, opt)
     data_cmd.register(sub, opt)
     train_cmd.register(sub, opt)
     bench_cmd.register(sub, opt)
