@@ -231,7 +231,9 @@ def _pipeline(settings: Settings, args: argparse.Namespace, procs: list[ManagedP
     base = [sys.executable, "-m", "streams.cli", "--state-dir", str(settings.state_dir),
             "--log-level", settings.log_level, "--log-format", settings.log_format]
     logs = settings.state_dir / "logs"
-    planned = [ManagedProcess("ingest bridge", base + ["ingest"], logs / "ingest.log", cwd=REPO_ROOT)]
+    # Ingest and simulator serve no metrics here (the ports after the workers' go to the sinks).
+    planned = [ManagedProcess("ingest bridge", base + ["ingest", "--metrics-port", "0"], logs / "ingest.log",
+                              cwd=REPO_ROOT)]
     port = settings.metrics_port
 
     def next_port() -> str:
@@ -250,7 +252,7 @@ def _pipeline(settings: Settings, args: argparse.Namespace, procs: list[ManagedP
     if not args.no_simulator:
         planned.append(ManagedProcess(
             "simulator",
-            base + ["simulate", "--batteries", str(settings.sim_batteries),
+            base + ["simulate", "--metrics-port", "0", "--batteries", str(settings.sim_batteries),
                     "--rate", str(settings.sim_rate_hz), "--speedup", str(settings.sim_speedup),
                     "--seed", str(settings.sim_seed)],
             logs / "simulator.log", cwd=REPO_ROOT))
