@@ -12,6 +12,7 @@ from typing import Any
 import faust
 
 from streams.runtime.batching import TwinApp
+from streams.runtime.health import HEALTH
 
 
 def make_app(settings: Any, bootstrap: str, app_id: str, batch_size: int) -> TwinApp:
@@ -26,7 +27,7 @@ def make_app(settings: Any, bootstrap: str, app_id: str, batch_size: int) -> Twi
     embedded = settings.kafka_bootstrap_servers is None
     datadir = Path(settings.state_dir) / "faust" / app_id
     datadir.mkdir(parents=True, exist_ok=True)
-    return TwinApp(
+    app = TwinApp(
         app_id,
         broker=[f"kafka://{h}" for h in bootstrap.split(",")],
         topic_partitions=settings.topic_partitions,
@@ -48,6 +49,23 @@ def make_app(settings: Any, bootstrap: str, app_id: str, batch_size: int) -> Twi
         value_serializer="raw",
         processing_guarantee="at_least_once",
     )
+    _report_health(app)
+    return app
+
+
+def _report_health(app: TwinApp) -> None:
+    """Ready (/readyz) once the app has joined its consumer group (its streams resumed after the
+    first rebalance, with or without partitions); live (/healthz) while its event loop turns."""
+    HEALTH.expect("group")
+
+    async def joined(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        HEALTH.met("group")
+
+    async def beat() -> None:
+        HEALTH.beat()
+
+    app.on_rebalance_complete.connect(joined)
+    app.timer(interval=5.0, name="health.beat")(beat)
 
 
 def raw_topic(app: TwinApp, name: str, partitions: int) -> Any:
@@ -60,11 +78,22 @@ async def export_lag(app: TwinApp) -> None:
     correct on brokers that report end offsets correctly: noida-db, Redpanda, Kafka)."""
     from streams.runtime.metrics import CONSUMER_LAG
 
+    exported = set()
     for tp in app.consumer.assignment():
         position = await app.consumer.position(tp)
         high = app.consumer.highwater(tp)
         if position is not None and high is not None:
             CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - position))
+            exported.add((tp.topic, str(tp.partition)))
+    # A partition that moved to another replica is reported there: drop its last value here, or
+    # the summed lag (what the autoscaler reads) would count it twice, forever.
+    for topic, partition in _lag_exported - exported:
+        CONSUMER_LAG.remove(topic, partition)
+    _lag_exported.clear()
+    _lag_exported.update(exported)
+
+
+_lag_exported: set[tuple[str, str]] = set()
 
 
 def run_app(app: TwinApp, log_level: str) -> None:

@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 from schemas import EncodeError
 from schemas.codec import AvroCodec
 from schemas.jsonio import record_from_json
+from streams.runtime.health import HEALTH
 from streams.scoring.deadletter import dead_letter
 from streams.scoring.validation import telemetry_problem
 from streams.topics import TELEMETRY, TELEMETRY_DLQ
@@ -101,7 +102,14 @@ def run_bridge(bridge: IngestBridge, mqtt_url: str, stop: threading.Event,
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
     if url.username:
         client.username_pw_set(url.username, url.password)
-    client.on_connect = lambda c, u, flags, rc, props=None: c.subscribe(MQTT_TELEMETRY_FILTER, qos=1)
+    HEALTH.expect("mqtt")  # ready (/readyz) while subscribed on the broker
+
+    def on_connect(c: Any, u: Any, flags: Any, rc: Any, props: Any = None) -> None:
+        c.subscribe(MQTT_TELEMETRY_FILTER, qos=1)
+
+    client.on_connect = on_connect
+    client.on_subscribe = lambda c, u, mid, codes, props=None: HEALTH.met("mqtt")
+    client.on_disconnect = lambda c, u, flags, rc, props=None: HEALTH.met("mqtt", ok=False)
 
     def on_message(c: Any, u: Any, msg: Any) -> None:
         # Some brokers (amqtt 0.12) also hand us retained messages of other subscriptions'
@@ -116,6 +124,7 @@ def run_bridge(bridge: IngestBridge, mqtt_url: str, stop: threading.Event,
     try:
         while not stop.wait(0.5):
             bridge.producer.poll(0)
+            HEALTH.beat()
     finally:
         client.loop_stop()
         client.disconnect()
