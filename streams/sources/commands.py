@@ -4,7 +4,8 @@ newest desired state to the simulated fleet, report what it applied on ``ev.repo
 The applier reads every partition of the commands topic from its beginning (no consumer group, no
 committed offsets), so a restarted simulator applies the newest desired state of each pack again.
 A command older than the version a pack already applied is skipped. A null field leaves that
-value as it is. A command for a battery this simulator does not run is reported ``REJECTED``.
+value as it is. A command for a battery this simulator does not run is skipped without a report
+(another simulator, or a real vehicle, may own it); one the fleet refuses is reported ``REJECTED``.
 """
 
 from __future__ import annotations
@@ -100,8 +101,7 @@ class CommandApplier:
         try:
             index = fleet.battery_ids.index(battery_id)
         except ValueError:
-            self._report(command, "REJECTED", f"{battery_id} is not in this simulated fleet")
-            self.rejected += 1
+            log.debug("command for %s: not in this simulated fleet", battery_id)
             return 0
         try:
             fleet.configure(index, **fleet_arguments(command))
