@@ -8,6 +8,11 @@ import re
 from typing import Any
 
 BATTERY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,49}")
+#: Longest event id accepted, characters (ours are 36-character UUIDs).
+EVENT_ID_MAX = 128
+#: Largest telemetry value accepted, bytes. A valid reading is about 150 bytes and cannot pass
+#: ~400 (every string field is bounded); anything larger is refused before it is decoded.
+MAX_RECORD_BYTES = 4096
 
 #: Plausible ranges of the numeric fields: (low, high, unit). Outside = a broken sensor or a bug.
 RANGES: dict[str, tuple[float, float, str]] = {
@@ -39,6 +44,11 @@ def telemetry_problem(record: dict[str, Any], now_ms: int, max_future_ms: int,
     if not isinstance(battery_id, str) or not BATTERY_ID.fullmatch(battery_id):
         return (f"battery_id {battery_id!r} is not 1-50 characters of [A-Za-z0-9_.-] "
                 "starting with a letter or digit")
+    event_id = record.get("event_id")
+    if not isinstance(event_id, str) or not event_id:
+        return "event_id is empty"
+    if len(event_id) > EVENT_ID_MAX:
+        return f"event_id of {len(event_id)} characters (at most {EVENT_ID_MAX})"
     for field, (low, high, unit) in RANGES.items():
         value = record.get(field)
         if value is None:
@@ -60,4 +70,48 @@ def telemetry_problem(record: dict[str, Any], now_ms: int, max_future_ms: int,
     return None
 
 
-__all__ = ["BATTERY_ID", "RANGES", "telemetry_problem"]
+def oversized(value: bytes | None) -> str | None:
+    """Why ``value`` is too large to be a telemetry record, or ``None``."""
+    if value is not None and len(value) > MAX_RECORD_BYTES:
+        return f"record of {len(value):,} bytes, more than the {MAX_RECORD_BYTES:,} a reading can take"
+    return None
+
+
+class DuplicateEvents:
+    """Remembers the event ids a score worker has seen lately, to refuse a reading sent twice.
+
+    A record delivered again — the same partition and offset, after a retried batch or a
+    rebalance — is not a duplicate; the same event id at another offset is. Two generations of
+    ``capacity`` ids each bound the memory: an id is remembered for between ``capacity`` and
+    ``2 * capacity`` events of this replica (about 170 bytes per id). Partitions that move to
+    another replica start there with no memory of their ids.
+
+    Args:
+        capacity: Ids per generation.
+    """
+
+    def __init__(self, capacity: int = 50_000) -> None:
+        self.capacity = capacity
+        self._current: dict[str, int] = {}
+        self._previous: dict[str, int] = {}
+
+    def problem(self, event_id: str, partition: int, offset: int) -> str | None:
+        """Remember ``event_id`` at ``partition``/``offset``; return why it is a duplicate, or
+        ``None`` the first time (and when the same record comes again)."""
+        where = (offset << 16) | partition
+        first = self._current.get(event_id)
+        if first is None:
+            first = self._previous.get(event_id)
+            if first is None:
+                if len(self._current) >= self.capacity:
+                    self._previous, self._current = self._current, {}
+                self._current[event_id] = where
+                return None
+        if first == where:
+            return None
+        return (f"duplicate event_id {event_id}: first seen at partition {first & 0xFFFF} "
+                f"offset {first >> 16}")
+
+
+__all__ = ["BATTERY_ID", "EVENT_ID_MAX", "MAX_RECORD_BYTES", "RANGES", "DuplicateEvents", "oversized",
+           "telemetry_problem"]

@@ -1,7 +1,8 @@
 """Property-based tests (hypothesis) of the telemetry validator: every plausible reading passes;
 one implausible field — NaN or infinite, out of its range, a timestamp outside the window, a
-battery id of an unknown format — is refused with a reason that names it; no record the codec can
-decode makes the validator raise."""
+battery id of an unknown format, an empty or overlong event id — is refused with a reason that names it; no record the codec can
+decode makes the validator raise. An event id seen again at another offset is a duplicate; the
+same record delivered again is not."""
 
 from __future__ import annotations
 
@@ -11,7 +12,15 @@ from typing import Any
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from streams.scoring.validation import BATTERY_ID, RANGES, telemetry_problem
+from streams.scoring.validation import (
+    BATTERY_ID,
+    EVENT_ID_MAX,
+    MAX_RECORD_BYTES,
+    RANGES,
+    DuplicateEvents,
+    oversized,
+    telemetry_problem,
+)
 from tests.unit.test_codec_property import telemetry
 
 NOW_MS = 1_780_000_000_000
@@ -91,3 +100,40 @@ def test_a_battery_id_of_an_unknown_format_is_refused(record: dict[str, Any], ba
 def test_no_decodable_record_makes_the_validator_raise(record: dict[str, Any], now_ms: int) -> None:
     problem = telemetry_problem(record, now_ms, FUTURE_MS, AGE_MS)
     assert problem is None or (isinstance(problem, str) and problem)
+
+
+@given(plausible(), st.text(min_size=EVENT_ID_MAX + 1, max_size=EVENT_ID_MAX + 50) | st.just(""))
+def test_an_empty_or_overlong_event_id_is_refused(record: dict[str, Any], event_id: str) -> None:
+    record["event_id"] = event_id
+    problem = _problem(record)
+    assert problem is not None and problem.startswith("event_id")
+
+
+@given(st.integers(0, 3 * MAX_RECORD_BYTES))
+def test_only_records_over_the_limit_are_oversized(size: int) -> None:
+    assert (oversized(b"x" * size) is not None) == (size > MAX_RECORD_BYTES)
+    assert oversized(None) is None
+
+
+@given(st.lists(st.tuples(st.sampled_from("abcdefgh"), st.integers(0, 3), st.integers(0, 5)), max_size=60))
+def test_a_duplicate_is_an_event_id_seen_before_at_another_offset(events: list[tuple[str, int, int]]) -> None:
+    seen = DuplicateEvents(capacity=8)  # more than the 8 ids drawn: nothing is forgotten here
+    first: dict[str, tuple[int, int]] = {}
+    for event_id, partition, offset in events:
+        problem = seen.problem(event_id, partition, offset)
+        where = first.setdefault(event_id, (partition, offset))
+        if where == (partition, offset):
+            assert problem is None  # the first time, or the same record delivered again
+        else:
+            assert problem == f"duplicate event_id {event_id}: first seen at partition {where[0]} offset {where[1]}"
+
+
+def test_ids_are_forgotten_after_two_generations_only() -> None:
+    seen = DuplicateEvents(capacity=3)
+    for i in range(3):
+        assert seen.problem(f"e{i}", 0, i) is None
+    assert seen.problem("e3", 0, 3) is None  # starts a new generation; e0..e2 still remembered
+    assert seen.problem("e0", 1, 99) is not None
+    for i in range(4, 7):
+        seen.problem(f"e{i}", 0, i)  # a third generation: e0..e2 are gone
+    assert seen.problem("e0", 1, 99) is None
