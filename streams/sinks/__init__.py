@@ -6,6 +6,7 @@ SINK_KINDS: dict[str, str] = {
     "mqtt": "streams.sinks.mqtt:MqttSink",
     "email": "streams.sinks.email:EmailSink",
     "webhook": "streams.sinks.webhook:WebhookSink",
+    "export": "streams.sinks.export:ExportSink",
 }
 """Sink kinds ``evtwin sink --kind`` knows: name -> ``module:class`` (imported on use). A new sink
 is one class on :class:`streams.sinks.base.Sink` and one line here."""
