@@ -27,6 +27,8 @@ class Endpoints:
     schema_registry_url: str | None
     mlflow_tracking_uri: str | None
     pid: int | None = None
+    #: The twin's HTTP API and web view, when ``evtwin up`` runs it.
+    api_url: str | None = None
     started_at: float | None = None
     services: dict[str, Any] = field(default_factory=dict)
 

@@ -61,7 +61,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
     st: ApiState = app.state.api
     s, ep = st.settings, st.endpoints
+    from connectors.migrator import migrate
+
     with psycopg.connect(ep.database_url, autocommit=True, connect_timeout=10) as conn:
+        migrate(conn)  # the sink tables, if the sink has not created them yet (idempotent)
         ensure_table(conn)
     st.pool = AsyncConnectionPool(ep.database_url, min_size=1, max_size=s.api_db_pool_size,
                                   kwargs={"application_name": "evtwin-api"}, open=False)

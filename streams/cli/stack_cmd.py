@@ -64,6 +64,9 @@ def register(sub: Any, opt: Any) -> None:
             opt.setting(p, "--metrics-port", "metrics_port",
                         "Prometheus port of the first worker (replica i gets port + i)", type=int)
             opt.flag(p, "--no-live", "EVTWIN_UP_NO_LIVE", "print no live summary (logs only)")
+            opt.flag(p, "--no-api", "EVTWIN_UP_NO_API", "do not run the HTTP API and web view")
+            opt.setting(p, "--api-port", "api_port", "port of the API and web view, 0 = any free",
+                        type=int)
         opt.env(p, "--exit-after", f"EVTWIN_{name.upper()}_EXIT_AFTER",
                 "stop by itself after this many seconds (for scripts and smoke tests); 0 = never",
                 default=0.0, type=float)
@@ -249,6 +252,10 @@ def _pipeline(settings: Settings, args: argparse.Namespace, procs: list[ManagedP
                                   logs / "sink.log", cwd=REPO_ROOT))
     planned.append(ManagedProcess("MQTT bridge", base + ["mqtt-bridge", "--metrics-port", next_port()],
                                   logs / "mqtt-bridge.log", cwd=REPO_ROOT))
+    if not args.no_api:
+        planned.append(ManagedProcess(
+            "API", base + ["api", "--host", settings.api_host, "--port", str(args.resolved_api_port)],
+            logs / "api.log", cwd=REPO_ROOT))
     if not args.no_simulator:
         planned.append(ManagedProcess(
             "simulator",
@@ -259,6 +266,28 @@ def _pipeline(settings: Settings, args: argparse.Namespace, procs: list[ManagedP
     for proc in planned:
         procs.append(proc)
         proc.start()
+
+
+def choose_api_port(settings: Settings, report: Any = None) -> int:
+    """The API's port, known before the API starts: the setting when free; a free port chosen
+    now when the setting is 0, or (reported) when the configured port is taken."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((settings.api_host, settings.api_port))
+        except OSError:
+            sock.bind((settings.api_host, 0))
+            if report is not None:
+                report(f"port {settings.api_port} is taken: the API listens on "
+                       f"{sock.getsockname()[1]} instead (set EVTWIN_API_PORT)")
+        return int(sock.getsockname()[1])
+
+
+def api_url(settings: Settings, port: int) -> str:
+    host = "127.0.0.1" if settings.api_host in ("0.0.0.0", "::", "") else settings.api_host
+    return f"http://{host}:{port}"
 
 
 def _run(args: argparse.Namespace, settings: Settings, with_pipeline: bool) -> int:
@@ -286,7 +315,12 @@ def _run(args: argparse.Namespace, settings: Settings, with_pipeline: bool) -> i
             metrics_port = _supervisor_metrics_port(settings)
             if metrics_port:
                 _serve_supervisor_metrics(metrics_port)
+            if not args.no_api:
+                args.resolved_api_port = choose_api_port(settings, report)
             _pipeline(settings, args, procs)
+            if not args.no_api:
+                endpoints.api_url = api_url(settings, args.resolved_api_port)
+                endpoints.write(settings.stack_file)
             restarts = _restarts_metric()
             for proc in procs:
                 restarts.labels(_process_label(proc))  # every series exists from the start, at 0
@@ -299,6 +333,9 @@ def _run(args: argparse.Namespace, settings: Settings, with_pipeline: bool) -> i
 
             supervisor = Supervisor(procs, _restart_policy(settings), report=report, on_exit=on_exit,
                                     on_restart=lambda p: restarts.labels(_process_label(p)).inc())
+            if not args.no_api:
+                console.print(f"[bold]Web view and API: {endpoints.api_url}[/bold] "
+                              f"(API docs {endpoints.api_url}/docs)")
             console.print(f"Pipeline: {', '.join(p.name for p in procs)} (logs in "
                           f"{settings.state_dir / 'logs'}; restarted when they exit"
                           + (f", restarts on http://127.0.0.1:{metrics_port}/metrics" if metrics_port else "")

@@ -256,7 +256,7 @@ def test_killed_worker_comes_back_and_nothing_is_lost_or_doubled(supervised_up: 
     cycles = episodes.stop()
     cut_ms = int(time.time() * 1000)
     assert _restarts_metric(up.metrics_port) == {"ingest": 0, "worker-1": 1, "worker-2": 0, "sink": 0,
-                                                 "mqtt-bridge": 0, "simulator": 0}
+                                                 "mqtt-bridge": 0, "api": 0, "simulator": 0}
 
     # Every reading on the topic up to the cut is in ev_telemetry exactly once.
     time.sleep(1)
