@@ -157,6 +157,28 @@ class TimescaleWriter:
 
         return self._run("write_alerts", work)
 
+    def write_ground_truth(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Write ``ground_truth`` records (the simulator's truth) to ``ev_ground_truth`` in one
+        transaction; a replayed record changes nothing.
+
+        Returns:
+            Rows new in ``ev_ground_truth``.
+
+        Raises:
+            DatabaseError: the database rejected the batch.
+            DatabaseUnavailableError: the database stayed unreachable for ``retry_for_s``.
+        """
+        if not rows:
+            return 0
+        params = q.ground_truth_params(rows)
+
+        def work(conn: psycopg.Connection) -> int:
+            with conn.cursor() as cur:
+                cur.executemany(q.INSERT_GROUND_TRUTH, params)
+                return self._count(cur, "ev_ground_truth")
+
+        return self._run("write_ground_truth", work)
+
     def refresh_rollup(self) -> bool:
         """Refresh the hourly rollup where that is the sink's job (plain PostgreSQL); see
         :func:`connectors.migrator.refresh_rollup`. Returns whether it refreshed."""
@@ -259,7 +281,7 @@ class TimescaleWriter:
                     self.db_errors += 1
                     raise DatabaseError(f"{what}: {_first_line(exc)}") from exc
                 for table, n in self._pending.items():
-                    self.rows_written[table] += n
+                    self.rows_written[table] = self.rows_written.get(table, 0) + n
                 self.batches += 1
                 return result
 

@@ -83,6 +83,12 @@ UPSERT_ALERT = (
     "WHERE ev_alerts.status <> 'RESOLVED' AND EXCLUDED.status = 'RESOLVED'"
 )
 
+INSERT_GROUND_TRUTH = (
+    "INSERT INTO ev_ground_truth (time, battery_id, event_id, true_soh, true_rul_cycles, "
+    f"failure_within_horizon, fault) VALUES ({_MS.format('%s::int8')}, %s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT DO NOTHING"
+)
+
 _get_prediction = itemgetter(*PREDICTION_FIELDS)
 _get_prediction_no_seq = itemgetter(*PREDICTION_FIELDS[:-1])
 
@@ -149,9 +155,15 @@ def alert_params(rows: Iterable[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
     ]
 
 
+def ground_truth_params(rows: Iterable[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+    """Parameters of :data:`INSERT_GROUND_TRUTH` for decoded ``ground_truth`` records."""
+    return [(millis(r["timestamp"]), r["battery_id"], r.get("event_id"), r["true_soh"],
+             r["true_rul_cycles"], r["failure_within_horizon"], r.get("fault", "none")) for r in rows]
+
+
 __all__ = [
     "COPY_STAGE", "CREATE_STAGE", "INSERT_FROM_STAGE", "INSERT_VALUES", "PREDICTION_FIELDS",
-    "STAGE_PG_TYPES", "STAGE_TABLE", "STATE_FROM_STAGE", "STATE_VALUES", "TABLE_COLUMNS",
-    "UPSERT_ALERT", "alert_params", "latest_per_battery", "millis", "prediction_tuples",
+    "INSERT_GROUND_TRUTH", "STAGE_PG_TYPES", "STAGE_TABLE", "STATE_FROM_STAGE", "STATE_VALUES",
+    "TABLE_COLUMNS", "UPSERT_ALERT", "alert_params", "ground_truth_params", "latest_per_battery", "millis", "prediction_tuples",
     "without_seq",
 ]

@@ -113,6 +113,38 @@ class Settings(BaseSettings):
     metrics_port: int = Field(6066, ge=0, le=65535, description="Prometheus port of a worker; 0 = none.")
     workers: int = Field(1, ge=1, le=64, description="Score-worker replicas that evtwin up starts.")
 
+    # --- Retraining (evtwin retrain; evtwin up runs it every retrain_every).
+    retrain_every: float = Field(
+        0.0, ge=0, description="evtwin up retrains every this long: seconds, or a duration such as "
+        "30d, 12h, 90m; 0 = never (production: a Kubernetes CronJob running evtwin retrain).")
+    retrain_window_h: float = Field(
+        168.0, gt=0, description="Recent window of collected data the gate scores both models on, h.")
+    retrain_holdout: float = Field(
+        0.2, gt=0, lt=0.5, description="Fraction of batteries (chosen by a hash of the id, so the "
+        "same every run) kept out of training and used by the gate.")
+    retrain_max_rows: int = Field(
+        200_000, ge=0, description="Collected readings used at most (one per battery and hour, newest "
+        "first); 0 = the generated dataset only.")
+    retrain_sample_s: float = Field(
+        3600.0, ge=0, description="Collected readings are thinned to one per battery and this many "
+        "seconds before training, s; 0 = all.")
+    retrain_dataset: Path | None = Field(
+        None, description="Generated dataset trained on besides the collected data; default "
+        "datasets/generated/ev_fleet.parquet when present, else a fleet simulated in memory.")
+    retrain_batteries: int = Field(
+        500, ge=10, description="Packs simulated in memory when there is no generated dataset.")
+    retrain_primary_metric: str = Field(
+        "rul_mae_cycles", description="The metric a candidate must improve to be promoted.")
+    retrain_gated_metrics: str = Field(
+        "rul_mae_cycles,rul_band_coverage_error,failure_brier,failure_roc_auc,anomaly_auroc",
+        description="Metrics a candidate must not be worse on, comma-separated.")
+    retrain_max_regression: float = Field(
+        0.02, ge=0, description="How much worse a gated metric may be and still count as not "
+        "worse, relative to the champion's (0.02 = 2 %).")
+    retrain_min_improvement: float = Field(
+        0.0, ge=0, description="How much better the primary metric must be, relative (0 = any "
+        "improvement).")
+
     # --- Sinks (evtwin sink, evtwin mqtt-bridge).
     sink_app_id: str = Field("evtwin-sink", description="Faust app id of the database sink.")
     bridge_app_id: str = Field("evtwin-mqtt-bridge", description="Faust app id of the MQTT bridge.")
@@ -226,6 +258,20 @@ class Settings(BaseSettings):
     # --- Logging.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["plain", "json"] = "plain"
+
+    @field_validator("retrain_every", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        """``30d``, ``12h``, ``90m``, ``45s`` or a number of seconds."""
+        if isinstance(value, str):
+            text = value.strip().lower()
+            units = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+            if text[-1:] in units:
+                try:
+                    return float(text[:-1]) * units[text[-1]]
+                except ValueError:
+                    raise ValueError(f"{value!r} is not a duration (30d, 12h, 90m, 45s or seconds)") from None
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

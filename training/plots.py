@@ -48,8 +48,8 @@ def calibration_plot(path: Path, y: np.ndarray, curves: Mapping[str, np.ndarray]
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 5.5))
     ax.plot([0, 1], [0, 1], "k:", lw=1, label="perfect")
-    for name, p in curves.items():
-        frac, mean = calibration_curve(y, p, n_bins=15, strategy="quantile")
+    for name, p in curves.items():  # float32 isotonic outputs can exceed 1 by an ulp
+        frac, mean = calibration_curve(y, np.clip(p, 0.0, 1.0), n_bins=15, strategy="quantile")
         ax.plot(mean, frac, "o-", ms=3, label=name)
     ax.set_xlabel("predicted probability of failure within the horizon")
     ax.set_ylabel("observed frequency")

@@ -38,6 +38,8 @@ from models.scorer import ANOMALY_XGB_FILE, FAILURE_FILE, IFOREST_FILE, RUL_FILE
 from training.errors import TrainingError
 
 EXPERIMENT = "ev-twin"
+RETRAIN_EXPERIMENT = "ev-twin-retrain"
+"""Experiment of the gate decisions of ``evtwin retrain`` (one run per decision)."""
 MODEL_NAME = "ev-twin"
 ALIAS = "champion"
 _XGB = "xgboost-cpu|xgboost"
@@ -77,18 +79,19 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def _experiment(uri: str) -> str:
-    """Point MLflow at ``uri`` and return the experiment id (artifacts beside a SQLite file)."""
+def _experiment(uri: str, name: str = EXPERIMENT) -> str:
+    """Point MLflow at ``uri`` and return the id of experiment ``name`` (artifacts beside a SQLite
+    file)."""
     mlflow.set_tracking_uri(uri)
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    found = mlflow.get_experiment_by_name(EXPERIMENT)
+    found = mlflow.get_experiment_by_name(name)
     if found is not None:
         return str(found.experiment_id)
     location = None
     if uri.startswith("sqlite:///"):
         location = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
-    return str(mlflow.create_experiment(EXPERIMENT, artifact_location=location))
+    return str(mlflow.create_experiment(name, artifact_location=location))
 
 
 def _requirements(*packages: str) -> list[str]:
@@ -266,6 +269,46 @@ def clear_champion(tracking_uri: str, registered: Mapping[str, str]) -> list[str
     return removed
 
 
+def log_decision(tracking_uri: str, decision: Mapping[str, Any]) -> str:
+    """Log one gate decision of ``evtwin retrain`` as a run of experiment :data:`RETRAIN_EXPERIMENT`.
+
+    Tags ``decision``, ``candidate``, ``champion``; params: the gate's thresholds and row counts;
+    metrics ``candidate.<name>`` and ``champion.<name>`` (finite values); ``decision.json``: the
+    whole summary (``training.retrain.RetrainResult.as_dict``).
+
+    Returns:
+        The run id.
+
+    Raises:
+        TrainingError: If MLflow fails.
+    """
+    try:
+        with _quiet():
+            experiment_id = _experiment(tracking_uri, RETRAIN_EXPERIMENT)
+            candidate = decision["candidate"]
+            champion = decision.get("champion") or {}
+            name = f"{decision['decision']} {candidate['version']} vs {champion.get('version') or 'none'}"
+            with mlflow.start_run(experiment_id=experiment_id, run_name=name) as run:
+                mlflow.set_tags({"decision": decision["decision"], "candidate": candidate["version"],
+                                 "candidate_model_version": candidate.get("model_version") or "",
+                                 "champion": champion.get("version") or "none",
+                                 "reason": str(decision.get("reason", ""))[:5000]})
+                params = {f"gate_{k}": (",".join(v) if isinstance(v, list) else v)
+                          for k, v in decision.get("thresholds", {}).items()}
+                params.update({f"rows_{k}": v for k, v in decision.get("rows", {}).items()})
+                mlflow.log_params(params)
+                values = {}
+                for who, block in (("candidate", candidate), ("champion", champion)):
+                    for key, value in (block.get("metrics") or {}).items():
+                        if value is not None and np.isfinite(value):
+                            values[f"{who}.{key}"] = float(value)
+                mlflow.log_metrics(values)
+                mlflow.log_dict(dict(decision), "decision.json")
+                return str(run.info.run_id)
+    except Exception as exc:
+        raise TrainingError(f"MLflow at {tracking_uri}: {exc}") from exc
+
+
 def _staged_scores(staged_dir: Path, frame: pd.DataFrame) -> pd.DataFrame:
     """The staged model's outputs on ``frame`` (for the pyfunc signature)."""
     from models.scorer import Scorer
@@ -274,5 +317,5 @@ def _staged_scores(staged_dir: Path, frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(scores)
 
 
-__all__ = ["ALIAS", "EXPERIMENT", "LoggedRun", "MODEL_NAME", "ScorerModel", "clear_champion", "log_run",
-           "set_champion"]
+__all__ = ["ALIAS", "EXPERIMENT", "LoggedRun", "MODEL_NAME", "RETRAIN_EXPERIMENT", "ScorerModel", "clear_champion",
+           "log_decision", "log_run", "set_champion"]

@@ -61,6 +61,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         bench_cmd,
         data_cmd,
         export_cmd,
+        retrain_cmd,
         sim_cmd,
         sink_cmd,
         stack_cmd,
@@ -88,6 +89,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     export_cmd.register(sub, opt)
     data_cmd.register(sub, opt)
     train_cmd.register(sub, opt)
+    retrain_cmd.register(sub, opt)
     bench_cmd.register(sub, opt)
     api_cmd.register(sub, opt)
     return parser

@@ -4,6 +4,7 @@ bridge on it, and the one Faust app that runs any set of sinks (:mod:`streams.si
 SINK_KINDS: dict[str, str] = {
     "database": "streams.sinks.database:DatabaseSink",
     "mqtt": "streams.sinks.mqtt:MqttSink",
+    "groundtruth": "streams.sinks.groundtruth:GroundTruthSink",
     "email": "streams.sinks.email:EmailSink",
     "webhook": "streams.sinks.webhook:WebhookSink",
     "export": "streams.sinks.export:ExportSink",
