@@ -106,7 +106,7 @@ class DeliveryJournal:
         return key in self.keys
 
     def add(self, keys: Iterable[str]) -> None:
-        new = [k for k in keys if k not in self.keys]
+        new = [k for k in dict.fromkeys(keys) if k not in self.keys]
         self.file.write("".join(k + "\n" for k in new))
         self.file.flush()
         os.fsync(self.file.fileno())
