@@ -81,22 +81,31 @@ async function loadAlerts(range) {
   renderAlertList($("alert-list"), alerts);
 }
 
+let pending = [], flushTimer = null;
+
+function flushLive() {
+  flushTimer = null;
+  for (const r of pending) for (const [k, c] of Object.entries(CHARTS)) charts[k].push(r, c.keys, 5000, false);
+  pending = [];
+  for (const c of Object.values(charts)) c.redraw();
+  showNow();
+  showPackLegend();
+}
+
 function onMessage(msg) {
   if (msg.type === "predictions") {
     for (const p of msg.data) {
       if (p.battery_id !== id) continue;
       latest.reported = { ...latest.reported, ...p };
       latest.prediction = { ...latest.prediction, ...p };
-      const r = row(p);
-      for (const [k, c] of Object.entries(CHARTS)) charts[k].push(r, c.keys);
+      pending.push(row(p));
       pack.update(p);
       updates++;
     }
     const el = $("live-updates");
     el.textContent = updates;
     el.dataset.count = updates;
-    showNow();
-    showPackLegend();
+    if (!flushTimer) flushTimer = setTimeout(flushLive, 1000);  // charts and numbers redraw once a second
   } else if (msg.type === "alert" && msg.data.battery_id === id) {
     const i = alerts.findIndex((a) => a.alert_id === msg.data.alert_id);
     if (i >= 0) alerts[i] = msg.data; else alerts.unshift(msg.data);

@@ -57,8 +57,8 @@ export function timeChart(canvas, series, { y2Label, yLabel, yMin, yMax } = {}) 
       this.retick();
       chart.update("none");
     },
-    /** Append one row; keep at most `max` points per series. */
-    push(row, keys, max = 5000) {
+    /** Append one row; keep at most `max` points per series; redraw unless told not to. */
+    push(row, keys, max = 5000, draw = true) {
       keys.forEach((k, i) => {
         if (row[k] === null || row[k] === undefined) return;
         const d = chart.data.datasets[i].data;
@@ -66,6 +66,9 @@ export function timeChart(canvas, series, { y2Label, yLabel, yMin, yMax } = {}) 
         d.push({ x: row.t, y: row[k] });
         if (d.length > max) d.shift();
       });
+      if (draw) this.redraw();
+    },
+    redraw() {
       this.retick();
       chart.update("none");
     },

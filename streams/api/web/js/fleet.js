@@ -39,7 +39,7 @@ function compare(a, b) {
 function renderTable(list) {
   const rows = list.slice().sort(compare).slice(0, MAX_ROWS);
   $("fleet-table").querySelector("tbody").innerHTML = rows.map((b) => `
-    <tr data-battery="${esc(b.battery_id)}" class="${touched.has(b.battery_id) ? "flash" : ""}">
+    <tr data-battery="${esc(b.battery_id)}" data-time="${esc(b.time)}" class="${touched.has(b.battery_id) ? "flash" : ""}">
       <td><a href="battery.html?id=${encodeURIComponent(b.battery_id)}">${esc(b.battery_id)}</a></td>
       <td>${riskBadge(b.risk)}</td><td>${fmt(b.failure_probability, 2)}</td><td>${fmt(b.rul_cycles, 0)}</td>
       <td>${fmt(b.rul_p10, 0)}–${fmt(b.rul_p90, 0)}</td><td>${fmt(b.soh, 1)}</td><td>${fmt(b.soc, 1)}</td>
@@ -174,7 +174,7 @@ async function main() {
   }
   render();
   document.body.dataset.ready = "1";
-  setInterval(render, 1000);
+  setInterval(render, 2000);
   setInterval(loadSummary, SUMMARY_EVERY_MS);
 }
 

@@ -9,7 +9,7 @@ export function drawRulGauge(canvas, { p10, p50, p90, max }) {
   const g = canvas.getContext("2d");
   g.scale(dpr, dpr);
   g.clearRect(0, 0, w, h);
-  const cx = w / 2, cy = h - 24, r = Math.min(w / 2 - 34, h - 48);
+  const cx = w / 2, cy = h - 24, r = Math.min(w / 2 - 48, h - 48);
   const top = Math.max(max || 0, p90 || 0, p50 || 0, 100);
   const ang = (v) => Math.PI + Math.PI * Math.min(Math.max(v / top, 0), 1);
   const arc = (a0, a1, color, width) => { g.beginPath(); g.arc(cx, cy, r, a0, a1); g.strokeStyle = color; g.lineWidth = width; g.lineCap = "butt"; g.stroke(); };

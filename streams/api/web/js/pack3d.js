@@ -70,8 +70,8 @@ export class PackView {
 
   _build() {
     const w = this.host.clientWidth || 640, h = this.host.clientHeight || 420;
-    this.renderer = new THREE.WebGLRenderer({ antialias: true, preserveDrawingBuffer: true });
-    this.renderer.setPixelRatio(Math.min(window.devicePixelRatio || 1, 2));
+    this.renderer = new THREE.WebGLRenderer({ antialias: false, preserveDrawingBuffer: true });
+    this.renderer.setPixelRatio(Math.min(window.devicePixelRatio || 1, 1.5));
     this.renderer.setSize(w, h);
     this.renderer.setClearColor(0x0b0f14);
     this.canvas = this.renderer.domElement;
@@ -93,7 +93,7 @@ export class PackView {
 
     const trayW = 2 * PER_MODULE * (CELL.w + CELL.gap) + 1.2, trayD = (MODULES / 2) * (CELL.d + 0.35) + 0.5;
     const tray = new THREE.Mesh(new THREE.BoxGeometry(trayW, 0.16, trayD),
-      new THREE.MeshStandardMaterial({ color: 0x2a3340, metalness: 0.4, roughness: 0.7 }));
+      new THREE.MeshLambertMaterial({ color: 0x2a3340 }));
     this.scene.add(tray);
     const edges = new THREE.LineSegments(new THREE.EdgesGeometry(new THREE.BoxGeometry(trayW, 1.3, trayD)),
       new THREE.LineBasicMaterial({ color: 0x3d4a5c }));
@@ -101,7 +101,7 @@ export class PackView {
     this.scene.add(edges);
 
     const box = new THREE.BoxGeometry(CELL.w, CELL.h, CELL.d);
-    this.cells = new THREE.InstancedMesh(box, new THREE.MeshStandardMaterial({ roughness: 0.55, metalness: 0.1, transparent: true, opacity: 0.92 }), N_SERIES);
+    this.cells = new THREE.InstancedMesh(box, new THREE.MeshLambertMaterial(), N_SERIES);
     // the charge level: a bright bar on each cell's front face, its height the SoC
     const bar = new THREE.BoxGeometry(CELL.w * 0.6, 1, 0.04);
     bar.translate(0, 0.5, 0);
@@ -118,7 +118,7 @@ export class PackView {
 
     // terminals: + at the first group, - at the last
     const term = (i, color) => {
-      const t = new THREE.Mesh(new THREE.CylinderGeometry(0.09, 0.09, 0.3, 16), new THREE.MeshStandardMaterial({ color }));
+      const t = new THREE.Mesh(new THREE.CylinderGeometry(0.09, 0.09, 0.3, 16), new THREE.MeshLambertMaterial({ color }));
       t.position.copy(cellPosition(i)).add(new THREE.Vector3(0, CELL.h / 2 + 0.15, 0));
       this.scene.add(t);
     };
@@ -129,9 +129,13 @@ export class PackView {
     this.resizeObserver.observe(this.host);
     this.frames = 0;
     this._last = 0;
+    // Draw at ~12 frames/s while something moves (current flows, the level eases, the user turns
+    // the pack), else twice a second: software WebGL on a laptop without a GPU stays cheap.
+    this.controls.addEventListener("change", () => { this._moved = performance.now(); });
     const loop = (t) => {
       this._raf = requestAnimationFrame(loop);
-      if (t - this._last < 33) return;  // ~30 frames/s is plenty, and spares the CPU
+      const busy = Math.abs(this.flow) > 0.01 || this._easing || t - (this._moved || 0) < 1000;
+      if (t - this._last < (busy ? 80 : 500)) return;
       const dt = Math.min((t - this._last) / 1000, 0.1);
       this._last = t;
       this._animate(dt);
@@ -164,7 +168,8 @@ export class PackView {
 
   _animate(dt) {
     const target = this.state && this.state.soc !== null && this.state.soc !== undefined ? this.state.soc / 100 : this.level;
-    if (Math.abs(target - this.level) > 0.001) {
+    this._easing = Math.abs(target - this.level) > 0.001;
+    if (this._easing) {
       this.level += (target - this.level) * Math.min(1, dt * 3);
       this._placeBars();
     }
