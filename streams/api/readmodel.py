@@ -141,6 +141,21 @@ class ReadModel:
         return await self._one(f"SELECT {_STATE_COLS} FROM battery_state WHERE battery_id = %s",
                                (battery_id,))
 
+    async def battery_twin(self, battery_id: str) -> dict[str, Any] | None:
+        """One round trip for the twin page: the pack's state row, its open alerts (``alerts``, a
+        JSON list, newest first, at most 50) and its desired-state row (``d_*`` columns)."""
+        return await self._one(
+            f"SELECT {_STATE_COLS}, "
+            "(SELECT coalesce(json_agg(a ORDER BY a.opened_at DESC), '[]'::json) FROM "
+            f"  (SELECT {_ALERT_COLS} FROM ev_alerts WHERE battery_id = s.battery_id "
+            "   AND resolved_at IS NULL ORDER BY opened_at DESC LIMIT 50) a) AS alerts, "
+            "d.desired AS d_desired, d.version AS d_version, d.requested_at AS d_requested_at, "
+            "d.reported AS d_reported, d.reported_version AS d_reported_version, "
+            "d.reported_at AS d_reported_at, d.converged_at AS d_converged_at, "
+            "d.battery_id IS NOT NULL AS d_present "
+            "FROM battery_state s LEFT JOIN battery_desired_state d USING (battery_id) "
+            "WHERE s.battery_id = %s", (battery_id,))
+
     async def battery_exists(self, battery_id: str) -> bool:
         return await self._one("SELECT 1 AS x FROM battery_state WHERE battery_id = %s",
                                (battery_id,)) is not None

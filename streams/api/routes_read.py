@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 
+from streams.api.desired import view_of
 from streams.api.readmodel import SORT_COLUMNS, choose_resolution
 from streams.api.schemas import (
     AlertOut,
@@ -72,28 +75,35 @@ async def batteries(
     soh_min: Annotated[float | None, Query(ge=0, le=100)] = None,
     soh_max: Annotated[float | None, Query(ge=0, le=100)] = None,
     q: Annotated[str | None, Query(max_length=50, description="Battery id prefix.")] = None,
-) -> BatteryPage:
+) -> Response:
     if soh_min is not None and soh_max is not None and soh_min > soh_max:
         raise HTTPException(422, [{"loc": ["query", "soh_min"], "msg": "soh_min is above soh_max",
                                    "type": "value_error"}])
     rows, total = await state(request).read.battery_page(
         limit=limit, offset=offset, sort=sort, order=order, risk=risk, alert=alert,
         soh_min=soh_min, soh_max=soh_max, prefix=q)
-    return BatteryPage(items=[BatteryListItem(**r) for r in rows], total=total, limit=limit,
-                       offset=offset, sort=sort, order=order)
+    return _json(BatteryPage(items=[BatteryListItem(**r) for r in rows], total=total, limit=limit,
+                             offset=offset, sort=sort, order=order))
 
 
 @router.get("/batteries/{battery_id}", response_model=BatteryTwin, responses=_NOT_FOUND,
             summary="The twin of one pack: reported state, prediction, open alerts, desired state")
-async def battery(request: Request, battery_id: BatteryId) -> BatteryTwin:
-    st = state(request)
-    row = await require_battery(request, battery_id)
-    alerts = await st.read.open_alerts(battery_id)
-    desired = await st.desired.get(battery_id)
-    return BatteryTwin(battery_id=battery_id,
+async def battery(request: Request, battery_id: BatteryId) -> Response:
+    row = await state(request).read.battery_twin(battery_id)
+    if row is None:
+        raise HTTPException(404, f"unknown battery {battery_id!r}")
+    desired = view_of(battery_id, {k[2:]: v for k, v in row.items() if k.startswith("d_")}
+                      if row["d_present"] else None)
+    twin = BatteryTwin(battery_id=battery_id,
                        reported=ReportedState(**{k: row[k] for k in _REPORTED}),
-                       prediction=_prediction(row), open_alerts=[AlertOut(**a) for a in alerts],
-                       desired=desired)
+                       prediction=_prediction(row),
+                       open_alerts=[AlertOut(**a) for a in row["alerts"]], desired=desired)
+    return _json(twin)
+
+
+def _json(model: Any) -> Response:
+    """The model as JSON, serialised once (FastAPI would validate the returned model again)."""
+    return Response(model.model_dump_json(by_alias=True), media_type="application/json")
 
 
 @router.get("/batteries/{battery_id}/history", response_model=History, responses=_NOT_FOUND,
@@ -161,10 +171,27 @@ def _histogram(values: list[float], lo: float, hi: float, bins: int) -> list[His
             for i, c in enumerate(counts)]
 
 
+SUMMARY_TTL_S = 1.0
+"""How long one computed fleet summary is served (it reads every pack's row)."""
+
+
 @router.get("/fleet/summary", response_model=FleetSummary,
-            summary="Distributions of SoH, RUL and risk over the fleet; counts by state")
-async def fleet_summary(request: Request) -> FleetSummary:
+            summary="Distributions of SoH, RUL and risk over the fleet; counts by state (at most "
+            "1 s old)")
+async def fleet_summary(request: Request) -> Response:
+    """Computed at most once a second whatever the number of clients: concurrent requests share
+    one computation (single flight), later ones within the second get its result."""
     st = state(request)
+    cache = st.__dict__.setdefault("summary_cache", {"at": -1.0, "body": b"", "lock": asyncio.Lock()})
+    if time.monotonic() - cache["at"] > SUMMARY_TTL_S:
+        async with cache["lock"]:
+            if time.monotonic() - cache["at"] > SUMMARY_TTL_S:
+                cache["body"] = (await _compute_summary(st)).body
+                cache["at"] = time.monotonic()
+    return Response(cache["body"], media_type="application/json")
+
+
+async def _compute_summary(st: Any) -> Response:
     rows = await st.read.fleet_rows()
     counts = await st.read.open_alert_counts()
     by_risk = {"low": 0, "medium": 0, "high": 0, "unknown": 0}
@@ -183,13 +210,13 @@ async def fleet_summary(request: Request) -> FleetSummary:
         by_rule[c["rule"]] = by_rule.get(c["rule"], 0) + c["n"]
         by_severity[c["severity"]] = by_severity.get(c["severity"], 0) + c["n"]
     rul_hi = max(1000.0, (max(rul) // 500 + 1) * 500) if rul else 1000.0
-    return FleetSummary(
+    return _json(FleetSummary(
         batteries=len(rows), as_of=max((r["time"] for r in rows), default=None), by_risk=by_risk,
         open_alerts=sum(by_rule.values()), open_alerts_by_rule=by_rule,
         open_alerts_by_severity=by_severity,
         soh_avg=sum(soh) / len(soh) if soh else None, rul_avg=sum(rul) / len(rul) if rul else None,
         soh_histogram=_histogram(soh, 70.0, 100.0, 15), rul_histogram=_histogram(rul, 0.0, rul_hi, 20),
-        risk_histogram=_histogram(fp, 0.0, 1.0, 10), points=points)
+        risk_histogram=_histogram(fp, 0.0, 1.0, 10), points=points))
 
 
 @router.get("/telemetry/latest", response_model=TelemetryLatest,

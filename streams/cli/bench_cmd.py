@@ -59,6 +59,43 @@ def register(sub: Any, opt: Any) -> None:
     opt.env(b, "--records", "EVTWIN_BENCH_RECORDS", "records to produce", default=10000, type=int)
     opt.flag(b, "--json", "EVTWIN_BENCH_JSON", "print one JSON object instead of a table")
     b.set_defaults(handler=run_broker)
+    _register_api(bsub, opt)
+
+
+def _register_api(bsub: Any, opt: Any) -> None:
+    b = bsub.add_parser("api", help="API latency, WebSocket fan-out and API memory",
+                        description="On a fresh embedded stack: load packs and telemetry rows, run "
+                        "`evtwin api`, time GET /api/batteries/{id} and /api/fleet/summary under "
+                        "concurrent clients (p50/p95/p99), WebSocket fan-out delivery (p50/p99 from "
+                        "production to arrival) to many /ws/fleet clients, and the API's RSS.")
+    opt.env(b, "--packs", "EVTWIN_BENCH_PACKS", "packs in the database", default=1000, type=int)
+    opt.env(b, "--rows", "EVTWIN_BENCH_API_ROWS", "telemetry rows in the database (the bar is "
+            "10,000,000; loading takes minutes)", default=1_000_000, type=int)
+    opt.env(b, "--clients", "EVTWIN_BENCH_CLIENTS", "concurrent HTTP clients", default=50, type=int)
+    opt.env(b, "--seconds", "EVTWIN_BENCH_SECONDS", "seconds per HTTP endpoint", default=10.0, type=float)
+    opt.env(b, "--ws-clients", "EVTWIN_BENCH_WS_CLIENTS", "WebSocket clients", default=200, type=int)
+    opt.env(b, "--ws-rate", "EVTWIN_BENCH_WS_RATE", "predictions/s produced during the fan-out",
+            default=5000, type=int)
+    opt.env(b, "--ws-seconds", "EVTWIN_BENCH_WS_SECONDS", "seconds of the fan-out", default=10.0,
+            type=float)
+    opt.flag(b, "--json", "EVTWIN_BENCH_JSON", "print one JSON object instead of a table")
+    b.set_defaults(handler=run_api)
+
+
+def run_api(args: argparse.Namespace, settings: Settings) -> int:
+    import sys
+
+    from streams.cli import CliError
+    from streams.tools.bench_api import BenchError, run_api_bench
+
+    try:
+        result = run_api_bench(args.packs, args.rows, args.clients, args.seconds, args.ws_clients,
+                               args.ws_rate, args.ws_seconds,
+                               progress=lambda text: print(text, file=sys.stderr, flush=True))
+    except BenchError as exc:
+        raise CliError(f"bench api: {exc}") from None
+    print_result("API (embedded stack, this machine)", result, args.json)
+    return 0
 
 
 def print_result(title: str, result: dict[str, Any], as_json: bool) -> None:
