@@ -106,11 +106,23 @@ def load_events(bootstrap: str, n_events: int, batteries: int, rate_hz: float = 
     sim.run(stop or threading.Event(), max_events=n_events, realtime=realtime)
 
 
+def check_workers(procs: Sequence[subprocess.Popen[bytes]]) -> None:
+    """Raise :class:`BenchError` with the end of its log as soon as a worker has exited (a bench
+    would otherwise wait its whole timeout for output that cannot come)."""
+    for proc in procs:
+        if proc.poll() is not None:
+            log = Path(getattr(proc, "log_path", ""))
+            tail = log.read_text(errors="replace").strip().splitlines()[-5:] if log.is_file() else []
+            raise BenchError(f"a worker exited with status {proc.returncode} (log: {log}): "
+                             + " | ".join(line[:300] for line in tail))
+
+
 def wait_output(bootstrap: str, topic: str, partitions: int, target: int, timeout_s: float,
-                on_first: Callable[[], None] | None = None) -> tuple[float, float, int]:
+                on_first: Callable[[], None] | None = None,
+                procs: Sequence[subprocess.Popen[bytes]] = ()) -> tuple[float, float, int]:
     """Poll the end offsets of ``topic`` until they sum to ``target``; return the times of the
     first growth and of reaching the target, and the total reached. ``on_first`` is called at the
-    first growth."""
+    first growth; a process of ``procs`` exiting meanwhile raises :class:`BenchError`."""
     consumer = kafka.consumer(bootstrap, "bench-watch")
     try:
         start_total = _end_total(consumer, topic, partitions)
@@ -118,6 +130,7 @@ def wait_output(bootstrap: str, topic: str, partitions: int, target: int, timeou
         deadline = time.monotonic() + timeout_s
         total = start_total
         while total < target and time.monotonic() < deadline:
+            check_workers(procs)
             time.sleep(0.02)
             total = _end_total(consumer, topic, partitions)
             if total > start_total and not first:
@@ -137,11 +150,15 @@ def start_workers(state_dir: Path, n: int, model_dir: Path, app_id: str,
     env.update(EVTWIN_STATE_DIR=str(state_dir), EVTWIN_MODEL_DIR=str(model_dir),
                EVTWIN_APP_ID=app_id, EVTWIN_LOG_LEVEL="WARNING")
     ports = list(metrics_ports) or [0] * n
-    return [subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"],
-                             env={**env, "EVTWIN_METRICS_PORT": str(ports[i])}, cwd=REPO_ROOT,
-                             stdout=subprocess.DEVNULL,
-                             stderr=open(state_dir / f"{app_id}-{i}.log", "wb"))  # noqa: SIM115
-            for i in range(n)]
+    procs = []
+    for i in range(n):
+        log = state_dir / f"{app_id}-{i}.log"
+        proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"],
+                                env={**env, "EVTWIN_METRICS_PORT": str(ports[i])}, cwd=REPO_ROOT,
+                                stdout=subprocess.DEVNULL, stderr=open(log, "wb"))  # noqa: SIM115
+        proc.log_path = log  # type: ignore[attr-defined]  # for check_workers
+        procs.append(proc)
+    return procs
 
 
 def bench_workers(ep: Endpoints, state_dir: Path, model_dir: Path, n_events: int,
@@ -165,7 +182,7 @@ def bench_workers(ep: Endpoints, state_dir: Path, model_dir: Path, n_events: int
     try:
         cpu0 = {p.pid: _cpu_seconds(p.pid) for p in procs}
         first, last, total = wait_output(ep.kafka_bootstrap_servers, PREDICTIONS, partitions,
-                                         before + n_events, 600, on_first=scrape)
+                                         before + n_events, 600, on_first=scrape, procs=procs)
         cpu = sum(_cpu_seconds(p.pid) - cpu0[p.pid] for p in procs)
         time.sleep(0.3)  # the last batch's counters follow its flush
         scrape()
@@ -217,17 +234,21 @@ def bench_latency(ep: Endpoints, state_dir: Path, model_dir: Path, rate: int,
                                                             True, stop_warmup))
         warmup.start()
         flowing, deadline = 0.0, time.monotonic() + 90
-        while time.monotonic() < min(deadline, (flowing or deadline) + 3):
-            time.sleep(0.1)
-            if not flowing and _end_total(watch, PREDICTIONS, partitions) > scored0:
-                flowing = time.monotonic()
-        stop_warmup.set()
-        warmup.join()
+        try:
+            while time.monotonic() < min(deadline, (flowing or deadline) + 3):
+                check_workers(procs)
+                time.sleep(0.1)
+                if not flowing and _end_total(watch, PREDICTIONS, partitions) > scored0:
+                    flowing = time.monotonic()
+        finally:
+            stop_warmup.set()
+            warmup.join()
         if not flowing:
             raise BenchError(f"the worker scored nothing in 90 s (log: {state_dir / 'bench-latency-0.log'})")
         backlog = _end_total(watch, TELEMETRY, partitions) - sent0
         deadline = time.monotonic() + 120
         while _end_total(watch, PREDICTIONS, partitions) - scored0 < backlog:
+            check_workers(procs)
             if time.monotonic() > deadline:
                 raise BenchError("the worker did not catch up with the warm-up in 120 s "
                                  f"(log: {state_dir / 'bench-latency-0.log'})")
