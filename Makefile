@@ -7,7 +7,7 @@ PIP_FLAGS ?= --quiet --disable-pip-version-check
 SHELL  := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 
-.PHONY: install system-deps demo services test test-fast bench lint clean
+.PHONY: install system-deps demo services test test-fast bench lint audit clean
 
 install: $(STAMP)
 
@@ -42,6 +42,11 @@ bench: install
 lint: install
 	$(VENV)/bin/ruff check streams schemas connectors training models datasets tests
 	$(VENV)/bin/mypy streams schemas connectors models training datasets
+
+# Known vulnerabilities of the installed dependencies (pip-audit asks PyPI's per-release data, so it
+# needs the network: not part of `make test`). --strict: a package it could not check is a failure.
+audit: install
+	$(VENV)/bin/pip-audit --strict --progress-spinner off --skip-editable
 
 clean:
 	rm -rf $(VENV) .evtwin .pytest_cache
