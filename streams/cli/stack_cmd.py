@@ -213,7 +213,8 @@ def _group_of(settings: Settings, proc: ManagedProcess) -> str | None:
     label = _process_label(proc)
     if label.startswith("worker-"):
         return settings.app_id
-    return {"sink": settings.sink_app_id, "mqtt-bridge": settings.bridge_app_id}.get(label)
+    return {"sink": settings.sink_app_id, "mqtt-bridge": settings.bridge_app_id,
+            "groundtruth-sink": "evtwin-sink-groundtruth"}.get(label)
 
 
 def _group_watch(settings: Settings, bootstrap: str, procs: list[ManagedProcess], report: Any) -> Any:
@@ -252,6 +253,11 @@ def _pipeline(settings: Settings, args: argparse.Namespace, procs: list[ManagedP
                                   logs / "sink.log", cwd=REPO_ROOT))
     planned.append(ManagedProcess("MQTT bridge", base + ["mqtt-bridge", "--metrics-port", next_port()],
                                   logs / "mqtt-bridge.log", cwd=REPO_ROOT))
+    if settings.retrain_every > 0:  # scheduled retraining labels what it collected with the truth
+        planned.append(ManagedProcess("ground-truth sink", base + ["sink", "--kind", "groundtruth",
+                                      "--metrics-port", "0"], logs / "groundtruth-sink.log", cwd=REPO_ROOT))
+        planned.append(ManagedProcess("retrainer", base + ["retrain", "--every", repr(settings.retrain_every)],
+                                      logs / "retrain.log", cwd=REPO_ROOT))
     if not args.no_api:
         planned.append(ManagedProcess(
             "API", base + ["api", "--host", settings.api_host, "--port", str(args.resolved_api_port)],

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -192,3 +193,49 @@ def test_evtwin_retrain_prints_its_decision_as_json_and_says_what_is_wrong(datas
         bad = run_cli(extra_args, dict(env, **extra_env), timeout=120)
         lines = bad.stderr.strip().splitlines()
         assert bad.returncode in (1, 2) and len(lines) == 1 and needle in lines[0], bad.stderr
+
+
+def _up_commands(state: Path, monkeypatch: pytest.MonkeyPatch, **settings: object) -> list[list[str]]:
+    """The commands `evtwin up` would start with these settings (nothing started)."""
+    from connectors.embedded.process import ManagedProcess
+    from streams.cli import build_parser, stack_cmd
+    from streams.settings import Settings
+
+    monkeypatch.setattr(ManagedProcess, "start", lambda self: None)
+    procs: list[ManagedProcess] = []
+    args = build_parser({}).parse_args(["up"])
+    args.resolved_api_port = 8000
+    stack_cmd._pipeline(Settings(state_dir=state, **settings), args, procs)  # type: ignore[arg-type]
+    return [p.argv[p.argv.index("streams.cli") + 1:] for p in procs]
+
+
+def test_retraining_runs_on_a_schedule(dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+    import threading
+
+    from tests.support.cli import EVTWIN
+    from tests.support.paths import REPO
+
+    assert not any("retrain" in argv for argv in _up_commands(tmp_path, monkeypatch))  # off by default
+    planned = _up_commands(tmp_path, monkeypatch, retrain_every="12h")
+    assert any(argv[-5:] == ["sink", "--kind", "groundtruth", "--metrics-port", "0"] for argv in planned)
+    assert any(argv[-3:] == ["retrain", "--every", "43200.0"] for argv in planned)
+
+    env = cli_env(tmp_path / "state", EVTWIN_MODEL_DIR=str(tmp_path / "models"),
+                  EVTWIN_RETRAIN_GATED_METRICS="failure_brier")
+    proc = subprocess.Popen(EVTWIN + ["retrain", "--every", "1", "--no-database", "--no-mlflow", "--quick",
+                                      "--dataset", str(dataset), "--seed", "3", "--json"],
+                            env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True)  # type: ignore[arg-type]
+    reader.start()
+    try:
+        deadline = time.monotonic() + 300
+        while len(lines) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    decisions = [json.loads(line) for line in lines[:2]]
+    assert [(d["decision"], d["candidate"]["version"]) for d in decisions] == [("promoted", "v1"), ("rejected", "v2")]
+    assert (tmp_path / "models" / "current").read_text() == "v1\n"
