@@ -1,10 +1,10 @@
 """The one feature module: model inputs for training (data frames) and live scoring (records).
 
-Every feature is computed from **one reading** only. The training data is sampled days apart while
-the live stream runs at 1 Hz, so per-battery history (rolling means, deltas) would differ between
-training and serving; none is used. The pack's age (``service_days``, days since it entered service)
-stands in for history: with it one reading tells how fast the pack is used and how fast it fades,
-which is what remaining life depends on.
+The first 24 features come from **one reading**; the rest (from ``soh_filtered`` on) from the
+battery's **state** (``models.state``: what the twin remembers of the pack, defined in battery time
+so that the sparse dataset and the dense live stream give the same values). Training replays each
+battery's rows causally through ``models.state.update`` (:func:`replay`); the score worker runs the
+same function on its partition state and passes the state after each reading (``states=``).
 
 Features (``FEATURE_NAMES``, in order; NaN where an input is missing, which XGBoost handles):
 
@@ -36,6 +36,26 @@ projected_days_left   d       days to SoH 80 % if the fade grows as age^0.75 (ca
                               today's fade (clipped at >= ``MIN_FADE_PCT``); < 0 past 80 %
 projected_cycles_left EFC     projected_days_left x cycles_per_day
 sqrt_cycles_left      EFC     EFC to SoH 80 % if the fade grows as sqrt(EFC) (cycle law)
+soh_filtered          %       the fade law fitted to the battery's SoH history (Kalman filter with the
+                              fleet prior, ``models.state``) at this reading's age and EFC: the SoH
+                              estimate freed of the BMS's noise and bias
+soh_bias              %       estimated BMS bias (reported - true SoH), minus the law's offset
+fade_sd               %       standard deviation of the fitted fade at this reading
+physics_rul           EFC     the fitted law extrapolated to SoH 80 % at the recent EFC per day
+                              (the physics baseline's P50; 0 when the law says the pack is past it)
+physics_rul_sd        EFC     its standard deviation from the fit's covariance
+efc_per_day_recent    EFC/d   EFC per service day, moving average over ~60 days
+hot_share             0-1     share of readings above 35 °C, moving average over ~180 days
+high_soc_share        0-1     share of readings above 90 % SoC, same average
+dc_share              0-1     share of readings in DC charging, same average
+abs_c_rate_mean       1/h     mean abs(C-rate), same average
+thermal_residual      K       temperature - min(ambient, 30 °C set point), average over ~7 days
+                              (this day included): heat a working cooling loop would not allow
+thermal_trend         K       thermal_residual - its ~90-day baseline (a drifting sensor, a failing loop)
+spread_recent         mV      cell-voltage spread, average over ~7 days (this day included)
+spread_trend          mV      spread_recent - its ~90-day baseline (a weakening cell)
+thermal_peak          K       highest daily thermal residual, decaying over ~90 days (this day included):
+                              a failed cooling loop shows on hot or loaded days only; the twin remembers
 ====================  ======  ==========================================================================
 
 :func:`features_from_records` (telemetry-schema field names) and :func:`features_from_frame` (dataset
@@ -50,6 +70,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from models import state as st
 from models.physics.ocv import OCV_V, SOC_GRID
 from models.physics.params import AgingParams, ElectricalParams
 from schemas.fields import OPERATING_MODES
@@ -61,8 +82,13 @@ FEATURE_NAMES: tuple[str, ...] = (
     "mode_parked", "mode_driving", "mode_charging_ac", "mode_charging_dc",
     "service_days", "cycles_per_day", "fade_rate", "projected_days_left", "projected_cycles_left",
     "sqrt_cycles_left",
+    "soh_filtered", "soh_bias", "fade_sd", "physics_rul", "physics_rul_sd", "efc_per_day_recent",
+    "hot_share", "high_soc_share", "dc_share", "abs_c_rate_mean", "thermal_residual", "thermal_trend",
+    "spread_recent", "spread_trend", "thermal_peak",
 )
 """Model inputs, in column order (units in the module docstring)."""
+READING_FEATURES = 24
+"""The first features, computed from the reading alone."""
 
 MODES: tuple[str, ...] = OPERATING_MODES
 """Operating modes of the telemetry schema; index = mode code."""
@@ -98,12 +124,13 @@ FRAME_COLUMNS: dict[str, str] = {
 _OPTIONAL = frozenset({"ambient_temperature", "cell_voltage_min", "cell_voltage_max", "service_days"})
 
 
-def _build(cols: Mapping[str, np.ndarray], mode: np.ndarray) -> np.ndarray:
+def _build(cols: Mapping[str, np.ndarray], mode: np.ndarray, states: np.ndarray) -> np.ndarray:
     """Shared vectorised core.
 
     Args:
         cols: float64 arrays for every name in :data:`RECORD_FIELDS` (NaN = missing).
         mode: int mode codes (index into :data:`MODES`).
+        states: float64 (n, ``models.state.SIZE``): each reading's battery state after the reading.
 
     Returns:
         float32 array of shape (n, len(FEATURE_NAMES)).
@@ -117,7 +144,7 @@ def _build(cols: Mapping[str, np.ndarray], mode: np.ndarray) -> np.ndarray:
     out[:, 8] = cols["temperature"] - cols["ambient_temperature"]
     out[:, 9] = (cols["cell_voltage_max"] - v_min) * 1000.0
     out[:, 10] = (v / N_SERIES - v_min) * 1000.0
-    eta = N_SERIES * np.interp(cols["soc"] / 100.0, SOC_GRID, OCV_V) - v
+    eta = overpotential(cols)
     out[:, 11] = eta
     with np.errstate(divide="ignore", invalid="ignore"):
         out[:, 12] = np.where(np.abs(i) >= MIN_CURRENT_A, eta / i * 1000.0, np.nan)
@@ -135,7 +162,124 @@ def _build(cols: Mapping[str, np.ndarray], mode: np.ndarray) -> np.ndarray:
     out[:, 21] = days_left
     out[:, 22] = days_left * per_day
     out[:, 23] = efc * (left * left - 1.0)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        out[:, READING_FEATURES:] = _state_features(states, per_day)
     return out
+
+
+def overpotential(cols: Mapping[str, np.ndarray]) -> np.ndarray:
+    """``n_series x OCV(soc) - voltage`` (V; > 0 discharging, < 0 charging)."""
+    return N_SERIES * np.interp(cols["soc"] / 100.0, SOC_GRID, OCV_V) - cols["voltage"]
+
+
+def _provisional(states: np.ndarray, ema: int, bucket: int, tau: float) -> np.ndarray:
+    """A moving average of ``models.state`` including the open day's mean provisionally."""
+    s = states
+    mean = s[:, bucket] / s[:, st.B_N]
+    gap = np.nan_to_num(np.maximum(s[:, st.DAY] - s[:, st.CLOSED_DAY], 0.0), nan=0.0)
+    old = s[:, ema]
+    return np.where(np.isnan(old), mean, old + (1.0 - np.exp(-gap / tau)) * (mean - old))
+
+
+def _state_features(s: np.ndarray, per_day: np.ndarray) -> np.ndarray:
+    """The stateful features (from ``soh_filtered`` on) of states after each reading."""
+    n = len(s)
+    out = np.empty((n, len(FEATURE_NAMES) - READING_FEATURES), dtype=np.float64)
+    days, efc = np.maximum(s[:, st.LAST_DAYS], 0.0), np.maximum(s[:, st.EFC], 0.0)
+    c, a, b = s[:, st.FADE_C], s[:, st.FADE_A], s[:, st.FADE_B]
+    x1, x2 = (days / st.YEAR_D) ** st.CAL_EXP, np.sqrt(efc / st.EFC_SCALE)
+    aa, ab, bb = s[:, st.P_AA], s[:, st.P_AB], s[:, st.P_BB]
+    out[:, 0] = 100.0 - (a * x1 + b * x2)
+    out[:, 1] = -c
+    out[:, 2] = np.sqrt(np.maximum(x1 * x1 * aa + 2.0 * x1 * x2 * ab + x2 * x2 * bb, 0.0))
+    cpd = s[:, st.EFC_PER_DAY]
+    cpd = np.where(np.isnan(cpd), np.nan_to_num(per_day, nan=0.0), cpd)
+    rul, sd = physics_rul(days, efc, a, b, aa, ab, bb, cpd)
+    out[:, 3], out[:, 4] = rul, sd
+    out[:, 5] = s[:, st.EFC_PER_DAY]
+    out[:, 6] = s[:, st.HOT_SHARE]
+    out[:, 7] = s[:, st.HIGH_SOC_SHARE]
+    out[:, 8] = s[:, st.DC_SHARE]
+    out[:, 9] = s[:, st.ABS_C_RATE]
+    thermal = _provisional(s, st.THERMAL_FAST, st.B_THERMAL, st.TAU_FAST_D)
+    out[:, 10] = thermal
+    out[:, 11] = thermal - np.where(np.isnan(s[:, st.THERMAL_SLOW]), thermal, s[:, st.THERMAL_SLOW])
+    spread = _provisional(s, st.SPREAD_FAST, st.B_SPREAD, st.TAU_FAST_D)
+    out[:, 12] = spread
+    out[:, 13] = spread - np.where(np.isnan(s[:, st.SPREAD_SLOW]), spread, s[:, st.SPREAD_SLOW])
+    gap = np.nan_to_num(np.maximum(s[:, st.DAY] - s[:, st.CLOSED_DAY], 0.0), nan=0.0)
+    out[:, 14] = np.fmax(s[:, st.THERMAL_PEAK] * np.exp(-gap / st.TAU_SLOW_D), s[:, st.B_THERMAL_MAX])
+    return out
+
+
+PHYSICS_HORIZON_EFC = 10_000.0
+"""Longest remaining life the physics extrapolation reports (EFC)."""
+MIN_EFC_PER_DAY = 0.01
+"""Slowest usage the extrapolation assumes (EFC/d)."""
+
+
+def physics_rul(days: np.ndarray, efc: np.ndarray, a: np.ndarray, b: np.ndarray, aa: np.ndarray,
+                ab: np.ndarray, bb: np.ndarray, cpd: np.ndarray, iterations: int = 32
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """The fade law ``a*(t/365.25)^0.75 + b*sqrt(EFC/1000)`` extrapolated to the end-of-life fade.
+
+    The pack is assumed to keep its usage (``cpd`` EFC per day). Bisection (``iterations`` halvings
+    of :data:`PHYSICS_HORIZON_EFC`), so the result is the same for any batch.
+
+    Returns:
+        ``(rul, sd)``: EFC until SoH 80 % (0 when already past it) and its standard deviation from
+        the covariance of ``(a, b)`` (fade variance at end of life over the law's slope there).
+    """
+    a, b = np.maximum(a, 1e-3), np.maximum(b, 1e-3)
+    cpd = np.maximum(np.nan_to_num(cpd, nan=MIN_EFC_PER_DAY), MIN_EFC_PER_DAY)
+
+    def fade(extra: np.ndarray) -> np.ndarray:
+        t = (days + extra / cpd) / st.YEAR_D
+        return a * t ** st.CAL_EXP + b * np.sqrt((efc + extra) / st.EFC_SCALE)
+
+    lo, hi = np.zeros(len(days)), np.full(len(days), PHYSICS_HORIZON_EFC)
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        past = fade(mid) >= EOL_FADE_PCT
+        hi = np.where(past, mid, hi)
+        lo = np.where(past, lo, mid)
+    rul = 0.5 * (lo + hi)
+    t = np.maximum((days + rul / cpd) / st.YEAR_D, 1e-6)
+    e = np.maximum((efc + rul) / st.EFC_SCALE, 1e-6)
+    x1, x2 = t ** st.CAL_EXP, np.sqrt(e)
+    var = x1 * x1 * aa + 2.0 * x1 * x2 * ab + x2 * x2 * bb
+    slope = a * st.CAL_EXP * x1 / t / st.YEAR_D / cpd + b * 0.5 / x2 / st.EFC_SCALE
+    return rul, np.sqrt(np.maximum(var, 0.0)) / slope
+
+
+def replay(batteries: Sequence[Any], cols: Mapping[str, np.ndarray], mode: np.ndarray,
+           ts_ms: np.ndarray, states: dict[Any, st.State] | None = None) -> np.ndarray:
+    """Run ``models.state.update`` over readings in order, one state per battery; return each
+    reading's state after it (float64, (n, ``models.state.SIZE``)).
+
+    Args:
+        batteries: Battery of each reading (readings of one battery in time order).
+        cols: As for :func:`_build`.
+        mode: Mode codes.
+        ts_ms: Event times (ms since the epoch; NaN = unknown).
+        states: States to start from and update in place (default: every battery new).
+    """
+    states = {} if states is None else states
+    spread = ((cols["cell_voltage_max"] - cols["cell_voltage_min"]) * 1000.0).tolist()
+    heat = (overpotential(cols) * cols["current"]).tolist()
+    columns = zip(batteries, cols["service_days"].tolist(), cols["charge_cycles"].tolist(), ts_ms.tolist(),
+                  cols["soh"].tolist(), cols["soc"].tolist(), cols["temperature"].tolist(),
+                  cols["ambient_temperature"].tolist(), cols["current"].tolist(), mode.tolist(), spread, heat,
+                  strict=True)
+    rows = []
+    update, new = st.update, st.new_state
+    for battery, days, efc, ts, soh, soc, temp, amb, cur, m, spr, q in columns:
+        s = states.get(battery)
+        if s is None:
+            s = states[battery] = new()
+        update(s, days, efc, ts, soh, soc, temp, amb, cur, m, spr, q)
+        rows.append(tuple(s))
+    return np.array(rows, dtype=np.float64).reshape(len(rows), st.SIZE)
 
 
 def _float_column(records: Sequence[Mapping[str, Any]], name: str) -> np.ndarray:
@@ -145,14 +289,25 @@ def _float_column(records: Sequence[Mapping[str, Any]], name: str) -> np.ndarray
     return np.fromiter((r[name] for r in records), dtype=np.float64, count=len(records))
 
 
-def features_from_records(records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+def record_columns(records: Sequence[Mapping[str, Any]]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The numeric columns (:data:`RECORD_FIELDS`) and mode codes of telemetry records."""
+    cols = {name: _float_column(records, name) for name in RECORD_FIELDS}
+    get = _MODE_CODE.get
+    mode = np.fromiter((get(r.get("mode", ""), 0) for r in records), dtype=np.int64, count=len(records))
+    return cols, mode
+
+
+def features_from_records(records: Sequence[Mapping[str, Any]], states: np.ndarray | None = None) -> np.ndarray:
     """Features of live telemetry records (telemetry-schema field names).
 
     Args:
         records: Mappings with ``soc`` (%), ``soh`` (%), ``voltage`` (V), ``current`` (A),
             ``temperature`` (°C), ``charge_cycles`` (EFC), ``power_consumption`` (kW),
             ``ambient_temperature`` / ``cell_voltage_min`` / ``cell_voltage_max`` / ``service_days``
-            (°C / V / V / days, None or absent when not reported) and ``mode`` (one of :data:`MODES`; unknown -> UNKNOWN).
+            (°C / V / V / days, None or absent when not reported) and ``mode`` (one of :data:`MODES`; unknown -> UNKNOWN);
+            ``battery_id`` and ``timestamp`` (ms) are read when ``states`` is None.
+        states: Each record's battery state after it (the score worker's partition state,
+            ``streams.state.estimator``); None = replay the records themselves from new states.
 
     Returns:
         float32 array of shape (len(records), len(FEATURE_NAMES)).
@@ -160,10 +315,21 @@ def features_from_records(records: Sequence[Mapping[str, Any]]) -> np.ndarray:
     Raises:
         KeyError: If a required numeric field is absent.
     """
-    cols = {name: _float_column(records, name) for name in RECORD_FIELDS}
-    get = _MODE_CODE.get
-    mode = np.fromiter((get(r.get("mode", ""), 0) for r in records), dtype=np.int64, count=len(records))
-    return _build(cols, mode)
+    cols, mode = record_columns(records)
+    if states is None:
+        states = replay([r.get("battery_id", "") for r in records], cols, mode, record_timestamps(records))
+    return _build(cols, mode, states)
+
+
+def record_timestamps(records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """Event times of records (``timestamp``, ms) as float64 (NaN when absent)."""
+    return np.array([r.get("timestamp") for r in records], dtype=np.float64)
+
+
+def features_from_columns(cols: Mapping[str, np.ndarray], mode: np.ndarray, states: np.ndarray) -> np.ndarray:
+    """Features of readings already split into columns (:func:`record_columns`) with their states
+    after each reading (:func:`replay`, or the score worker's estimator)."""
+    return _build(cols, mode, states)
 
 
 def mode_codes(values: pd.Series | np.ndarray) -> np.ndarray:
@@ -172,10 +338,21 @@ def mode_codes(values: pd.Series | np.ndarray) -> np.ndarray:
     return codes.fillna(0).to_numpy(dtype=np.int64)
 
 
+def frame_timestamps_ms(df: pd.DataFrame) -> np.ndarray:
+    """Event times of a frame's rows, ms since the epoch as float64 (NaN without ``Timestamp``)."""
+    if "Timestamp" not in df.columns:
+        return np.full(len(df), np.nan)
+    t = pd.to_datetime(df["Timestamp"], utc=True, errors="coerce").dt.tz_localize(None)
+    ns = t.to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    return np.where(t.isna().to_numpy(), np.nan, (ns // 1_000_000).astype(np.float64))
+
+
 def features_from_frame(df: pd.DataFrame) -> np.ndarray:
     """Features of a dataset frame (generated dataset or Kaggle file; column names of the card).
 
-    Missing optional columns (ambient, cell voltages, ``Service_Days``, ``Mode``) become NaN / UNKNOWN.
+    Each battery's rows (``battery_id``; all one battery without it) are replayed in frame order
+    through ``models.state.update`` (the dataset keeps a battery's rows in time order). Missing
+    optional columns (ambient, cell voltages, ``Service_Days``, ``Mode``) become NaN / UNKNOWN.
 
     Args:
         df: Frame with at least SoC, SoH, Battery_Voltage, Battery_Current, Battery_Temperature,
@@ -195,7 +372,11 @@ def features_from_frame(df: pd.DataFrame) -> np.ndarray:
             continue
         cols[name] = pd.to_numeric(df[column], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     mode = mode_codes(df["Mode"]) if "Mode" in df.columns else np.zeros(len(df), dtype=np.int64)
-    return _build(cols, mode)
+    batteries = df["battery_id"].astype(str).tolist() if "battery_id" in df.columns else [""] * len(df)
+    states = replay(batteries, cols, mode, frame_timestamps_ms(df))
+    return _build(cols, mode, states)
 
 
-__all__ = ["FEATURE_NAMES", "MODES", "features_from_frame", "features_from_records", "mode_codes"]
+__all__ = ["FEATURE_NAMES", "MODES", "READING_FEATURES", "features_from_columns", "features_from_frame",
+           "features_from_records", "frame_timestamps_ms", "mode_codes", "overpotential", "physics_rul",
+           "record_columns", "record_timestamps", "replay"]

@@ -75,6 +75,8 @@ def state_topic_specs(app_id: str, partitions: int = 12) -> list[TopicSpec]:
     return [
         TopicSpec(f"{app_id}-alerts-changelog", "json", partitions, -1, "compact",
                   "Alert episodes per (battery, rule), JSON; the score workers' partition state."),
+        TopicSpec(f"{app_id}-twin-changelog", "json", partitions, -1, "compact",
+                  "The twin's state per battery (models.state, packed); the score workers' partition state."),
     ]
 
 

@@ -8,6 +8,17 @@ no trace in a reading, ``training.data.SILENT_FAULTS``), ``anomaly_auroc_<fault>
 and ``anomaly_delay_days_median`` (first reading above the threshold that flags 1 % of healthy
 readings, per faulty battery); baselines ``rul_baseline_mae_cycles`` (mean RUL) and
 ``failure_baseline_brier`` (prevalence).
+
+Per battery (the twin's view, :func:`fault_pack_metrics`): the persistent fault score of
+``models.state.update_fault`` (a moving average in battery time of the anomaly score, with
+hysteresis) flags packs. ``fault_packs_detected`` is the share of packs with a fault other than
+``sensor_dropout`` flagged at or after the onset, ``fault_detection_delay_days_median`` the median
+days from onset to that flag, ``false_alarm_pack_rate`` the share of healthy packs ever flagged.
+
+The physics baseline (:func:`physics_baseline_metrics`): the fade law fitted to the battery's own
+SoH history (``models.state``'s Kalman filter) extrapolated to 80 % (feature ``physics_rul``, band
+P50 ± 1.2816 sd from the fit's covariance): ``baseline_rul_mae_cycles``, ``baseline_rul_r2``,
+``baseline_rul_band_coverage``.
 """
 
 from __future__ import annotations
@@ -96,6 +107,81 @@ def _detection(score: np.ndarray, frame: pd.DataFrame, healthy: np.ndarray, pref
             f"{prefix}_threshold": threshold}
 
 
+Z80 = 1.2815515655446004
+"""Standard-normal quantile of 0.9: P10/P90 = P50 -/+ Z80 sd."""
+PACK_FALSE_ALARM_RATE = 0.01
+"""Largest share of healthy packs the fault flag may ever flag (threshold choice in training)."""
+
+
+def physics_baseline_metrics(X: np.ndarray, rul: np.ndarray) -> dict[str, float]:
+    """The physics baseline's RUL metrics (features ``physics_rul`` and ``physics_rul_sd``)."""
+    from sklearn.metrics import mean_absolute_error, r2_score
+
+    from models.features import FEATURE_NAMES
+
+    p50 = X[:, FEATURE_NAMES.index("physics_rul")].astype(np.float64)
+    sd = X[:, FEATURE_NAMES.index("physics_rul_sd")].astype(np.float64)
+    ok = np.isfinite(rul) & np.isfinite(p50)
+    y, p50, sd = rul[ok], p50[ok], np.nan_to_num(sd[ok], nan=0.0, posinf=1e9)
+    return {"baseline_rul_mae_cycles": float(mean_absolute_error(y, p50)),
+            "baseline_rul_r2": float(r2_score(y, p50)),
+            "baseline_rul_band_coverage": float(np.mean((y >= p50 - Z80 * sd) & (y <= p50 + Z80 * sd)))}
+
+
+def fault_scores(anomaly: np.ndarray, frame: pd.DataFrame, open_at: float = np.inf,
+                 clear_at: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
+    """Each reading's battery fault score and flag: ``models.state.update_fault`` replayed per
+    battery in row order (the service day read from ``Service_Days``), as the worker runs it."""
+    from models import state as st
+
+    days = np.floor(frame["Service_Days"].to_numpy(dtype=np.float64)).tolist()
+    states: dict[str, list[float]] = {}
+    score = np.empty(len(anomaly))
+    flag = np.zeros(len(anomaly), dtype=bool)
+    for k, (battery, day, a) in enumerate(zip(frame["battery_id"].tolist(), days, anomaly.tolist(), strict=True)):
+        s = states.get(battery)
+        if s is None:
+            s = states[battery] = st.new_state()
+        s[st.DAY] = day
+        score[k], flag[k] = st.update_fault(s, a, open_at, clear_at)
+    return score, flag
+
+
+def choose_fault_thresholds(anomaly: np.ndarray, frame: pd.DataFrame,
+                            rate: float = PACK_FALSE_ALARM_RATE) -> tuple[float, float]:
+    """Open and clear thresholds of the fault flag: open above the highest fault score of all but
+    ``rate`` of the healthy packs (calibration batteries), clear at 80 % of it."""
+    score, _ = fault_scores(anomaly, frame)
+    healthy = ~frame.groupby("battery_id", sort=False)["fault"].transform(lambda f: (f != "none").any()).to_numpy()
+    peaks = pd.Series(score[healthy]).groupby(frame["battery_id"].to_numpy()[healthy]).max()
+    open_at = float(np.quantile(peaks.to_numpy(), 1.0 - rate)) if len(peaks) else 0.5
+    return open_at, 0.8 * open_at
+
+
+def fault_pack_metrics(anomaly: np.ndarray, frame: pd.DataFrame, open_at: float,
+                       clear_at: float) -> dict[str, float]:
+    """Pack-level detection by the fault flag (see the module docstring)."""
+    from training.data import SILENT_FAULTS
+
+    _, flag = fault_scores(anomaly, frame, open_at, clear_at)
+    f = pd.DataFrame({"b": frame["battery_id"].to_numpy(), "fault": frame["fault"].to_numpy(dtype=object),
+                      "t": frame["Timestamp"].to_numpy(), "onset": frame["fault_onset"].to_numpy(), "flag": flag})
+    kind = f[f["fault"] != "none"].groupby("b")["fault"].first()
+    healthy = sorted(set(f["b"]) - set(kind.index))
+    flagged = f.groupby("b")["flag"].any()
+    delays = []
+    visible = kind[~kind.isin(SILENT_FAULTS)]
+    after = f[(f["fault"] != "none") & f["flag"] & f["b"].isin(visible.index)]
+    first = after.groupby("b").first()
+    for _, row in first.iterrows():
+        delays.append((pd.Timestamp(row["t"]) - pd.Timestamp(row["onset"])).total_seconds() / 86400.0)
+    return {"fault_packs": float(len(visible)),
+            "fault_packs_detected": len(first) / len(visible) if len(visible) else float("nan"),
+            "fault_detection_delay_days_median": float(np.median(delays)) if delays else float("nan"),
+            "false_alarm_pack_rate": float(flagged[healthy].mean()) if healthy else float("nan"),
+            "fault_score_open": open_at, "fault_score_clear": clear_at}
+
+
 def score_metrics(out: dict[str, np.ndarray], rul: np.ndarray, failure: np.ndarray,
                   frame: pd.DataFrame | None, rul_train_mean: float) -> dict[str, float]:
     """All metrics of a scorer's outputs on labelled rows (anomaly only with fault labels)."""
@@ -127,8 +213,14 @@ def evaluate_saved(dataset: Path, model_dir: Path) -> dict[str, Any]:
     out = scorer.score(td.X)
     mean = float(scorer.card.get("rul_train_mean", np.nanmean(td.rul)))
     metrics = score_metrics(out, td.rul, td.failure, td.frame if td.kind == "ev_fleet" else None, mean)
+    metrics.update(physics_baseline_metrics(td.X, td.rul))
+    if td.kind == "ev_fleet":
+        metrics.update(fault_pack_metrics(out["anomaly_score"], td.frame,
+                                          float(scorer.card.get("fault_score_open", 0.5)),
+                                          float(scorer.card.get("fault_score_clear", 0.4))))
     return {"model_version": scorer.version, "dataset": str(dataset), "rows": len(td.X),
             "batteries": int(len(np.unique(td.groups))), "metrics": metrics}
 
 
-__all__ = ["anomaly_metrics", "evaluate_saved", "failure_metrics", "rul_metrics", "score_metrics"]
+__all__ = ["anomaly_metrics", "choose_fault_thresholds", "evaluate_saved", "failure_metrics", "fault_pack_metrics",
+           "fault_scores", "physics_baseline_metrics", "rul_metrics", "score_metrics"]

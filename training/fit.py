@@ -15,7 +15,7 @@ QUANTILES: tuple[float, float, float] = (0.1, 0.5, 0.9)
 """Quantiles of the RUL band (P10, P50, P90)."""
 AGE_FEATURES: tuple[str, ...] = (
     "soh", "charge_cycles", "service_days", "cycles_per_day", "fade_rate", "projected_days_left",
-    "projected_cycles_left", "sqrt_cycles_left",
+    "projected_cycles_left", "sqrt_cycles_left", "soh_filtered", "fade_sd", "physics_rul", "physics_rul_sd",
 )
 """Features that tell how old and worn a pack is (hidden from the supervised fault detector)."""
 

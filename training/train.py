@@ -116,7 +116,13 @@ def _fit_all(td: data.TrainingData, split: data.Split, hp: fit.HyperParams,
         auc_if = roc_auc_score(y_cal, IForestDetector(objects[IFOREST_FILE]).raw(X[seen_cal]))
         detector = "xgb" if auc_xgb > auc_if else "iforest"
     objects[FEATURES_FILE] = list(FEATURE_NAMES)
-    return objects, {"anomaly_detector": detector, "rul_band_offset": offset}
+    choices: dict[str, Any] = {"anomaly_detector": detector, "rul_band_offset": offset}
+    if td.kind == "ev_fleet":  # the battery-level fault flag: thresholds from calibration packs
+        cal_scorer = Scorer({**choices, "rul_transform": "log1p" if hp.rul_log else "none"}, objects, "")
+        anomaly = cal_scorer.score(X[cal])["anomaly_score"]
+        choices["fault_score_open"], choices["fault_score_clear"] = evaluate.choose_fault_thresholds(
+            anomaly, td.frame.iloc[cal])
+    return objects, choices
 
 
 def _evaluate(scorer: Scorer, objects: dict[str, Any], td: data.TrainingData,
@@ -126,6 +132,10 @@ def _evaluate(scorer: Scorer, objects: dict[str, Any], td: data.TrainingData,
     out = scorer.score(td.X[te])
     frame = td.frame.iloc[te] if td.anomaly is not None else None
     metrics = evaluate.score_metrics(out, td.rul[te], td.failure[te], frame, float(np.mean(td.rul[split.train])))
+    metrics.update(evaluate.physics_baseline_metrics(td.X[te], td.rul[te]))
+    if frame is not None and "fault_score_open" in scorer.card:
+        metrics.update(evaluate.fault_pack_metrics(out["anomaly_score"], frame, scorer.card["fault_score_open"],
+                                                   scorer.card["fault_score_clear"]))
     if frame is not None:
         metrics.update(evaluate.anomaly_metrics(IForestDetector(objects[IFOREST_FILE]).raw(td.X[te]),
                                                 frame, prefix="iforest"))

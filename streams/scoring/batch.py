@@ -36,14 +36,17 @@ class ScoringContext:
         features: ``features(records) -> np.ndarray`` (see :mod:`models.features`).
         max_future_ms: Readings further ahead of now are invalid, ms.
         max_age_ms: Readings older than this are invalid, ms.
+        estimator: The per-battery twin state (:class:`streams.state.estimator.TwinEstimator`);
+            with it the features come from each battery's state after the reading
+            (``models.features.features_from_columns``) instead of ``features``.
 
     :attr:`clock` accumulates the CPU time of :func:`score_batch`'s stages (decode, validate,
-    features, score, encode); the worker adds its own and exports them.
+    features, state, score, encode); the worker adds its own and exports them.
     """
 
     def __init__(self, telemetry_codec: AvroCodec, prediction_codec: AvroCodec,
                  dlq_codec: AvroCodec, scorer: Any, features: Any, max_future_ms: int,
-                 max_age_ms: int) -> None:
+                 max_age_ms: int, estimator: Any = None) -> None:
         self.telemetry_codec = telemetry_codec
         self.prediction_codec = prediction_codec
         self.dlq_codec = dlq_codec
@@ -51,6 +54,7 @@ class ScoringContext:
         self.features = features
         self.max_future_ms = max_future_ms
         self.max_age_ms = max_age_ms
+        self.estimator = estimator
         self.encoder = PredictionEncoder(telemetry_codec, prediction_codec)
         self.clock = StageClock()
 
@@ -103,6 +107,19 @@ def _prediction(rec: dict[str, Any], row: tuple[float, ...], version: str,
     return out
 
 
+def _stateful_features(ctx: ScoringContext, records: list[dict[str, Any]],
+                       partitions: list[int]) -> Any:
+    """The features of ``records`` from their batteries' states (updated here, in order)."""
+    from models.features import features_from_columns, record_columns, record_timestamps
+
+    cols, mode = record_columns(records)
+    ctx.clock.lap("features")
+    batteries = [r["battery_id"] for r in records]
+    states = ctx.estimator.update(batteries, partitions, cols, mode, record_timestamps(records))
+    ctx.clock.lap("state")
+    return features_from_columns(cols, mode, states)
+
+
 def score_batch(ctx: ScoringContext, batch: Sequence[RawRecord]) -> ScoredBatch:
     """Score one micro-batch; every record ends up as exactly one prediction or one dead letter."""
     clock = ctx.clock
@@ -113,7 +130,10 @@ def score_batch(ctx: ScoringContext, batch: Sequence[RawRecord]) -> ScoredBatch:
     if not records:
         return ScoredBatch(dead=dead)
     scorer = ctx.scorer  # one model for the whole batch, even if a reload lands meanwhile
-    features = ctx.features(records)
+    if ctx.estimator is None:
+        features = ctx.features(records)
+    else:
+        features = _stateful_features(ctx, records, partitions)
     clock.lap("features")
     scores = Scores.from_mapping(scorer.score(features))
     clock.lap("score")

@@ -25,6 +25,7 @@ from streams.scoring.batch import ScoringContext, score_batch
 from streams.scoring.model_source import ModelSource
 from streams.settings import Settings
 from streams.state.alerts import AlertEngine, default_rules
+from streams.state.estimator import TwinEstimator
 from streams.topics import ALERTS, PREDICTIONS, TELEMETRY, TELEMETRY_DLQ, state_topic_specs
 
 log = logging.getLogger(__name__)
@@ -39,12 +40,15 @@ class ScoreWorker:
         self.settings = settings
         self.endpoints = endpoints
         self.models = models
+        changelogs = _ensure_changelogs(settings, endpoints.kafka_bootstrap_servers)
+        self.twin = TwinEstimator(changelogs[1].name)
         self.ctx = ScoringContext(
             codec_for(TELEMETRY, endpoints), codec_for(PREDICTIONS, endpoints),
             codec_for(TELEMETRY_DLQ, endpoints), models.current(), features_from_records,
-            int(settings.max_future_skew_s * 1000), int(settings.max_event_age_s * 1000))
+            int(settings.max_future_skew_s * 1000), int(settings.max_event_age_s * 1000),
+            estimator=self.twin)
+        self._fault_thresholds(self.ctx.scorer)
         self.alert_codec = codec_for(ALERTS, endpoints)
-        changelogs = _ensure_changelogs(settings, endpoints.kafka_bootstrap_servers)
         self.alerts = AlertEngine(default_rules(settings), settings.alert_debounce,
                                   settings.alert_silence_s, changelog=changelogs[0].name)
         self.producer = kafka.producer(endpoints.kafka_bootstrap_servers, **{"linger.ms": 2})
@@ -69,6 +73,9 @@ class ScoreWorker:
             metrics.DEAD_LETTERS.labels(dead.error_type).inc()
         clock.lap("produce")
         if result.records:
+            self.twin.update_faults(result.battery_ids, result.partitions, result.scores.anomaly_score)
+            self.twin.flush_changes(produce)  # the twin's state: durable with the outputs
+            clock.lap("state")
             alerts = self.alerts.evaluate(result)
             alerts += self.alerts.watch_silence(result)
             for alert in alerts:
@@ -111,6 +118,7 @@ class ScoreWorker:
             gone = [b.decode(errors="replace") for b, p in self.battery_partition.items()
                     if p in lost and b is not None]
             self.alerts.revoke(lost)
+            self.twin.revoke(lost)
             metrics.forget_batteries(gone)
             for b in gone:
                 self.battery_partition.pop(b.encode(), None)
@@ -118,9 +126,17 @@ class ScoreWorker:
             started = time.monotonic()
             bootstrap, group = self.endpoints.kafka_bootstrap_servers, f"{self.settings.app_id}-restore"
             restored = self.alerts.assign(gained, self.producer, lambda: kafka.consumer(bootstrap, group))
-            log.info("took over partitions %s: %d alert state(s) restored in %.2f s, %d open",
-                     sorted(gained), restored, time.monotonic() - started, self.alerts.open_count())
+            twins = self.twin.assign(gained, self.producer, lambda: kafka.consumer(bootstrap, group))
+            log.info("took over partitions %s: %d alert state(s) and %d battery state(s) restored in %.2f s, "
+                     "%d open", sorted(gained), restored, twins, time.monotonic() - started,
+                     self.alerts.open_count())
         self.partitions = set(assigned)
+
+    def _fault_thresholds(self, scorer: Any) -> None:
+        """The battery-level fault flag's thresholds of ``scorer``'s model card (set in training)."""
+        card = getattr(scorer, "card", {}) or {}
+        self.twin.fault_open = float(card.get("fault_score_open", self.twin.fault_open))
+        self.twin.fault_clear = float(card.get("fault_score_clear", self.twin.fault_clear))
 
     def reload_model(self) -> bool:
         """Swap in a newly promoted model, if there is one; return whether it changed."""
@@ -128,6 +144,7 @@ class ScoreWorker:
         if scorer is None:
             return False
         old = self.ctx.scorer.version
+        self._fault_thresholds(scorer)
         self.ctx.scorer = scorer
         metrics.MODEL_INFO.labels(old).set(0)
         metrics.MODEL_INFO.labels(scorer.version).set(1)

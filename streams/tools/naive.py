@@ -23,7 +23,7 @@ class NaivePredictor:
     """Scores one raw telemetry value at a time."""
 
     def __init__(self, model_dir: Path) -> None:
-        from models.features import features_from_records
+        from models.features import features_from_columns, record_columns, record_timestamps, replay
         from models.registry import load_artifacts
         from models.scorer import (
             ANOMALY_XGB_FILE,
@@ -35,7 +35,15 @@ class NaivePredictor:
         )
 
         card, objects = load_artifacts(model_dir, ARTIFACT_FILES)
-        self.features = features_from_records
+        self.states: dict[str, Any] = {}  # the twin's state per battery (models.state), as the worker keeps
+
+        def features(records: list[dict[str, Any]]) -> np.ndarray:
+            cols, mode = record_columns(records)
+            states = replay([r["battery_id"] for r in records], cols, mode, record_timestamps(records),
+                            self.states)
+            return features_from_columns(cols, mode, states)
+
+        self.features = features
         self.rul = objects[RUL_FILE]
         self.rul_log = card.get("rul_transform") == "log1p"
         self.band_offset = float(card.get("rul_band_offset", 0.0))

@@ -272,6 +272,6 @@ def test_metrics_endpoint_reports_predictions_and_batteries(stack, workers) -> N
     assert "evtwin_event_latency_seconds_bucket" in text and "evtwin_batch_size_count" in text
     stages = {line.split('"')[1]: float(line.split()[-1]) for line in text.splitlines()
               if line.startswith("evtwin_stage_seconds_total{")}
-    assert set(stages) == {"decode", "validate", "features", "score", "encode", "produce", "alerts",
+    assert set(stages) == {"decode", "validate", "features", "state", "score", "encode", "produce", "alerts",
                            "metrics"} and all(v > 0 for v in stages.values()), stages
     _ = json

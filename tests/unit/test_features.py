@@ -8,7 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.features import FEATURE_NAMES, MODES, features_from_frame, features_from_records
+from models.features import (
+    FEATURE_NAMES,
+    MODES,
+    features_from_frame,
+    features_from_records,
+    frame_timestamps_ms,
+)
 from models.physics.ocv import ocv
 
 
@@ -31,8 +37,9 @@ def _frame(n: int = 300, seed: int = 0) -> pd.DataFrame:
 
 
 def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
-    """The same rows as telemetry records (schema field names, Python scalars)."""
-    return [
+    """The same rows as telemetry records (schema field names, Python scalars; the battery and the
+    event time when the frame has them, which the battery state reads)."""
+    out = [
         {"soc": r.SoC, "soh": r.SoH, "voltage": r.Battery_Voltage, "current": r.Battery_Current,
          "temperature": r.Battery_Temperature, "charge_cycles": int(r.Charge_Cycles),
          "power_consumption": r.Power_Consumption, "ambient_temperature": r.Ambient_Temperature,
@@ -40,6 +47,11 @@ def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
          "service_days": r.Service_Days, "mode": r.Mode}
         for r in df.itertuples()
     ]
+    if "battery_id" in df.columns:
+        ts = frame_timestamps_ms(df)
+        for rec, battery, t in zip(out, df["battery_id"], ts, strict=True):
+            rec["battery_id"], rec["timestamp"] = battery, int(t)
+    return out
 
 
 def test_records_and_frame_give_identical_features() -> None:
