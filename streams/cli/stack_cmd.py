@@ -213,6 +213,8 @@ def _group_of(settings: Settings, proc: ManagedProcess) -> str | None:
     label = _process_label(proc)
     if label.startswith("worker-"):
         return settings.app_id
+    if label in ("webhook", "email", "export"):  # evtwin sink --kind <label>
+        return f"evtwin-sink-{label}"
     return {"sink": settings.sink_app_id, "mqtt-bridge": settings.bridge_app_id,
             "groundtruth-sink": "evtwin-sink-groundtruth"}.get(label)
 
@@ -269,6 +271,12 @@ def _pipeline(settings: Settings, args: argparse.Namespace, procs: list[ManagedP
                     "--rate", str(settings.sim_rate_hz), "--speedup", str(settings.sim_speedup),
                     "--seed", str(settings.sim_seed)],
             logs / "simulator.log", cwd=REPO_ROOT))
+    for kind, wanted in (("webhook", settings.webhook_url is not None),
+                         ("email", settings.smtp_url is not None and bool(settings.email_to)),
+                         ("export", settings.export_uri is not None)):
+        if wanted:  # configured: alert notifications and the continuous export run too
+            planned.append(ManagedProcess(f"{kind} sink", base + ["sink", "--kind", kind, "--metrics-port", "0"],
+                                          logs / f"{kind}.log", cwd=REPO_ROOT))
     for proc in planned:
         procs.append(proc)
         proc.start()
