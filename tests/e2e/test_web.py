@@ -187,7 +187,7 @@ def test_fleet_page_loads_every_pack_and_moves_live(page: Page, web: WebRun) -> 
     shown_time, shown_soc = row.get_attribute("data-time"), row.locator("td").nth(6).inner_text()
     carried = {p["time"]: p for p in frames if p["battery_id"] == bid}
     assert shown_time in carried, (shown_time, sorted(carried)[-3:])
-    assert shown_soc == f"{carried[shown_time]['soc']:.1f}"
+    assert abs(float(shown_soc) - carried[shown_time]["soc"]) <= 0.05 + 1e-9, (shown_soc, carried[shown_time])
 
     # a filter narrows the table to what it asks for
     page.select_option("#f-risk", "low")
