@@ -5,8 +5,10 @@
 // The stream carries pack-level values (pack voltage, highest temperature, SoC, current, anomaly
 // score), not one value per group: the page models the groups from them — mean group voltage =
 // pack voltage / 96 with a per-pack pattern whose spread grows with the anomaly score, and the
-// hottest group at the reported temperature, cooler towards the pack's edges. `update()` accepts
-// exact per-group arrays (`cell_voltages`, `cell_temperatures`) when a source has them.
+// hottest group at the reported temperature, cooler towards the pack's edges. `update()` takes
+// the BMS's lowest and highest group voltage (`cell_voltage_min`/`_max`, as telemetry carries
+// them) when a message has them, and exact per-group arrays (`cell_voltages`,
+// `cell_temperatures`) when a source has those.
 import * as THREE from "three";
 import { OrbitControls } from "../vendor/three/OrbitControls.js";
 
@@ -192,6 +194,12 @@ export class PackView {
     const st = this.state;
     if (Array.isArray(s.cell_voltages) && s.cell_voltages.length === N_SERIES) {
       this.values.voltage.set(s.cell_voltages);
+    } else if (st.cell_voltage_min != null && st.cell_voltage_max != null && st.cell_voltage_max >= st.cell_voltage_min) {
+      // a reading with the BMS's lowest and highest group voltage: the pattern spans exactly that
+      const lo = Math.min(...this.pattern), hi = Math.max(...this.pattern);
+      for (let i = 0; i < N_SERIES; i++) {
+        this.values.voltage[i] = st.cell_voltage_min + (st.cell_voltage_max - st.cell_voltage_min) * (this.pattern[i] - lo) / (hi - lo);
+      }
     } else if (st.voltage !== null && st.voltage !== undefined) {
       const mean = st.voltage / N_SERIES;
       const spread = 0.004 + 0.04 * (st.anomaly_score || 0);  // V
