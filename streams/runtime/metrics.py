@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 
 from streams.runtime.records import Column, ScoredBatch
 
@@ -67,9 +67,12 @@ class StageClock:
 
 
 def serve_metrics(port: int) -> None:
-    """Expose ``/metrics`` on 127.0.0.1-and-all-interfaces ``port`` (0 = do not serve)."""
+    """Expose ``/metrics``, ``/healthz`` and ``/readyz`` (:mod:`streams.runtime.health`) on
+    all interfaces, ``port`` (0 = do not serve)."""
     if port:
-        start_http_server(port)
+        from streams.runtime.health import serve
+
+        serve(port)
 
 
 _GAUGES: tuple[tuple[Gauge, Column], ...] = ((BATTERY_RUL, "rul_p50"), (BATTERY_FAILURE, "failure_probability"),

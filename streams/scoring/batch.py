@@ -18,7 +18,12 @@ from streams.runtime.metrics import StageClock
 from streams.runtime.records import DeadLetter, RawRecord, ScoredBatch, Scores
 from streams.scoring.deadletter import dead_letter
 from streams.scoring.fastencode import PredictionEncoder
-from streams.scoring.validation import telemetry_problem
+from streams.scoring.validation import (
+    MAX_RECORD_BYTES,
+    DuplicateEvents,
+    oversized,
+    telemetry_problem,
+)
 
 # Telemetry fields a prediction carries (the rest of the prediction comes from the models).
 CARRIED = CARRIED_FIELDS
@@ -56,6 +61,7 @@ class ScoringContext:
         self.max_age_ms = max_age_ms
         self.estimator = estimator
         self.encoder = PredictionEncoder(telemetry_codec, prediction_codec)
+        self.duplicates = DuplicateEvents()  # event ids seen lately (a reading sent twice)
         self.clock = StageClock()
 
 
@@ -75,19 +81,28 @@ def decode_and_validate(ctx: ScoringContext, batch: Sequence[RawRecord], now_ms:
     decode = ctx.telemetry_codec.decode
     decoded: list[tuple[RawRecord, dict[str, Any] | None, str]] = []
     for raw in batch:
+        if raw.value is not None and len(raw.value) > MAX_RECORD_BYTES:  # not worth decoding
+            decoded.append((raw, None, oversized(raw.value) or ""))
+            continue
         try:
             decoded.append((raw, decode(raw.value), ""))
         except DecodeError as exc:
             decoded.append((raw, None, str(exc)))
     ctx.clock.lap("decode")
     valid, raws, partitions = [], [], []
+    duplicate = ctx.duplicates.problem
     for raw, record, error in decoded:
         if record is None:
-            _reject(ctx, dead, raw, error, "decode_error", now_ms)
+            too_large = raw.value is not None and len(raw.value) > MAX_RECORD_BYTES
+            _reject(ctx, dead, raw, error, "oversized_record" if too_large else "decode_error", now_ms)
             continue
         problem = telemetry_problem(record, now_ms, ctx.max_future_ms, ctx.max_age_ms)
         if problem is not None:
             _reject(ctx, dead, raw, problem, "validation_error", now_ms)
+            continue
+        problem = duplicate(record["event_id"], raw.partition, raw.offset)
+        if problem is not None:
+            _reject(ctx, dead, raw, problem, "duplicate_event", now_ms)
             continue
         valid.append(record)
         raws.append(raw.value or b"")  # decoded, so not empty

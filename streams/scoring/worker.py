@@ -202,9 +202,11 @@ def build_app(settings: Settings, endpoints: Endpoints, worker: ScoreWorker) -> 
 def run_worker(settings: Settings, endpoints: Endpoints) -> int:
     """Run one score-worker replica until SIGINT/SIGTERM."""
     from streams.runtime.faust_app import run_app
+    from streams.runtime.health import HEALTH
 
     models = ModelSource(settings)
     worker = ScoreWorker(settings, endpoints, models)
+    HEALTH.met("model")  # /readyz: the model is loaded; joining the group is the other half
     app = build_app(settings, endpoints, worker)
     metrics.serve_metrics(settings.metrics_port)
     log.info("score worker %s: model %s, metrics on :%s", settings.app_id,
