@@ -8,6 +8,7 @@ only the web pages (for page development).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -55,7 +56,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     from streams.api.desired import DesiredStore, ensure_table
     from streams.api.hub import Hub, LiveConsumer
     from streams.api.readmodel import ReadModel
-    from streams.api.reported import ReportedConsumer
+    from streams.api.reported import ReportedStore
     from streams.runtime.codecs import codec_for
     from streams.topics import ALERTS, COMMANDS, PREDICTIONS, REPORTED
 
@@ -76,17 +77,18 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     await st.hub.start()
     present = kafka.list_topics(ep.kafka_bootstrap_servers)
     parts = {t: present[t].partitions for t in (PREDICTIONS, ALERTS, REPORTED) if t in present}
-    st.live = LiveConsumer(
-        kafka.consumer(ep.kafka_bootstrap_servers, "evtwin-api-live", **{"fetch.wait.max.ms": 20}),
-        st.hub, codec_for(PREDICTIONS, ep), codec_for(ALERTS, ep), parts)
-    st.live.start()
+    stop = threading.Event()
     if REPORTED in parts:
-        st.reported = ReportedConsumer(
-            kafka.consumer(ep.kafka_bootstrap_servers, "evtwin-api-reported"),
-            codec_for(REPORTED, ep), ep.database_url, st.hub, parts[REPORTED])
-        st.reported.start()
+        st.reported = ReportedStore(ep.database_url, st.hub, stop)
     else:
         log.warning("topic %s missing: reported states are not followed", REPORTED)
+    st.live = LiveConsumer(
+        kafka.consumer(ep.kafka_bootstrap_servers, "evtwin-api-live", **{"fetch.wait.max.ms": 20}),
+        st.hub, codec_for(PREDICTIONS, ep), codec_for(ALERTS, ep), parts,
+        codec_for(REPORTED, ep) if st.reported else None,
+        st.reported.store if st.reported else None)
+    st.live.stop_event = stop
+    st.live.start()
     try:
         yield
     finally:

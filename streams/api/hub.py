@@ -22,10 +22,10 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import OFFSET_END, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TopicPartition
 
 from streams.api.schemas import risk_band
-from streams.topics import ALERTS, PREDICTIONS
+from streams.topics import ALERTS, PREDICTIONS, REPORTED
 
 log = logging.getLogger(__name__)
 
@@ -233,25 +233,37 @@ class Hub:
 
 
 class LiveConsumer:
-    """The one Kafka consumer of an API process: predictions and alerts into a :class:`Hub`.
+    """The one Kafka consumer of an API process: predictions and alerts (from their end) into a
+    :class:`Hub`, and the simulator's reports (from the beginning) into a reports store.
+
+    One consumer, whatever the number of clients and topics: against the embedded noida-db, which
+    answers an empty fetch at once, every consumer costs a fetch loop of its own.
 
     Args:
-        consumer: A confluent-kafka consumer (partitions are assigned from their end).
-        hub: Where the records go.
-        prediction_codec / alert_codec: Codecs of the two topics.
+        consumer: A confluent-kafka consumer (partitions are assigned, no group).
+        hub: Where the live records go.
+        prediction_codec / alert_codec: Codecs of the two live topics.
         partitions: Partitions of each topic, by topic name.
+        reported_codec / on_reported: Codec of ``ev.reported.v1`` and what stores its records
+            (``None``: the reports are not followed).
     """
 
     def __init__(self, consumer: Any, hub: Hub, prediction_codec: Any, alert_codec: Any,
-                 partitions: dict[str, int]) -> None:
+                 partitions: dict[str, int], reported_codec: Any = None,
+                 on_reported: Any = None) -> None:
         self.consumer = consumer
         self.hub = hub
-        self.codecs = {PREDICTIONS: prediction_codec, ALERTS: alert_codec}
+        self.codecs = {PREDICTIONS: prediction_codec, ALERTS: alert_codec, REPORTED: reported_codec}
+        self.on_reported = on_reported
         self.stop_event = threading.Event()
         self.errors = 0
         self.last_poll = 0.0
-        consumer.assign([TopicPartition(t, p, OFFSET_END)
-                         for t in (PREDICTIONS, ALERTS) for p in range(partitions.get(t, 0))])
+        assign = [TopicPartition(t, p, OFFSET_END)
+                  for t in (PREDICTIONS, ALERTS) for p in range(partitions.get(t, 0))]
+        if on_reported is not None:
+            assign += [TopicPartition(REPORTED, p, OFFSET_BEGINNING)
+                       for p in range(partitions.get(REPORTED, 0))]
+        consumer.assign(assign)
         self.thread = threading.Thread(target=self._run, name="api-live-consumer", daemon=True)
 
     def start(self) -> None:
@@ -267,7 +279,7 @@ class LiveConsumer:
                 time.sleep(0.5)
                 continue
             self.last_poll = time.monotonic()
-            predictions, alerts = [], []
+            predictions, alerts, reports = [], [], []
             for msg in messages:
                 if msg.error() is not None:
                     continue
@@ -275,13 +287,17 @@ class LiveConsumer:
                     record = self.codecs[msg.topic()].decode(msg.value())
                     if msg.topic() == PREDICTIONS:
                         predictions.append(live_prediction(record))
-                    else:
+                    elif msg.topic() == ALERTS:
                         alerts.append(alert_message(record))
+                    else:
+                        reports.append(record)
                 except Exception as exc:
                     self.errors += 1
                     log.warning("live consumer: undecodable record %s[%d]@%d: %s", msg.topic(),
                                 msg.partition(), msg.offset(), exc)
             self.hub.publish(predictions, alerts)
+            if reports and self.on_reported is not None:
+                self.on_reported(reports)
 
     def close(self) -> None:
         self.stop_event.set()
