@@ -30,8 +30,8 @@ from tests.support.k8s import (
 from tests.support.paths import REPO
 
 KUBERNETES_VERSION = "1.30.0"  # the oldest release still supported by the clouds' managed services
-#: Settings our manifests set before the code that reads them has landed (issue 10: `evtwin api`).
-PENDING_SETTINGS = {"EVTWIN_API_PORT"}
+#: Settings our manifests set before the code that reads them has landed.
+PENDING_SETTINGS: set[str] = set()
 
 
 @pytest.fixture(params=OVERLAYS)
