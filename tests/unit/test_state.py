@@ -114,3 +114,11 @@ def test_estimator_batches_and_a_restore_give_the_same_states_as_one_replay() ->
                                          for k, v in changelog.items() if v is not None}
             est = restored
     np.testing.assert_array_equal(np.concatenate(got), whole)
+
+
+def test_the_state_benchmark_reports_every_step() -> None:
+    from streams.tools.bench_state import run
+
+    result = run(packs=20, ticks=3, batch=25)
+    assert set(result) == {"columns", "state_update", "state_features", "fault_score", "changelog_values"}
+    assert all(v > 0 for v in result.values())
