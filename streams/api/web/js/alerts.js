@@ -14,7 +14,10 @@ export function renderTimeline(svg, alerts, [from, to]) {
   const x = (t) => left + ((t - from) / (to - from)) * (width - left - 10);
   const parts = [];
   if (!rules.length) {
-    parts.push(`<text x="${width / 2}" y="34" fill="#8d9bb0" font-size="13" text-anchor="middle">no alert episodes</text>`);
+    svg.setAttribute("height", 40);
+    svg.setAttribute("viewBox", `0 0 ${width} 40`);
+    svg.innerHTML = `<text x="${width / 2}" y="24" fill="#8d9bb0" font-size="13" text-anchor="middle">no alert episodes</text>`;
+    return;
   }
   rules.forEach((rule, i) => {
     const y = top + i * lane;

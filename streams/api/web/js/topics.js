@@ -16,7 +16,7 @@ function renderOverview() {
     const lagging = Object.entries(g.partitions).filter(([, l]) => l > 0);
     return `<tr data-group="${esc(g.group)}"><td>${esc(g.group)}</td><td>${esc(g.topic)}</td>
       <td class="${g.lag > 0 ? "lag-pos" : ""}">${g.lag.toLocaleString()}</td>
-      <td class="muted">${lagging.length ? lagging.map(([p, l]) => `${p}:${l}`).join(" ") : "none"}</td></tr>`;
+      <td class="muted wrap">${lagging.length ? lagging.map(([p, l]) => `${p}:${l}`).join(" ") : "none"}</td></tr>`;
   }).join("") || `<tr><td colspan="4" class="empty">no consumer groups</td></tr>`;
   const t = overview.topics.find((x) => x.name === current);
   if (!t) return;
