@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from streams.api import export, topics_view
 from streams.api.hub import CLOSE_UNKNOWN_BATTERY
-from streams.api.routes_read import BatteryId, state
+from streams.api.routes_read import state
 from streams.api.schemas import DependencyHealth, Health, TopicRecords, TopicsOverview
 
 router = APIRouter()
@@ -137,10 +137,8 @@ async def export_rows(
         raise HTTPException(422, [{"loc": ["query", "from"], "msg": "from must be before to",
                                    "type": "value_error"}])
     st = state(request)
-    if battery is not None:
-        _ = BatteryId  # same rules as the path parameter
-        if not await st.read.battery_exists(battery):
-            raise HTTPException(404, f"unknown battery {battery!r}")
+    if battery is not None and not await st.read.battery_exists(battery):
+        raise HTTPException(404, f"unknown battery {battery!r}")
     stem = f"telemetry_{battery or 'fleet'}_{start:%Y%m%dT%H%M%S}_{end:%Y%m%dT%H%M%S}"
     body = export.stream(st.pool, battery, start, end, format)
     media = "text/csv" if format == "csv" else "application/vnd.apache.parquet"

@@ -4,6 +4,7 @@ end offsets, consumer groups with their lag, and the last records of a topic dec
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -138,8 +139,6 @@ def last_records(endpoints: Any, topic: str, limit: int, partition: int | None) 
                 assign.append(TopicPartition(topic, p, start))
         if assign:
             consumer.assign(assign)
-            import time
-
             deadline = time.monotonic() + TIMEOUT_S
             while wanted and time.monotonic() < deadline:
                 for msg in consumer.consume(num_messages=500, timeout=0.2):

@@ -200,7 +200,8 @@ def test_seed_paths(client: httpx.Client, db_url: str) -> None:
 
 @pytest.mark.parametrize("path", ["/api/batteries/NOPE_1", "/api/batteries/NOPE_1/history",
                                   "/api/batteries/NOPE_1/desired",
-                                  "/api/telemetry/latest?battery=NOPE_1"])
+                                  "/api/telemetry/latest?battery=NOPE_1",
+                                  "/api/export?battery=NOPE_1"])
 def test_unknown_battery_is_404(client: httpx.Client, path: str) -> None:
     response = client.get(path)
     assert response.status_code == 404 and "NOPE_1" in response.json()["detail"]
