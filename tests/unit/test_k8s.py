@@ -42,7 +42,8 @@ def docs(request: pytest.FixtureRequest) -> tuple[dict[str, Any], ...]:
 def test_both_overlays_render_the_whole_pipeline() -> None:
     for overlay in OVERLAYS:
         kinds = {(d["kind"], d["metadata"]["name"]) for d in render(overlay)}
-        for deployment in ("score-worker", "sink", "mqtt-bridge", "ingest", "simulator", "api"):
+        for deployment in ("score-worker", "sink", "mqtt-bridge", "ingest", "simulator", "api", "exporter",
+                           "notify-webhook", "notify-email"):
             assert ("Deployment", deployment) in kinds, overlay
         for stateful in ("redpanda", "timescaledb", "mosquitto"):
             assert ("StatefulSet", stateful) in kinds, overlay
@@ -112,7 +113,7 @@ def test_every_pipeline_process_has_health_probes_on_its_metrics_port(docs: tupl
         labels = workload["spec"]["template"]["metadata"]["labels"]
         assert _selects(metrics_policy["spec"]["podSelector"], labels)
         checked += 1
-    assert checked == 5  # worker, sink, bridge, ingest, simulator
+    assert checked == 8  # worker, sink, bridge, ingest, simulator, exporter, two notifiers
 
 
 def test_the_workers_autoscale_on_lag_from_two_to_the_partition_count(docs: tuple[dict[str, Any], ...]) -> None:

@@ -17,11 +17,13 @@ from tests.support.paths import REPO
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 PROMETHEUS = yaml.safe_load((REPO / "infra" / "prometheus" / "prometheus.yml").read_text())
-#: The credentials each process uses (from the Secret evtwin-secrets in Kubernetes).
-NEEDS = {"sink": {"EVTWIN_DATABASE_URL"}, "mqtt-bridge": {"EVTWIN_MQTT_URL"}, "ingest": {"EVTWIN_MQTT_URL"}}
-#: `evtwin api` runs everywhere but with its own probe (/api/health); the export sink and the
-#: notifiers (issue 12) are in compose and not yet in Kubernetes.
-OPTIONAL = {"api", "exporter", "notify-webhook", "notify-email"}
+#: The shared credentials each process uses (compose hands all of them to every service).
+NEEDS = {"sink": {"EVTWIN_DATABASE_URL"}, "mqtt-bridge": {"EVTWIN_MQTT_URL"}, "ingest": {"EVTWIN_MQTT_URL"},
+         "api": {"EVTWIN_DATABASE_URL", "EVTWIN_MQTT_URL"}}
+#: Settings that are secrets (SecretStr): from the Secret evtwin-secrets in Kubernetes, never a ConfigMap.
+SECRETS = {f"EVTWIN_{n.upper()}" for n, f in Settings.model_fields.items() if "SecretStr" in str(f.annotation)}
+#: `evtwin api` has its own probe (/api/health on its HTTP port), no metrics port.
+OPTIONAL = {"api"}
 
 
 def _compose_processes() -> dict[str, dict[str, Any]]:
@@ -85,8 +87,6 @@ def test_every_process_listens_on_the_same_metrics_port_everywhere(tmp_path: Pat
         assert k8s[name]["env"]["EVTWIN_METRICS_PORT"] == port, name
         assert port in SERVICES[name].get("expose", []), name
         assert scraped.get(name) == int(port), f"Prometheus scrapes {name} on {scraped.get(name)}, not {port}"
-    ports = [p["env"]["EVTWIN_METRICS_PORT"] for p in k8s.values() if "EVTWIN_METRICS_PORT" in p["env"]]
-    assert len(ports) == len(set(ports)), "one port per process, so one host can run them all"
     # `evtwin up` runs them all on one host: each a port of its own (0 = none), never a clash.
     up_ports = [_option(argv, "--metrics-port") for argv in _up_processes(tmp_path, monkeypatch)
                 if argv[0] not in OPTIONAL]
@@ -98,23 +98,28 @@ def test_every_process_listens_on_the_same_metrics_port_everywhere(tmp_path: Pat
 def test_compose_and_kubernetes_give_the_same_settings() -> None:
     k8s = _k8s_processes()
     fields = {f"EVTWIN_{name.upper()}" for name in Settings.model_fields}
+    shared = set(COMPOSE["x-evtwin"]["environment"])
+    assert {"EVTWIN_DATABASE_URL", "EVTWIN_MQTT_URL"} <= SECRETS
     for name, proc in _compose_processes().items():
-        if name in OPTIONAL:
-            continue
         theirs = {k: v for k, v in proc["env"].items() if k.startswith("EVTWIN_")}
         mine = k8s[name]["env"]
-        credentials = {k for k, v in theirs.items() if "${" in str(v)}
-        # Compose hands every service every credential; Kubernetes only those a process uses.
-        assert {k for k in credentials if k in mine} == NEEDS.get(name, set()), name
-        for key in NEEDS.get(name, set()):
-            assert mine[key] == {"secretKeyRef": {"name": "evtwin-secrets", "key": key}}, key
-        plain = set(theirs) - credentials
-        assert plain <= set(mine), f"{name}: Kubernetes lacks {sorted(plain - set(mine))}"
-        for key in plain:
-            assert mine[key] == theirs[key], f"{name} {key}: compose {theirs[key]!r}, Kubernetes {mine[key]!r}"
+        # Compose hands every service every shared credential; Kubernetes only those it uses.
+        assert {k for k in shared & SECRETS if k in mine} == NEEDS.get(name, set()), name
+        for key, value in theirs.items():
+            if key in SECRETS:
+                if key in shared and key not in NEEDS.get(name, set()):
+                    continue
+                assert isinstance(mine.get(key), dict) and mine[key]["secretKeyRef"]["name"] == "evtwin-secrets" \
+                    and mine[key]["secretKeyRef"]["key"] == key, f"{name} {key}: from the Secret"
+            elif "${" in str(value):  # set per deployment (.env): Kubernetes sets it too
+                assert key in mine, f"{name}: Kubernetes lacks {key}"
+            else:
+                assert mine.get(key) == value, f"{name} {key}: compose {value!r}, Kubernetes {mine.get(key)!r}"
     for proc in k8s.values():
         unknown = {k for k in proc["env"] if k.startswith("EVTWIN_")} - fields
         assert not unknown, f"not settings: {sorted(unknown)}"
+    config = find(render("prod"), "ConfigMap", "evtwin-config")["data"]
+    assert not SECRETS & set(config), "a secret in the ConfigMap"
 
 
 def test_the_stateful_services_are_the_same_images_on_the_same_ports() -> None:
