@@ -96,6 +96,8 @@ class Version:
         card: Its model card (``created_at``, ``version``, ``metrics``, ...).
         promoted_at: When it was last made current (ISO 8601), or None.
         retired_at: When it last stopped being current, or None.
+        gate: What the promotion gate of ``evtwin retrain`` decided about it (``promoted`` or
+            ``rejected``), or None when no gate ran.
     """
 
     name: str
@@ -104,6 +106,7 @@ class Version:
     card: dict[str, Any] = field(repr=False)
     promoted_at: str | None = None
     retired_at: str | None = None
+    gate: str | None = None
 
     @property
     def created_at(self) -> str | None:
@@ -393,7 +396,7 @@ def _version(root: Path, name: str, registry: Mapping[str, Any], current: str | 
     record = registry["versions"].get(name, {})
     promoted, retired = record.get("promoted_at"), record.get("retired_at")
     status = CURRENT if name == current else RETIRED if promoted else CANDIDATE
-    return Version(name, path, status, card, promoted, retired)
+    return Version(name, path, status, card, promoted, retired, record.get("gate"))
 
 
 def list_versions(model_dir: Path) -> list[Version]:
@@ -431,9 +434,29 @@ def get_version(model_dir: Path, name: str | int) -> Version:
 
 
 def latest_candidate(model_dir: Path) -> Version | None:
-    """The newest version that has never been current, or None."""
-    candidates = [v for v in list_versions(model_dir) if v.status == CANDIDATE]
+    """The newest version that has never been current and that no gate rejected, or None."""
+    candidates = [v for v in list_versions(model_dir) if v.status == CANDIDATE and v.gate != "rejected"]
     return candidates[-1] if candidates else None
+
+
+def record_gate(model_dir: Path, name: str, decision: str, reason: str) -> None:
+    """Note in ``registry.json`` what the promotion gate decided about version ``name``
+    (:attr:`Version.gate`); a rejected candidate is then never the default of a promotion.
+
+    Raises:
+        UnknownVersionError: If there is no such version.
+        ModelError: On an I/O error.
+    """
+    root = Path(model_dir)
+    name = get_version(root, name).name
+    try:
+        with _locked(root):
+            registry = _read_registry(root)
+            record = registry["versions"].setdefault(name, {})
+            record.update(gate=decision, gate_reason=reason, gate_at=_now())
+            _write_registry(root, registry)
+    except OSError as exc:
+        raise ModelError(f"cannot record the gate's decision in {root}: {exc}") from exc
 
 
 # --- Writing -------------------------------------------------------------------------------------
@@ -654,5 +677,5 @@ def rollback(model_dir: Path, check: Callable[[Version], object] | None = None) 
 __all__ = ["ATTACHMENTS_DIR", "CANDIDATE", "CARD_FILE", "CURRENT", "CURRENT_FILE", "FEATURES_FILE", "FLAT",
            "LoadedModel", "METRICS_FILE", "Promotion", "REGISTRY_FILE", "RETIRED", "VERSIONS_DIR",
            "Version", "add_version", "current_name", "fingerprint", "get_version", "latest_candidate",
-           "list_versions", "load_artifacts", "load_model", "locate", "promote", "read_card", "rollback",
+           "list_versions", "load_artifacts", "load_model", "locate", "promote", "read_card", "record_gate", "rollback",
            "save_artifacts", "sha256_file", "version_name"]

@@ -396,6 +396,7 @@ def retrain(cfg: RetrainConfig, *, collected: pd.DataFrame | None = None,
             "eval_rows": out.eval_rows, "eval_batteries": out.eval_batteries,
             "train_rows": out.train_rows, "collected_rows": out.collected_rows,
             "mlflow_run_id": out.mlflow_run_id, "trigger": cfg.trigger})
+    registry.record_gate(Path(cfg.model_dir), trained.registry_version, result.decision, result.reason)
     if result.promote:
         step("promote")
         done = promote(Path(cfg.model_dir), trained.registry_version, tracking_uri=cfg.tracking_uri)

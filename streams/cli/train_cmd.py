@@ -225,7 +225,7 @@ def run_model_list(args: argparse.Namespace, settings: Settings) -> int:
     except ModelError as exc:
         raise CliError(str(exc)) from None
     if args.json:
-        print(json.dumps([{"version": v.name, "status": v.status, "created_at": v.created_at,
+        print(json.dumps([{"version": v.name, "status": v.status, "gate": v.gate, "created_at": v.created_at,
                            "promoted_at": v.promoted_at, "retired_at": v.retired_at,
                            "model_version": v.model_version, "path": str(v.path),
                            "quick": v.card.get("quick"), "metrics": _clean(v.metrics)}
@@ -243,7 +243,8 @@ def run_model_list(args: argparse.Namespace, settings: Settings) -> int:
         created = (v.created_at or "?").replace("T", " ")[:16]  # minutes, UTC
         model = v.model_version + (" quick" if v.card.get("quick") else "")
         values = [v.metrics.get(k) for k in LIST_METRICS]
-        table.add_row(v.name, v.status, created, model,
+        status = v.status + (" (gate: rejected)" if v.gate == "rejected" and v.status == "candidate" else "")
+        table.add_row(v.name, status, created, model,
                       *("n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3g}"
                         for x in values))
     Console().print(table)

@@ -134,6 +134,7 @@ def test_gate_promotes_only_a_better_candidate_records_every_decision_and_rolls_
     assert [(c.metric, c.ok) for c in worse.gate.checks] == [("rul_mae_cycles", False), ("failure_brier", False)]
     assert worse.candidate == "v3" and registry.current_name(models) == "v2"  # the champion stays
     assert registry.get_version(models, "v3").status == registry.CANDIDATE
+    assert registry.get_version(models, "v3").gate == "rejected" and registry.latest_candidate(models) is None
     # Both models were scored on the same rows: the champion v2 scores what it scored as a candidate.
     assert worse.eval_rows == better.eval_rows
     assert worse.champion_metrics == pytest.approx(better.candidate_metrics, nan_ok=True)
@@ -184,6 +185,11 @@ def test_evtwin_retrain_prints_its_decision_as_json_and_says_what_is_wrong(datas
     assert [c["metric"] for c in summary["checks"]] == ["rul_mae_cycles", "failure_brier"]
     assert summary["checks"][0]["change"] == 0.0 and "rejected v2" in again.stderr
     assert (tmp_path / "models" / "current").read_text() == "v1\n"
+    listed = run_cli(["model", "list", "--json"], env)
+    assert [(v["version"], v["status"], v["gate"]) for v in json.loads(listed.stdout)] == [
+        ("v1", "current", "promoted"), ("v2", "candidate", "rejected")]
+    refused = run_cli(["model", "promote"], env)  # the default is never a rejected candidate
+    assert refused.returncode == 1 and "no candidate" in refused.stderr
 
     for extra_env, extra_args, needle in (
             ({}, ["retrain", "--quick"], "no database"),  # no stack running, none configured
