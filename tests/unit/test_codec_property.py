@@ -9,10 +9,10 @@ import json
 import math
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from schemas import DecodeError
+from schemas import DecodeError, RegistryError
 from schemas.codec import AvroCodec
 from schemas.fields import enum_symbols
 from streams.scoring.batch import _prediction
@@ -51,6 +51,8 @@ class MemoryRegistry:
         return len(self.schemas)
 
     def schema_by_id(self, schema_id: int) -> str:
+        if schema_id not in self.schemas:  # as the real registry answers an unknown id
+            raise RegistryError(f"schema {schema_id} not found", status=404)
         return self.schemas[schema_id]
 
 
@@ -83,6 +85,8 @@ def _decodes_or_refuses(data: bytes) -> None:
         assert set(record) >= {"event_id", "battery_id", "timestamp"}
 
 
+@example(b"\x00\x00\x00\x00\x00")  # a Confluent header naming schema id 0, which nobody registered
+@example(b"\xc3\x01" + bytes(8))  # a single-object header with an unknown fingerprint
 @given(st.binary(max_size=300))
 def test_random_bytes_decode_or_raise_decode_error(data: bytes) -> None:
     _decodes_or_refuses(data)
