@@ -176,7 +176,10 @@ class PostgresServer:
             _chown_tree(self.cluster, self.user)
         argv = [str(bin_dir / "postgres"), "-D", str(self.cluster), "-p", str(self.port),
                 "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
-                "-c", "max_connections=200", "-c", "logging_collector=off"]
+                "-c", "max_connections=200", "-c", "logging_collector=off",
+                # Commit times of rows (pg_xact_commit_timestamp(xmin)): what `evtwin bench e2e`
+                # measures telemetry → row latency with; ~10 bytes per transaction.
+                "-c", "track_commit_timestamp=on"]
         self.proc = ManagedProcess("postgres", argv, self.data_dir / "postgres.log",
                                    stop_signal=signal.SIGINT, user=self.user)
         self.proc.start()

@@ -60,6 +60,55 @@ def register(sub: Any, opt: Any) -> None:
     opt.flag(b, "--json", "EVTWIN_BENCH_JSON", "print one JSON object instead of a table")
     b.set_defaults(handler=run_broker)
     _register_api(bsub, opt)
+    _register_e2e(bsub, opt)
+
+
+def _register_e2e(bsub: Any, opt: Any) -> None:
+    b = bsub.add_parser("e2e", help="simulator → workers → database and MQTT, end to end",
+                        description="On a fresh embedded stack: the simulator at a fixed fleet size "
+                        "and rate for a fixed time, score workers, the database sink and the MQTT "
+                        "bridge. Reports events/s committed to the database, rows lost and "
+                        "duplicated, p50/p99 telemetry→row and telemetry→MQTT latency, CPU and "
+                        "peak memory per process.")
+    opt.env(b, "--fleet", "EVTWIN_BENCH_E2E_FLEET", "packs in the fleet", default=10_000, type=int)
+    opt.env(b, "--rate-hz", "EVTWIN_BENCH_E2E_RATE_HZ", "readings per pack per second",
+            default=1.0, type=float)
+    opt.env(b, "--seconds", "EVTWIN_BENCH_E2E_SECONDS", "seconds measured", default=300.0, type=float)
+    opt.env(b, "--warmup", "EVTWIN_BENCH_E2E_WARMUP", "seconds before the measurement (group "
+            "joins, model loads)", default=30.0, type=float)
+    opt.env(b, "--workers", "EVTWIN_BENCH_E2E_WORKERS", "score-worker replicas", default=2, type=int)
+    opt.setting(b, "--model-dir", "model_dir", "directory of the trained models")
+    opt.setting(b, "--partitions", "topic_partitions", "partitions of the topics", type=int)
+    opt.flag(b, "--json", "EVTWIN_BENCH_JSON", "print one JSON object instead of a table")
+    b.set_defaults(handler=run_e2e)
+
+
+def run_e2e(args: argparse.Namespace, settings: Settings) -> int:
+    import sys
+
+    from models.errors import ModelError
+    from models.scorer import Scorer
+    from streams.cli import CliError
+    from streams.errors import BenchError
+    from streams.tools.bench_e2e import run_e2e_bench
+
+    for name, value in (("--fleet", args.fleet), ("--workers", args.workers)):
+        if value < 1:
+            raise CliError(f"{name} must be at least 1, got {value}")
+    if args.rate_hz <= 0 or args.seconds <= 0 or args.warmup < 0:
+        raise CliError("--rate-hz and --seconds must be > 0 and --warmup >= 0")
+    try:
+        Scorer.load(settings.model_dir)
+    except ModelError as exc:
+        raise CliError(str(exc)) from None
+    try:
+        result = run_e2e_bench(settings.model_dir, args.fleet, args.rate_hz, args.seconds,
+                               args.workers, settings.topic_partitions, args.warmup,
+                               progress=lambda text: print(text, file=sys.stderr))
+    except BenchError as exc:
+        raise CliError(f"bench e2e: {exc}") from None
+    print_result("End to end (embedded stack, this machine)", result, args.json)
+    return 0
 
 
 def _register_api(bsub: Any, opt: Any) -> None:
