@@ -7,7 +7,6 @@ database or on the topic; a rollback brings the previous version back the same w
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import subprocess
 import sys
 import threading
@@ -212,5 +211,3 @@ def test_a_better_candidate_goes_live_within_the_poll_interval_and_a_rollback_co
     for seq in by_battery.values():
         changes = sum(a != b for a, b in zip(seq, seq[1:], strict=False))
         assert changes <= 2, seq
-
-    shutil.rmtree(models, ignore_errors=True)
