@@ -95,6 +95,18 @@ def test_every_process_listens_on_the_same_metrics_port_everywhere(tmp_path: Pat
     assert len(given) == len(set(given)) >= 4
 
 
+def test_compose_checks_the_readiness_kubernetes_probes() -> None:
+    k8s = render("prod")
+    for name, svc in SERVICES.items():
+        if svc.get("image", "").split(":")[0] != IMAGE or svc.get("restart") == "no" or name in OPTIONAL:
+            continue
+        test = " ".join(svc["healthcheck"]["test"])
+        assert "EVTWIN_METRICS_PORT" in test and "/readyz" in test, name
+        probe = find(k8s, "Deployment", name)["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+        assert probe["httpGet"]["path"] == "/readyz", name
+    assert SERVICES["topics"]["healthcheck"] == {"disable": True}
+
+
 def test_compose_and_kubernetes_give_the_same_settings() -> None:
     k8s = _k8s_processes()
     fields = {f"EVTWIN_{name.upper()}" for name in Settings.model_fields}
