@@ -42,7 +42,7 @@ from streams.topics import PREDICTIONS, TELEMETRY, TopicSpec, topic_specs
 
 RELAY_TOPIC = "bench.relay.v1"
 # Stages of the score worker, as its evtwin_stage_seconds metric labels them (see ScoreWorker.handle).
-STAGES = ("decode", "validate", "features", "score", "encode", "produce", "alerts", "metrics")
+STAGES = ("decode", "validate", "features", "state", "score", "encode", "produce", "alerts", "metrics")
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -184,7 +184,18 @@ def bench_workers(ep: Endpoints, state_dir: Path, model_dir: Path, n_events: int
         first, last, total = wait_output(ep.kafka_bootstrap_servers, PREDICTIONS, partitions,
                                          before + n_events, 600, on_first=scrape, procs=procs)
         cpu = sum(_cpu_seconds(p.pid) - cpu0[p.pid] for p in procs)
-        time.sleep(0.3)  # the last batch's counters follow its flush
+        # The last batch's counters follow its flush (and on a busy machine, by more than a moment):
+        # scrape until the workers count every event in, then once more for the stage counters.
+        deadline = time.monotonic() + 15.0
+        while True:
+            time.sleep(0.3)
+            scrape()
+            counted = sum(s["events"] for s in scrapes[-1]) if scrapes[-1] else n_events
+            if counted >= n_events or time.monotonic() > deadline:
+                break
+            scrapes.pop()
+        time.sleep(0.2)
+        scrapes.pop()
         scrape()
     finally:
         stop_processes(procs)

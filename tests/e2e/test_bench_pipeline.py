@@ -13,7 +13,7 @@ from tests.support.cli import cli_env, run_cli
 KEYS = ("events_per_s", "p50_ms", "p99_ms", "cpu_us_per_event", "naive_events_per_s",
         "relay_events_per_s", "two_replicas_events_per_s", "speedup_vs_naive",
         "steady_cpu_us_per_event")
-STAGES = ("decode", "validate", "features", "score", "encode", "produce", "alerts", "metrics", "faust")
+STAGES = ("decode", "validate", "features", "state", "score", "encode", "produce", "alerts", "metrics", "faust")
 
 
 def test_bench_pipeline_reports_every_figure(state_dir: Path, trained_model: Path) -> None:
