@@ -36,6 +36,15 @@ from streams.runtime.records import Column, ScoredBatch
 GAP_RULE = "telemetry_gap"
 """Name of the silence rule (see the module docstring)."""
 
+_EPISODE_IDS = uuid.UUID("5d1f6a52-0c4e-4b43-9a57-6f1b2e0d7c11")
+
+
+def episode_id(battery_id: str, rule: str, opened_at: int, event_id: str) -> str:
+    """The alert id of the episode that ``event_id`` opens: a UUID derived from what opened it, so
+    a worker that scores the same readings again (after a rebalance, before the last commit) opens
+    the same episode under the same id, and the sinks' upserts keep one row per episode."""
+    return str(uuid.uuid5(_EPISODE_IDS, f"{battery_id}/{rule}/{opened_at}/{event_id}"))
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -184,7 +193,8 @@ class AlertEngine:
                 key = _key(battery, GAP_RULE)
                 if clock - arrived < self.silence_ms or self.episodes.get(p, key) is not None:
                     continue
-                ep = Episode(str(uuid.uuid4()), arrived + self.silence_ms)
+                ep = Episode(episode_id(battery, GAP_RULE, arrived + self.silence_ms, event_id),
+                             arrived + self.silence_ms)
                 self.episodes.put(p, key, ep)
                 last = {"battery_id": battery, "event_id": event_id, "timestamp": arrived}
                 out.append(self._record(self.gap_rule, last, ep, (clock - arrived) / 1000.0, "OPENED",
@@ -230,7 +240,8 @@ class AlertEngine:
             ep.pending += 1
             if ep.pending < self.debounce:
                 return None
-            ep.alert_id, ep.opened_at, ep.pending = str(uuid.uuid4()), rec["timestamp"], 0
+            ep.alert_id = episode_id(rec["battery_id"], rule.name, rec["timestamp"], rec["event_id"])
+            ep.opened_at, ep.pending = rec["timestamp"], 0
             return self._record(rule, rec, ep, value, "OPENED", rule.open_at)
         clear = value < rule.clear_at if rule.above else value > rule.clear_at
         if not clear:
@@ -263,4 +274,4 @@ class AlertEngine:
         }
 
 
-__all__ = ["GAP_RULE", "AlertEngine", "Episode", "Rule", "default_rules"]
+__all__ = ["GAP_RULE", "AlertEngine", "Episode", "Rule", "default_rules", "episode_id"]
