@@ -4,7 +4,6 @@ through the stream give the same state, features and predictions as training com
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 import uuid
@@ -86,7 +85,7 @@ def _changelog_states(ep, app_id: str, prefix: str) -> dict[str, np.ndarray]:  #
     out: dict[str, np.ndarray] = {}
     for m in read_topic(ep.kafka_bootstrap_servers, f"{app_id}-twin-changelog",
                         lambda m: (m.key() or b"").startswith(prefix.encode()), 10**9, timeout=8):
-        out[m.key().decode()] = np.array(est.states.from_json(json.loads(m.value())))
+        out[m.key().decode()] = np.array(est.states.decode(m.value()))
     return out
 
 

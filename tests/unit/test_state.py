@@ -4,7 +4,6 @@ finds a battery's own law; the fault flag has hysteresis; batches and restores c
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -110,7 +109,7 @@ def test_estimator_batches_and_a_restore_give_the_same_states_as_one_replay() ->
         est.flush_changes(lambda topic, value, key, partition: changelog.__setitem__(key, value))
         if start == 37 * 2:  # a new owner restores from the changelog and goes on
             restored = TwinEstimator("twin-changelog")
-            restored.states.tables[0] = {k.decode(): restored.states.from_json(json.loads(v))
+            restored.states.tables[0] = {k.decode(): restored.states.decode(v)
                                          for k, v in changelog.items() if v is not None}
             est = restored
     np.testing.assert_array_equal(np.concatenate(got), whole)
