@@ -330,11 +330,17 @@ def assert_exactly_once(up: UpRun, episodes: SyntheticEpisodes, cycles: int) -> 
     assert len(sent) == len(set(sent)), "a reading is twice on ev.telemetry.v1"
     expected = set(sent)
 
+    last: list[list[str]] = [[]]
+
     def all_rows() -> list[str] | None:
-        rows = db_event_ids(up.db_url)
+        rows = last[0] = db_event_ids(up.db_url)
         return rows if set(rows) >= expected else None
 
-    rows = wait("the sink writes every reading", all_rows, 180, up)
+    try:
+        rows = wait("the sink writes every reading", all_rows, 180, up)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {len(expected - set(last[0]))} of {len(expected)} readings "
+                             "on ev.telemetry.v1 are not in ev_telemetry") from None
     missing = expected - set(rows)
     assert not missing, f"{len(missing)} readings lost"
     assert len(rows) == len(set(rows)), f"{len(rows) - len(set(rows))} duplicate rows in ev_telemetry"
