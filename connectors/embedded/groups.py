@@ -146,12 +146,12 @@ class GroupWatch:
 
     def clear(self, group: str, why: str) -> None:
         """Remove every member of ``group`` (see :func:`remove_group_members`) and say why."""
-        self._rebalancing_since.pop(group, None)
         try:
             n = remove_group_members(self.bootstrap, group, timeout_s=5.0)  # blocks the caller's loop
-        except ConnectorError as exc:
+        except ConnectorError as exc:  # still stuck: the next check tries again (every_s)
             self.report(f"could not clear consumer group {group} ({why}): {exc}")
             return
+        self._rebalancing_since.pop(group, None)
         self.cleared += 1
         self.report(f"cleared consumer group {group} ({n} member(s)) because {why}; noida-db keeps "
                     "members that stopped talking to it, so the live ones rejoin and share the partitions")

@@ -66,7 +66,7 @@ def test_dead_member_is_kept_until_the_stuck_group_is_cleared(stack) -> None:  #
         assert watch.cleared == 0  # stable: nothing to do
 
         members.append(member())  # joins: the group rebalances, waiting for the dead member for ever
-        assert _until(lambda: watch.check() or watch.cleared == 1, 40), watch.states()
+        assert _until(lambda: watch.check() or watch.cleared == 1, 60), (watch.states(), reports)
         assert "stuck in a rebalance" in reports[0] and "(3 member(s))" in reports[0]
         assert _until(lambda: _assigned(watch, group) == [6, 6], 20), _assigned(watch, group)
         assert watch.states() == {group: "STABLE"}
