@@ -79,9 +79,23 @@ class BatchingConsumer(aiokafka_driver.Consumer):
         """Topic name -> channel receiving ``list[Message]`` per fetch (see deliver_in_batches)."""
         return cast(TwinApp, self.app).batch_channels
 
-    async def _deliver_batches(self, batches: dict[str, list[Any]]) -> None:
-        for topic, messages in batches.items():
-            await self.batch_channels[topic].send(value=messages)
+    async def _deliver_batches(self, batches: dict[str, list[Any]]) -> bool:
+        """Put each batch on its channel; False when a rebalance cleared a full channel first.
+
+        Faust clears the agents' queues when partitions are revoked, and mode's
+        ``ThrowableQueue.clear`` cancels the puts waiting on them: that CancelledError is about
+        the put, not this task (``cancelling()`` is 0), and means "not delivered". Raised from
+        here, mode's ``wait_first`` re-raised it and crashed the fetcher, and so the worker.
+        """
+        try:
+            for topic, messages in batches.items():
+                await self.batch_channels[topic].send(value=messages)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # this task is cancelled (the flow was suspended, or shutdown)
+            return False
+        return True
 
     async def _deliver(self, batches: dict[str, list[Any]]) -> None:
         """Hand the fetch's batches over, unless the flow is suspended (a rebalance) first.
@@ -94,7 +108,7 @@ class BatchingConsumer(aiokafka_driver.Consumer):
             unacked |= set(messages)
         delivery = self._deliver_batches(batches)
         result = await self.wait_first(delivery, self.suspend_flow.wait())
-        if delivery not in result.done:
+        if delivery not in result.done or not result.results[result.done.index(delivery)]:
             for messages in batches.values():
                 unacked -= set(messages)
             return

@@ -62,22 +62,32 @@ class Channel:
         self.sent.append(value)
 
 
-def _consumer(channel: Channel) -> Any:
+def _consumer(channel: Any) -> Any:
     consumer: Any = object.__new__(BatchingConsumer)  # no app, no broker: just the hand-over
     consumer.app = SimpleNamespace(batch_channels={"t": channel})
     consumer._unacked_messages = set()
     consumer._read_offset = {}
     consumer.suspend_flow = asyncio.Event()
-
-    async def wait_first(*coros: Any) -> Any:
-        tasks = {asyncio.ensure_future(c): c for c in coros}
-        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-        return SimpleNamespace(done=[tasks[t] for t in done])
-
-    consumer.wait_first = wait_first
+    # mode's own Service.wait_first runs (it re-raises what a finished future raised): these
+    # are the attributes it reads.
+    consumer._loop = None
+    consumer._stopped, consumer._crashed = asyncio.Event(), asyncio.Event()
     return consumer
+
+
+class QueueChannel:
+    """A Faust channel's hand-over: ``send`` puts on a mode ThrowableQueue (what an agent's
+    channel queue is), which Faust clears when partitions are revoked."""
+
+    def __init__(self, maxsize: int) -> None:
+        from mode.utils.queues import FlowControlEvent, ThrowableQueue
+
+        self.flow_control = FlowControlEvent(initially_suspended=False)
+        self.queue: Any = ThrowableQueue(maxsize=maxsize, flow_control=self.flow_control,
+                                          clear_on_resume=True)  # as Faust's channels make it
+
+    async def send(self, value: Any) -> None:
+        await self.queue.put(value)
 
 
 def test_a_fetch_handed_over_is_one_list_and_counts_as_delivered() -> None:
@@ -152,3 +162,47 @@ def test_a_pause_cancelled_by_close_returns_no_records_instead_of_raising() -> N
         return await asyncio.wait_for(task, 1)
 
     assert asyncio.run(run()) is False
+
+
+def test_a_fetch_whose_channel_is_cleared_by_a_rebalance_is_not_delivered_and_nothing_crashes() -> None:
+    """Faust clears the agent's full queue on a revocation, which cancels the waiting put: the
+    fetcher used to crash on that CancelledError (and the worker with it, seen under load)."""
+
+    async def run() -> tuple[Any, Any]:
+        channel = QueueChannel(maxsize=1)
+        await channel.queue.put(["an earlier fetch the agent has not taken yet"])
+        consumer = _consumer(channel)
+        delivery = asyncio.ensure_future(consumer._deliver({"t": [Msg("t-0", 5)]}))
+        await asyncio.sleep(0.01)
+        assert not delivery.done()  # waiting for room on the full queue
+        # What Faust's app does on a revocation, in one go: stop the consumer's flow, suspend and
+        # clear the queues (the waiting put is cancelled).
+        consumer.suspend_flow.set()
+        channel.flow_control.suspend()
+        channel.flow_control.clear()
+        await asyncio.wait_for(delivery, 2)  # returns, does not raise CancelledError
+        return consumer, channel
+
+    consumer, channel = asyncio.run(run())
+    assert channel.queue.empty()
+    assert consumer._unacked_messages == set()  # fetched again after the rebalance's seek
+    assert consumer._read_offset == {}
+
+
+def test_a_delivery_cancelled_from_outside_still_raises() -> None:
+    """Only the put's cancellation means "not delivered": a cancelled fetcher (shutdown) stops."""
+
+    async def run() -> None:
+        channel = QueueChannel(maxsize=1)
+        await channel.queue.put(["full"])
+        consumer = _consumer(channel)
+        delivery = asyncio.ensure_future(consumer._deliver({"t": [Msg("t-0", 5)]}))
+        await asyncio.sleep(0.01)
+        delivery.cancel()
+        try:
+            await delivery
+        except asyncio.CancelledError:
+            return
+        raise AssertionError("the cancellation of the fetcher was swallowed")
+
+    asyncio.run(run())
