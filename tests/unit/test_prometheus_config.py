@@ -10,7 +10,8 @@ from tests.support.paths import REPO
 from tests.support.prometheus import CONFIG, METRICS, RULE_TESTS, RULES, metric_names
 
 #: Compose service → metrics port of each of our services.
-SERVICE_PORTS = {"score-worker": 6066, "sink": 6067, "mqtt-bridge": 6068, "simulator": 6069}
+SERVICE_PORTS = {"score-worker": 6066, "sink": 6067, "mqtt-bridge": 6068, "simulator": 6069,
+                 "groundtruth-sink": 6072}
 
 
 def _alerts() -> list[dict]:

@@ -19,32 +19,37 @@ SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 PROMETHEUS = yaml.safe_load((REPO / "infra" / "prometheus" / "prometheus.yml").read_text())
 #: The shared credentials each process uses (compose hands all of them to every service).
 NEEDS = {"sink": {"EVTWIN_DATABASE_URL"}, "mqtt-bridge": {"EVTWIN_MQTT_URL"}, "ingest": {"EVTWIN_MQTT_URL"},
-         "api": {"EVTWIN_DATABASE_URL", "EVTWIN_MQTT_URL"}}
+         "api": {"EVTWIN_DATABASE_URL", "EVTWIN_MQTT_URL"}, "groundtruth-sink": {"EVTWIN_DATABASE_URL"},
+         "retrain": {"EVTWIN_DATABASE_URL"}}
 #: Settings that are secrets (SecretStr): from the Secret evtwin-secrets in Kubernetes, never a ConfigMap.
 SECRETS = {f"EVTWIN_{n.upper()}" for n, f in Settings.model_fields.items() if "SecretStr" in str(f.annotation)}
 #: `evtwin api` has its own probe (/api/health on its HTTP port), no metrics port.
 OPTIONAL = {"api"}
+#: Scheduled work: a compose service that repeats itself (`--every`), a CronJob in Kubernetes.
+SCHEDULED = {"retrain"}
 
 
-def _compose_processes() -> dict[str, dict[str, Any]]:
-    """Long-running services of ours: name -> {command, env}."""
+def _compose_processes(kind: str = "long-running") -> dict[str, dict[str, Any]]:
+    """Services of ours, long-running or scheduled: name -> {command, env}."""
     out = {}
     for name, svc in SERVICES.items():
-        if svc.get("image", "").split(":")[0] == IMAGE and svc.get("restart") != "no":
+        if svc.get("image", "").split(":")[0] == IMAGE and svc.get("restart") != "no" \
+                and (name in SCHEDULED) == (kind == "scheduled"):
             out[name] = {"command": list(svc["command"]), "env": dict(svc.get("environment", {}))}
     return out
 
 
-def _k8s_processes() -> dict[str, dict[str, Any]]:
+def _k8s_processes(kind: str = "Deployment") -> dict[str, dict[str, Any]]:
+    """Deployments (or CronJobs) of ours: name -> {command, env}."""
     docs = render("prod")
     config = find(docs, "ConfigMap", "evtwin-config")["data"]
     return {w["metadata"]["name"]: {"command": list(main["args"]), "env": {**config, **env_of(main)}}
-            for w, main in ours(docs) if w["kind"] == "Deployment"}
+            for w, main in ours(docs) if w["kind"] == kind}
 
 
-def _up_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+def _up_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **settings: Any) -> list[list[str]]:
     """The command lines `evtwin up --workers 2` starts (after `python -m streams.cli` and its
-    global options), planned without starting anything."""
+    global options) with ``settings``, planned without starting anything."""
     from connectors.embedded.process import ManagedProcess
     from streams.cli import build_parser, stack_cmd
 
@@ -52,7 +57,7 @@ def _up_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[list[
     procs: list[Any] = []
     args = build_parser({}).parse_args(["up", "--workers", "2"])  # every option at its default
     args.resolved_api_port = 8000  # what `up` decides before it starts the pipeline
-    stack_cmd._pipeline(Settings(state_dir=tmp_path, workers=2), args, procs)
+    stack_cmd._pipeline(Settings(state_dir=tmp_path, workers=2, **settings), args, procs)
     lines = []
     for proc in procs:
         argv = proc.argv[proc.argv.index("streams.cli") + 1:]
@@ -100,6 +105,9 @@ def test_compose_checks_the_readiness_kubernetes_probes() -> None:
     for name, svc in SERVICES.items():
         if svc.get("image", "").split(":")[0] != IMAGE or svc.get("restart") == "no" or name in OPTIONAL:
             continue
+        if name in SCHEDULED:  # idle between runs, no endpoint: a CronJob has no probe either
+            assert svc["healthcheck"] == {"disable": True}, name
+            continue
         test = " ".join(svc["healthcheck"]["test"])
         assert "EVTWIN_METRICS_PORT" in test and "/readyz" in test, name
         probe = find(k8s, "Deployment", name)["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
@@ -108,11 +116,11 @@ def test_compose_checks_the_readiness_kubernetes_probes() -> None:
 
 
 def test_compose_and_kubernetes_give_the_same_settings() -> None:
-    k8s = _k8s_processes()
+    k8s = {**_k8s_processes(), **_k8s_processes("CronJob")}
     fields = {f"EVTWIN_{name.upper()}" for name in Settings.model_fields}
     shared = set(COMPOSE["x-evtwin"]["environment"])
     assert {"EVTWIN_DATABASE_URL", "EVTWIN_MQTT_URL"} <= SECRETS
-    for name, proc in _compose_processes().items():
+    for name, proc in {**_compose_processes(), **_compose_processes("scheduled")}.items():
         theirs = {k: v for k, v in proc["env"].items() if k.startswith("EVTWIN_")}
         mine = k8s[name]["env"]
         # Compose hands every service every shared credential; Kubernetes only those it uses.
@@ -149,3 +157,59 @@ def test_the_stateful_services_are_the_same_images_on_the_same_ports() -> None:
         assert int(port) in {p["port"] for p in service["spec"]["ports"]}, url
     compose_env = SERVICES["score-worker"]["environment"]
     assert compose_env["EVTWIN_KAFKA_BOOTSTRAP_SERVERS"] == config["EVTWIN_KAFKA_BOOTSTRAP_SERVERS"]
+
+
+def _without_every(argv: list[str]) -> list[str]:
+    """``argv`` without its ``--every PERIOD``: what one run of a scheduled process does."""
+    if "--every" not in argv:
+        return argv
+    i = argv.index("--every")
+    return argv[:i] + argv[i + 2:]
+
+
+def test_retraining_runs_the_same_job_on_the_same_schedule_everywhere(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    compose, k8s = _compose_processes("scheduled"), _k8s_processes("CronJob")
+    assert set(compose) == set(k8s) == SCHEDULED
+    up = [argv for argv in _up_processes(tmp_path, monkeypatch, retrain_every="30d") if argv[0] == "retrain"]
+    assert len(up) == 1
+    # One run is the same command in all three; compose and `up` repeat it with --every.
+    assert _without_every(compose["retrain"]["command"]) == k8s["retrain"]["command"] == _without_every(up[0])
+    period = _option(compose["retrain"]["command"], "--every")
+    assert period == "${EVTWIN_RETRAIN_EVERY:-30d}", period  # .env sets it, as for `evtwin up`
+    default = period.removeprefix("${EVTWIN_RETRAIN_EVERY:-").removesuffix("}")
+    assert Settings(retrain_every=default).retrain_every == 30 * 86400 == float(_option(up[0], "--every") or 0)
+    minute, hour, day, month, weekday = find(render("prod"), "CronJob", "retrain")["spec"]["schedule"].split()
+    assert day.isdigit() and (month, weekday) == ("*", "*"), "the CronJob runs monthly, as compose's 30d"
+    # Compose must not restart a run that finished (EVTWIN_RETRAIN_EVERY=0: one run at start).
+    assert SERVICES["retrain"]["restart"] == "on-failure"
+
+
+def test_retraining_has_a_ground_truth_sink_everywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retraining labels what the twin collected with ev_ground_truth: whoever runs it runs the
+    ground-truth sink too, with the same command."""
+    command = ["sink", "--kind", "groundtruth"]
+    up = [argv for argv in _up_processes(tmp_path, monkeypatch, retrain_every="30d")
+          if argv[:3] == command]
+    assert len(up) == 1
+    assert [n for n, p in _compose_processes().items() if p["command"] == command] == ["groundtruth-sink"]
+    assert [n for n, p in _k8s_processes().items() if p["command"] == command] == ["groundtruth-sink"]
+    scraped = {cfg["job_name"] for cfg in PROMETHEUS["scrape_configs"]}
+    assert "groundtruth-sink" in scraped
+    assert not [argv for argv in _up_processes(tmp_path, monkeypatch) if argv[:3] == command], \
+        "`evtwin up` runs it only when retraining is scheduled"
+
+
+def test_retraining_writes_the_model_registry_the_workers_read() -> None:
+    """Compose, like Kubernetes, shares one model registry: retraining writes it, workers read it."""
+    model_dir = COMPOSE["x-evtwin"]["environment"]["EVTWIN_MODEL_DIR"]
+    assert model_dir == find(render("prod"), "ConfigMap", "evtwin-config")["data"]["EVTWIN_MODEL_DIR"]
+
+    def mount(service: str) -> tuple[str, str]:
+        (volume,) = [v for v in SERVICES[service]["volumes"] if v.split(":")[1] == model_dir]
+        name, _, *mode = volume.split(":")
+        return name, (mode or ["rw"])[0]
+
+    assert mount("retrain") == ("model-registry", "rw")
+    assert mount("score-worker") == ("model-registry", "ro")
+    assert "model-registry" in COMPOSE["volumes"]
