@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -154,6 +154,24 @@ class Settings(BaseSettings):
     sink_rollup_refresh_s: float = Field(60.0, gt=0, description="Refresh of the hourly rollup, s.")
     mqtt_buffer_size: int = Field(10_000, ge=1, description="Alerts kept through an MQTT outage.")
     fleet_summary_s: float = Field(5.0, gt=0, description="Period of the MQTT fleet summary, s.")
+    mqtt_state_interval_s: float = Field(
+        2.0, ge=0, description="Shortest time between two retained state messages of one pack, s: "
+        "predictions in between are conflated (the newest is sent when the interval is over); "
+        "0 = one message per pack and batch.")
+
+    # --- Online accuracy (evtwin sink --kind accuracy): predictions joined with the ground truth.
+    accuracy_bucket_s: int = Field(
+        300, ge=1, le=86400, description="Width of one ev_accuracy row in event time (rows per "
+        "battery and fleet-wide), s.")
+    accuracy_window_s: int = Field(
+        3600, ge=1, le=30 * 86400, description="Rolling window of the evtwin_online_* gauges and of "
+        "the API's figures: the buckets up to the newest, s (a multiple of accuracy_bucket_s).")
+    accuracy_join_window_s: float = Field(
+        600.0, gt=0, description="An unmatched prediction (truth) is dropped and counted once the "
+        "battery's truths (predictions) are this far past it in event time, s.")
+    accuracy_max_pending: int = Field(
+        2000, ge=1, le=1_000_000, description="Unmatched records kept per battery and side; the "
+        "oldest beyond are dropped and counted (bounds memory while one stream stalls).")
 
     # --- Notifications (evtwin sink --kind email|webhook) of ev.alerts.v1.
     public_url: str = Field(
@@ -272,6 +290,13 @@ class Settings(BaseSettings):
                 except ValueError:
                     raise ValueError(f"{value!r} is not a duration (30d, 12h, 90m, 45s or seconds)") from None
         return value
+
+    @model_validator(mode="after")
+    def _accuracy_window(self) -> Settings:
+        if self.accuracy_window_s % self.accuracy_bucket_s:
+            raise ValueError(f"accuracy_window_s ({self.accuracy_window_s}) must be a multiple of "
+                             f"accuracy_bucket_s ({self.accuracy_bucket_s})")
+        return self
 
     @field_validator("log_level", mode="before")
     @classmethod

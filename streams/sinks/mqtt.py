@@ -3,16 +3,25 @@ change (QoS 1, buffered through broker outages) and a fleet summary every few se
 
 | topic | what | QoS | retained |
 |---|---|---|---|
-| ``ev/battery/<id>/state`` | latest prediction of one pack (JSON), conflated per batch | 0 | yes |
+| ``ev/battery/<id>/state`` | latest prediction of one pack (JSON), at most one per ``EVTWIN_MQTT_STATE_INTERVAL_S`` | 0 | yes |
 | ``ev/battery/<id>/alert`` | OPENED / RESOLVED | 1 | no |
 | ``ev/fleet/summary`` | fleet-wide figures every ``EVTWIN_FLEET_SUMMARY_S`` | 0 | yes |
 
 Publishing never blocks on the network (:class:`connectors.mqtt_publisher.MqttPublisher` queues),
 so this sink runs on the event loop.
+
+State messages are paced per pack: the first prediction of a pack is sent at once, later ones at
+most every ``EVTWIN_MQTT_STATE_INTERVAL_S`` (2 s by default); a newer prediction that comes in
+between replaces the held one, and a timer sends what is held once its interval is over, so the
+retained message always ends as the pack's newest prediction. A fleet of 10,000 packs read at
+1 Hz is then 5,000 messages/s instead of 10,000 — the bridge and the broker were 0.58 of a core
+at 5,700 messages/s in ``evtwin bench e2e`` on 2 cores.
 """
 
 from __future__ import annotations
 
+import math
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -45,7 +54,11 @@ class MqttSink(Sink):
             raise SinkError("no MQTT broker: set EVTWIN_MQTT_URL or start the stack with `evtwin services`")
         self.publisher = MqttPublisher(endpoints.mqtt_url, buffer_size=settings.mqtt_buffer_size)
         self.summary_s = settings.fleet_summary_s
+        self.interval_s = settings.mqtt_state_interval_s
         self.latest: dict[str, dict[str, Any]] = {}
+        self.sent_at: dict[str, float] = {}  # monotonic time of each pack's last state message
+        self.held: dict[str, dict[str, Any]] = {}  # newer than the last sent, waiting for its turn
+        self._lock = threading.Lock()  # write runs on the event loop, the timers in a thread
         self.counters = CounterDeltas()
 
     def setup(self) -> None:
@@ -61,11 +74,30 @@ class MqttSink(Sink):
             old = newest.get(rec["battery_id"])
             if old is None or rec["timestamp"] >= old["timestamp"]:
                 newest[rec["battery_id"]] = rec
-        for battery, rec in newest.items():
-            known = self.latest.get(battery)
-            if known is None or rec["timestamp"] >= known["timestamp"]:
-                self.latest[battery] = rec
-                self.publisher.publish_state(battery, rec)
+        with self._lock:
+            now = time.monotonic()
+            for battery, rec in newest.items():
+                known = self.latest.get(battery)
+                if known is None or rec["timestamp"] >= known["timestamp"]:
+                    self.latest[battery] = rec
+                    if now - self.sent_at.get(battery, -math.inf) >= self.interval_s:
+                        self._send_state(battery, rec, now)
+                    else:
+                        self.held[battery] = rec
+
+    def _send_state(self, battery: str, rec: dict[str, Any], now: float) -> None:
+        self.held.pop(battery, None)
+        self.sent_at[battery] = now
+        self.publisher.publish_state(battery, rec)
+
+    def send_held(self) -> int:
+        """Send the held state of every pack whose interval is over; return how many."""
+        with self._lock:
+            now, interval, sent_at = time.monotonic(), self.interval_s, self.sent_at
+            due = [(b, rec) for b, rec in self.held.items() if now - sent_at.get(b, -math.inf) >= interval]
+            for battery, rec in due:
+                self._send_state(battery, rec, now)
+        return len(due)
 
     def summary(self) -> dict[str, Any]:
         """Fleet-wide figures from the latest state of every battery seen."""
@@ -88,7 +120,10 @@ class MqttSink(Sink):
         self.publisher.publish_fleet_summary(self.summary())
 
     def timers(self) -> list[tuple[float, Callable[[], object]]]:
-        return [(self.summary_s, self.publish_summary)]
+        timers: list[tuple[float, Callable[[], object]]] = [(self.summary_s, self.publish_summary)]
+        if self.interval_s > 0:  # held states go out within a quarter interval of their turn
+            timers.append((min(max(self.interval_s / 4, 0.05), 1.0), self.send_held))
+        return timers
 
     def report(self) -> None:
         MQTT_DROPPED.inc(self.counters.delta("dropped", self.publisher.dropped))
@@ -97,6 +132,9 @@ class MqttSink(Sink):
         MQTT_CONNECTED.set(1 if self.publisher.connected else 0)
 
     def close(self) -> None:
+        with self._lock:  # the newest state of each pack, before leaving
+            for battery, rec in list(self.held.items()):
+                self._send_state(battery, rec, time.monotonic())
         self.publisher.stop()
 
 

@@ -155,8 +155,17 @@ def test_pipeline_fans_out_to_database_and_mqtt(stack, workers, private_db) -> N
             ep.kafka_bootstrap_servers, ALERTS, lambda m: (m.key() or b"").startswith(prefix.encode()),
             1000, timeout=5)]
         assert any(a["rule"] == "low_soc" for a in alert_records)
-        retained = _retained_states(host, int(port), prefix, len(last))
+        # … and it is each battery's newest prediction (the bridge paces state messages per pack,
+        # EVTWIN_MQTT_STATE_INTERVAL_S: the newest is sent when the pack's interval is over).
+        deadline = time.monotonic() + 20
+        while True:
+            retained = _retained_states(host, int(port), prefix, len(last))
+            newest = {b: s["timestamp"] for b, s in retained.items()} == {b: p["timestamp"] for b, p in last.items()}
+            if newest or time.monotonic() > deadline:
+                break
+            time.sleep(1)
         assert set(retained) == set(last)
+        assert newest, "the retained state of some battery is not its newest prediction"
         deadline = time.monotonic() + 20
         while len({a["alert_id"] + a["status"] for a in alerts_seen}) < len(alert_records) and time.monotonic() < deadline:
             time.sleep(0.2)
