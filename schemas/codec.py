@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import struct
 from collections.abc import Mapping
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,7 @@ from schemas import (
     load_schema,
     published_versions,
 )
+from schemas.fastdecode import compile_reader
 
 if TYPE_CHECKING:
     from schemas.registry import SchemaRegistryClient
@@ -126,6 +128,8 @@ class AvroCodec:
         if registry is not None and topic is None:
             raise ValueError("a topic is needed to encode with a schema registry")
         self._reader = _parse(self.schema)
+        # Records of the current schema: a reader compiled from it (None: fastavro reads them).
+        self._fast = compile_reader(_strip_logical_types(self.schema))
         self._fingerprint = fingerprint(self.schema)
         self._header_single = SINGLE_OBJECT_MAGIC + self._fingerprint
         self._header_confluent: bytes | None = None
@@ -192,6 +196,11 @@ class AvroCodec:
         """
         if not data:
             raise DecodeError("empty value: expected an Avro record")
+        if self._fast is not None:  # the common case first: the current schema, compiled reader
+            if data[:10] == self._header_single:
+                return self._decode_fast(data, 10)
+            if self._header_confluent is not None and data[:5] == self._header_confluent:
+                return self._decode_fast(data, 5)
         if data[:2] == SINGLE_OBJECT_MAGIC and len(data) >= 10:
             writer, offset = self._writer_for_fingerprint(bytes(data[2:10])), 10
         elif data[:1] == CONFLUENT_MAGIC and len(data) >= 5:
@@ -201,6 +210,24 @@ class AvroCodec:
                 "not an Avro record: expected the single-object header C3 01 or the Confluent "
                 f"magic byte 00, got {bytes(data[:4]).hex(' ')}"
             )
+        if writer is None and self._fast is not None:
+            return self._decode_fast(data, offset)
+        return self._decode_resolved(data, offset, writer)
+
+    def _decode_fast(self, data: bytes, offset: int) -> dict[str, Any]:
+        """The compiled reader (:mod:`schemas.fastdecode`): a body of the current schema."""
+        assert self._fast is not None
+        try:
+            record, end = self._fast(data, offset)
+        except (IndexError, ValueError, struct.error) as exc:  # UnicodeDecodeError is a ValueError
+            raise DecodeError(f"corrupt {self.full_name} body: {type(exc).__name__}: {exc}") from exc
+        if end != len(data):
+            raise DecodeError(f"{len(data) - end} trailing bytes after a {self.full_name} record")
+        return record
+
+    def _decode_resolved(self, data: bytes, offset: int, writer: Any) -> dict[str, Any]:
+        """fastavro's reader: records of older schema versions (resolved to the current one),
+        and schemas :func:`schemas.fastdecode.compile_reader` does not compile."""
         body = io.BytesIO(data)
         body.seek(offset)
         try:
