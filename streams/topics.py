@@ -19,6 +19,7 @@ GROUND_TRUTH = "ev.groundtruth.v1"
 COMMANDS = "ev.commands.v1"
 REPORTED = "ev.reported.v1"
 ALERTS_DLQ = "ev.alerts.dlq.v1"
+GROUND_TRUTH_DLQ = "ev.groundtruth.dlq.v1"
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,8 @@ def topic_specs(partitions: int = 12) -> list[TopicSpec]:
                   "The desired state a pack applied, reported back by the simulator."),
         TopicSpec(ALERTS_DLQ, "dead_letter", partitions, 30 * DAY_MS, "delete",
                   "Alerts a notifier (e-mail, webhook) finally failed to deliver, with the reason."),
+        TopicSpec(GROUND_TRUTH_DLQ, "dead_letter", partitions, 30 * DAY_MS, "delete",
+                  "Ground truth the sinks could not decode or use (NaN, a bad id), with the reason."),
     ]
 
 
@@ -86,6 +89,6 @@ def spec_for(name: str, partitions: int = 12) -> TopicSpec | None:
 
 
 __all__ = [
-    "ALERTS", "ALERTS_DLQ", "COMMANDS", "GROUND_TRUTH", "REPORTED", "PREDICTIONS", "TELEMETRY", "TELEMETRY_DLQ",
+    "ALERTS", "ALERTS_DLQ", "COMMANDS", "GROUND_TRUTH", "GROUND_TRUTH_DLQ", "REPORTED", "PREDICTIONS", "TELEMETRY", "TELEMETRY_DLQ",
     "TopicSpec", "spec_for", "state_topic_specs", "topic_specs",
 ]

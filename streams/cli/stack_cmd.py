@@ -213,7 +213,7 @@ def _group_of(settings: Settings, proc: ManagedProcess) -> str | None:
     label = _process_label(proc)
     if label.startswith("worker-"):
         return settings.app_id
-    if label in ("webhook", "email", "export"):  # evtwin sink --kind <label>
+    if label in ("webhook", "email", "export", "accuracy"):  # evtwin sink --kind <label>
         return f"evtwin-sink-{label}"
     return {"sink": settings.sink_app_id, "mqtt-bridge": settings.bridge_app_id,
             "groundtruth-sink": "evtwin-sink-groundtruth"}.get(label)
@@ -229,6 +229,12 @@ def _group_watch(settings: Settings, bootstrap: str, procs: list[ManagedProcess]
 
     groups = [g for g in (_group_of(settings, p) for p in procs) if g is not None]
     return GroupWatch(bootstrap, groups, report=report)
+
+
+def _accuracy_metrics_port(settings: Settings) -> int:
+    """The accuracy job's Prometheus port in ``up``: the one after ``up``'s own default port (the
+    workers', the sink's and the bridge's come first); 0 when metrics_port is 0."""
+    return settings.metrics_port + settings.workers + 3 if settings.metrics_port else 0
 
 
 def _pipeline(settings: Settings, args: argparse.Namespace, procs: list[ManagedProcess]) -> None:
@@ -255,6 +261,11 @@ def _pipeline(settings: Settings, args: argparse.Namespace, procs: list[ManagedP
                                   logs / "sink.log", cwd=REPO_ROOT))
     planned.append(ManagedProcess("MQTT bridge", base + ["mqtt-bridge", "--metrics-port", next_port()],
                                   logs / "mqtt-bridge.log", cwd=REPO_ROOT))
+    if settings.sim_ground_truth and not args.no_simulator:  # the truth to measure accuracy against
+        planned.append(ManagedProcess(
+            "accuracy job", base + ["sink", "--kind", "accuracy", "--metrics-port",
+                                    str(_accuracy_metrics_port(settings))],
+            logs / "accuracy.log", cwd=REPO_ROOT))
     if settings.retrain_every > 0:  # scheduled retraining labels what it collected with the truth
         planned.append(ManagedProcess("ground-truth sink", base + ["sink", "--kind", "groundtruth",
                                       "--metrics-port", "0"], logs / "groundtruth-sink.log", cwd=REPO_ROOT))

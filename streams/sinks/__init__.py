@@ -8,6 +8,7 @@ SINK_KINDS: dict[str, str] = {
     "email": "streams.sinks.email:EmailSink",
     "webhook": "streams.sinks.webhook:WebhookSink",
     "export": "streams.sinks.export:ExportSink",
+    "accuracy": "streams.sinks.accuracy:AccuracySink",
 }
 """Sink kinds ``evtwin sink --kind`` knows: name -> ``module:class`` (imported on use). A new sink
 is one class on :class:`streams.sinks.base.Sink` and one line here."""

@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from connectors.endpoints import Endpoints
-from streams.errors import CliError
+from schemas import DecodeError
+from streams.errors import CliError, SinkError
 from streams.runtime import metrics
 from streams.runtime.agent import batch_agent, handle_until_done
 from streams.runtime.codecs import codec_for
@@ -40,13 +41,65 @@ def make_sink(kind: str, settings: Settings, endpoints: Endpoints) -> Sink:
     return sink
 
 
-def _topic_handler(topic: str, codec: Any, sinks: Sequence[Sink]) -> Callable[[Sequence[Any]], Any]:
+class DeadLetters:
+    """Screens fetches of a topic of outside input: records that do not decode, or that a sink
+    rejects (:meth:`Sink.reject`), go whole to ``target`` with the reason (in the envelope and the
+    headers, as the score workers' dead letters), counted in ``evtwin_dead_letters_total``."""
+
+    def __init__(self, topic: str, target: str, endpoints: Endpoints) -> None:
+        self.topic, self.target = topic, target
+        self.endpoints = endpoints
+        self.codec = codec_for(target, endpoints)
+        self.producer: Any = None
+
+    def screen(self, codec: Any, sinks: Sequence[Sink], messages: Sequence[Any]) -> SinkBatch:
+        """The fetch's usable records; the others are dead-lettered (durably) first."""
+        records, kept, dead = [], [], []
+        for m in messages:
+            try:
+                record = codec.decode(m.value)
+            except DecodeError as exc:
+                dead.append((m, str(exc), "decode_error"))
+                continue
+            reason = next((r for r in (s.reject(self.topic, record) for s in sinks) if r is not None), None)
+            if reason is not None:
+                dead.append((m, reason, "validation_error"))
+                continue
+            records.append(record)
+            kept.append(m)
+        if dead:
+            self._send(dead)
+        return SinkBatch(self.topic, records, kept)
+
+    def _send(self, dead: list[tuple[Any, str, str]]) -> None:
+        from connectors import kafka
+        from streams.scoring.deadletter import dead_letter
+
+        if self.producer is None:
+            self.producer = kafka.producer(self.endpoints.kafka_bootstrap_servers)
+        for m, reason, kind in dead:
+            value, headers = dead_letter(self.codec, reason=reason, error_type=kind, source_topic=self.topic,
+                                         partition=m.partition, offset=m.offset, key=m.key, value=m.value)
+            self.producer.produce(self.target, value, m.key, headers=headers)
+            log.warning("dead letter to %s: %s (topic %s partition %s offset %s key %r)", self.target,
+                        reason, self.topic, m.partition, m.offset, m.key)
+        if self.producer.flush(30) > 0:  # retried with the fetch, which is not acknowledged
+            raise SinkError(f"could not write {len(dead)} dead letters to {self.target}")
+        for _, _, kind in dead:
+            metrics.DEAD_LETTERS.labels(kind).inc()
+
+
+def _topic_handler(topic: str, codec: Any, sinks: Sequence[Sink],
+                   dead_letters: DeadLetters | None = None) -> Callable[[Sequence[Any]], Any]:
     """Decode a fetch of ``topic`` once and offer it to each sink until each has taken it."""
 
     async def handle(messages: Sequence[Any]) -> None:
-        # Our own topics hold only records our agents wrote: one that does not decode is a bug
-        # worth a retry loop in the logs, not a silent skip.
-        batch = SinkBatch(topic, [codec.decode(m.value) for m in messages], messages)
+        if dead_letters is not None:  # outside input: what cannot be used goes to its dead letters
+            batch = await asyncio.to_thread(dead_letters.screen, codec, sinks, messages)
+        else:
+            # Our own topics hold only records our agents wrote: one that does not decode is a bug
+            # worth a retry loop in the logs, not a silent skip.
+            batch = SinkBatch(topic, [codec.decode(m.value) for m in messages], messages)
         for sink in sinks:
             await handle_until_done(_offer_to(sink, batch), messages, f"sink {sink.name}")
         metrics.EVENTS_IN.labels(topic).inc(len(messages))
@@ -82,7 +135,11 @@ def build_sink_app(settings: Settings, endpoints: Endpoints, app_id: str, sinks:
     topics = sorted({t for s in sinks for t in s.topics})
     for topic in topics:
         takers = [s for s in sinks if topic in s.topics]
-        handle = _topic_handler(topic, codec_for(topic, endpoints), takers)
+        targets = {s.dead_letter_topics[topic] for s in takers if topic in s.dead_letter_topics}
+        if len(targets) > 1:
+            raise SinkError(f"sinks of {topic} name different dead-letter topics: {sorted(targets)}")
+        screen = DeadLetters(topic, targets.pop(), endpoints) if targets else None
+        handle = _topic_handler(topic, codec_for(topic, endpoints), takers, screen)
         batch_agent(app, topic, "write_" + topic.split(".")[1], handle,
                     partitions=settings.topic_partitions)
 
@@ -130,4 +187,4 @@ def run_sinks(settings: Settings, endpoints: Endpoints, app_id: str, sinks: Sequ
     return 0
 
 
-__all__ = ["build_sink_app", "make_sink", "run_sinks"]
+__all__ = ["DeadLetters", "build_sink_app", "make_sink", "run_sinks"]

@@ -8,6 +8,12 @@ raises is offered the same batch again with backoff — so ``write`` must be ide
 changes nothing) — and a sink that cannot take a batch *now* raises
 :class:`streams.errors.SinkBackpressureError` with ``retry_after``: the runner waits that long and
 offers it again, holding the consumer meanwhile, instead of counting a failure.
+
+Records of our own topics are written by our agents, so one that does not decode is a bug, retried
+until someone looks. A sink that consumes *outside* input (the ground truth) names a dead-letter
+topic for it (:attr:`Sink.dead_letter_topics`): there, a record that does not decode, or that
+:meth:`Sink.reject` refuses, goes to that topic whole with the reason, and the batch goes on
+without it.
 """
 
 from __future__ import annotations
@@ -53,9 +59,16 @@ class Sink(ABC):
     """The topics the sink consumes."""
     blocking: ClassVar[bool] = True
     """Whether :meth:`write` blocks (it then runs in a thread)."""
+    dead_letter_topics: ClassVar[dict[str, str]] = {}
+    """Source topic -> dead-letter topic, for topics of outside input (see the module docstring)."""
 
     def setup(self) -> None:  # noqa: B027 - optional hook
         """Connect, create what is missing (tables, buckets). Called once before any batch."""
+
+    def reject(self, topic: str, record: dict[str, Any]) -> str | None:
+        """Why a decoded record of a topic in :attr:`dead_letter_topics` cannot be used (the
+        dead letter's reason), or ``None`` to take it."""
+        return None
 
     @abstractmethod
     def write(self, batch: SinkBatch) -> None:

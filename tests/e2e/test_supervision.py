@@ -143,6 +143,16 @@ def _db_keys(db_url: str) -> set[tuple[str, int]]:
     return {(b, int(t)) for b, t in rows}
 
 
+def _fleet_pairs(db_url: str) -> int:
+    """Predictions the online-accuracy job joined with the simulator's truth (ev_accuracy)."""
+    with psycopg.connect(db_url) as conn:
+        try:
+            row = conn.execute("SELECT coalesce(sum(pairs), 0) FROM ev_accuracy WHERE battery_id = '*'").fetchone()
+        except psycopg.errors.UndefinedTable:
+            return 0
+    return int(row[0]) if row else 0
+
+
 def _telemetry_keys(bootstrap: str, partitions: int) -> list[tuple[str, int]]:
     """Every reading on ev.telemetry.v1 up to its end offsets now: (battery_id, timestamp)."""
     codec = AvroCodec("telemetry")
@@ -227,9 +237,10 @@ def supervised_up(state_root: Path, trained_model: Path) -> Iterator[Up]:
 def test_killed_worker_comes_back_and_nothing_is_lost_or_doubled(supervised_up: Up) -> None:
     up = supervised_up
     db_url, bootstrap = up.stack["database_url"], up.stack["kafka_bootstrap_servers"]
-    wanted = {"ingest", "worker-1", "worker-2", "sink", "mqtt-bridge", "simulator"}
+    wanted = {"ingest", "worker-1", "worker-2", "sink", "mqtt-bridge", "simulator", "accuracy"}
     pids = _wait("the pipeline starts", lambda: (p := _pipeline_pids(up)).keys() >= wanted and p, 60, up)
     _wait("rows reach the database", lambda: len(_db_keys(db_url)) > 0, 90, up)
+    _wait("the accuracy job joins predictions with the truth", lambda: _fleet_pairs(db_url) > 0, 90, up)
     episodes = SyntheticEpisodes(bootstrap, 4)
     time.sleep(3)  # a cycle and a half: an episode is open when the worker dies
 
@@ -256,7 +267,7 @@ def test_killed_worker_comes_back_and_nothing_is_lost_or_doubled(supervised_up: 
     cycles = episodes.stop()
     cut_ms = int(time.time() * 1000)
     assert _restarts_metric(up.metrics_port) == {"ingest": 0, "worker-1": 1, "worker-2": 0, "sink": 0,
-                                                 "mqtt-bridge": 0, "api": 0, "simulator": 0}
+                                                 "mqtt-bridge": 0, "accuracy": 0, "api": 0, "simulator": 0}
 
     # Every reading on the topic up to the cut is in ev_telemetry exactly once.
     time.sleep(1)

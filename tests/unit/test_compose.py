@@ -16,7 +16,7 @@ COMPOSE = yaml.safe_load(COMPOSE_TEXT)
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 REQUIRED = {"redpanda", "console", "timescaledb", "mosquitto", "minio", "mlflow", "prometheus",
             "grafana", "score-worker", "sink", "mqtt-bridge", "simulator", "ingest", "groundtruth-sink",
-            "retrain"}
+            "retrain", "online-accuracy"}
 
 
 def _bind_mounts(service: dict[str, Any]) -> list[tuple[str, str]]:
@@ -79,6 +79,7 @@ def test_our_services_run_the_right_commands_and_scale() -> None:
     commands = {"score-worker": ["worker"], "sink": ["sink"], "mqtt-bridge": ["mqtt-bridge"],
                 "simulator": ["simulate"], "ingest": ["ingest"],
                 "groundtruth-sink": ["sink", "--kind", "groundtruth"],
+                "online-accuracy": ["sink", "--kind", "accuracy"],
                 "retrain": ["retrain", "--every", "${EVTWIN_RETRAIN_EVERY:-30d}"]}
     for name, command in commands.items():
         service = SERVICES[name]
@@ -88,7 +89,7 @@ def test_our_services_run_the_right_commands_and_scale() -> None:
     worker = SERVICES["score-worker"]
     assert re.fullmatch(r"\$\{SCORE_WORKER_REPLICAS(:-\d+)?\}", str(worker["deploy"]["replicas"]))
     assert "ports" not in worker and "container_name" not in worker  # replicas must not collide
-    for name in ("sink", "groundtruth-sink", "retrain"):  # migrations need the database
+    for name in ("sink", "groundtruth-sink", "retrain", "online-accuracy"):  # they migrate
         assert SERVICES[name]["depends_on"]["timescaledb"]["condition"] == "service_healthy", name
     assert SERVICES["mqtt-bridge"]["depends_on"]["mosquitto"]["condition"] == "service_healthy"
 

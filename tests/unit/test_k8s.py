@@ -43,7 +43,7 @@ def test_both_overlays_render_the_whole_pipeline() -> None:
     for overlay in OVERLAYS:
         kinds = {(d["kind"], d["metadata"]["name"]) for d in render(overlay)}
         for deployment in ("score-worker", "sink", "mqtt-bridge", "ingest", "simulator", "api", "exporter",
-                           "notify-webhook", "notify-email", "groundtruth-sink"):
+                           "notify-webhook", "notify-email", "groundtruth-sink", "online-accuracy"):
             assert ("Deployment", deployment) in kinds, overlay
         for stateful in ("redpanda", "timescaledb", "mosquitto"):
             assert ("StatefulSet", stateful) in kinds, overlay
@@ -113,7 +113,8 @@ def test_every_pipeline_process_has_health_probes_on_its_metrics_port(docs: tupl
         labels = workload["spec"]["template"]["metadata"]["labels"]
         assert _selects(metrics_policy["spec"]["podSelector"], labels)
         checked += 1
-    assert checked == 9  # worker, sink, bridge, ingest, simulator, exporter, two notifiers, ground truth
+    assert checked == 10  # worker, sink, bridge, ingest, simulator, exporter, two notifiers, ground truth,
+    # accuracy
 
 
 def test_the_workers_autoscale_on_lag_from_two_to_the_partition_count(docs: tuple[dict[str, Any], ...]) -> None:
@@ -267,6 +268,8 @@ def _allowed(docs: tuple[dict[str, Any], ...], source: dict[str, str] | str, tar
     ("groundtruth-sink", "timescaledb", 5432, True),   # the labels retraining joins
     ("groundtruth-sink", "redpanda", 9092, True),
     ("ns:monitoring", "groundtruth-sink", 6072, True),
+    ("online-accuracy", "timescaledb", 5432, True),
+    ("ns:monitoring", "online-accuracy", 6073, True),
     ("redpanda", "redpanda", 33145, True),        # broker to broker
     ("mqtt-bridge", "mosquitto", 1883, True),
     ("ns:devices", "mosquitto", 1883, True),      # packs publish from outside

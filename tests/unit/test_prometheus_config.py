@@ -11,7 +11,7 @@ from tests.support.prometheus import CONFIG, METRICS, RULE_TESTS, RULES, metric_
 
 #: Compose service → metrics port of each of our services.
 SERVICE_PORTS = {"score-worker": 6066, "sink": 6067, "mqtt-bridge": 6068, "simulator": 6069,
-                 "groundtruth-sink": 6072}
+                 "groundtruth-sink": 6072, "online-accuracy": 6073}
 
 
 def _alerts() -> list[dict]:

@@ -20,7 +20,7 @@ PROMETHEUS = yaml.safe_load((REPO / "infra" / "prometheus" / "prometheus.yml").r
 #: The shared credentials each process uses (compose hands all of them to every service).
 NEEDS = {"sink": {"EVTWIN_DATABASE_URL"}, "mqtt-bridge": {"EVTWIN_MQTT_URL"}, "ingest": {"EVTWIN_MQTT_URL"},
          "api": {"EVTWIN_DATABASE_URL", "EVTWIN_MQTT_URL"}, "groundtruth-sink": {"EVTWIN_DATABASE_URL"},
-         "retrain": {"EVTWIN_DATABASE_URL"}}
+         "retrain": {"EVTWIN_DATABASE_URL"}, "online-accuracy": {"EVTWIN_DATABASE_URL"}}
 #: Settings that are secrets (SecretStr): from the Secret evtwin-secrets in Kubernetes, never a ConfigMap.
 SECRETS = {f"EVTWIN_{n.upper()}" for n, f in Settings.model_fields.items() if "SecretStr" in str(f.annotation)}
 #: `evtwin api` has its own probe (/api/health on its HTTP port), no metrics port.
@@ -213,3 +213,16 @@ def test_retraining_writes_the_model_registry_the_workers_read() -> None:
     assert mount("retrain") == ("model-registry", "rw")
     assert mount("score-worker") == ("model-registry", "ro")
     assert "model-registry" in COMPOSE["volumes"]
+
+
+def test_the_online_accuracy_job_runs_everywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`evtwin up` runs it while its simulator publishes the truth; compose and Kubernetes always
+    (it idles without truth), with the same command, and Prometheus scrapes it."""
+    command = ["sink", "--kind", "accuracy"]
+    up = [argv for argv in _up_processes(tmp_path, monkeypatch) if argv[:3] == command]
+    assert len(up) == 1 and _option(up[0], "--metrics-port") not in (None, "0")
+    assert [n for n, p in _compose_processes().items() if p["command"] == command] == ["online-accuracy"]
+    assert [n for n, p in _k8s_processes().items() if p["command"] == command] == ["online-accuracy"]
+    assert "online-accuracy" in {cfg["job_name"] for cfg in PROMETHEUS["scrape_configs"]}
+    assert not [argv for argv in _up_processes(tmp_path, monkeypatch, sim_ground_truth=False)
+                if argv[:3] == command], "no truth, no accuracy job"
