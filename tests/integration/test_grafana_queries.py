@@ -15,6 +15,7 @@ import psycopg
 import pytest
 import yaml
 
+from connectors.accuracy_store import AccuracyWriter
 from connectors.sink_bench import make_predictions
 from connectors.timescale import TimescaleWriter
 from tests.support.database import drop_database, fresh_database
@@ -25,8 +26,9 @@ from tests.support.sink_records import alert, ms
 
 @pytest.fixture(scope="module")
 def dashboard_db(stack) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    """A fresh database filled by the sink: 3 packs, a reading every 30 s for the last 2 hours,
-    one open and one resolved alert; the hourly rollup refreshed."""
+    """A fresh database filled by the sinks: 3 packs, a reading every 30 s for the last 2 hours,
+    one open and one resolved alert; the hourly rollup refreshed; each reading joined with a
+    ground truth by the accuracy job's writer (5-minute buckets), one pack with a detected fault."""
     url = fresh_database(stack[1].database_url, "evtwin_grafana")
     now = datetime.now(UTC)
     start = ms(now - timedelta(hours=2))
@@ -39,6 +41,12 @@ def dashboard_db(stack) -> Iterator[str]:  # type: ignore[no-untyped-def]
             alert("g-done", "BATTERY_00001", "RESOLVED", start + 600_000, start + 900_000),
         ]) == 2
         assert writer.refresh_rollup()
+    pairs = [(r["timestamp"], r["battery_id"], r["event_id"], r["rul_cycles"], r["rul_p10"], r["rul_p90"],
+              r["rul_cycles"] + 30.0, 30.0, r["rul_cycles"] + 30.0 <= r["rul_p90"], False, "none", None)
+             for r in rows]
+    with AccuracyWriter(url, bucket_s=300) as accuracy:
+        assert len(accuracy.write(pairs, [("BATTERY_00001", "cooling_failure", start + 600_000,
+                                           start + 660_000, 60.0, start + 660_000)])) == 720
     yield url
     drop_database(url)
 

@@ -23,8 +23,16 @@ METRICS = {
     "evtwin_dead_letters_total", "evtwin_sink_rows_total", "evtwin_sink_db_errors_total",
     "evtwin_mqtt_buffer_dropped_total", "evtwin_batch_size", "evtwin_scoring_seconds",
     "evtwin_event_latency_seconds", "evtwin_consumer_lag",
+    # the online-accuracy job (streams/sinks/accuracy.py)
+    "evtwin_online_rul_mae_cycles", "evtwin_online_rul_band_coverage", "evtwin_online_window_pairs",
+    "evtwin_online_battery_rul_mae_cycles", "evtwin_online_battery_rul_band_coverage",
+    "evtwin_online_battery_window_pairs", "evtwin_online_battery_fault_detection_delay_seconds",
+    "evtwin_online_fault_detection_delay_seconds", "evtwin_online_pairs_total",
+    "evtwin_online_unmatched_total", "evtwin_online_fault_onsets_total", "evtwin_online_pending",
+    "evtwin_online_unusable_predictions_total",
 }
-HISTOGRAMS = {"evtwin_batch_size", "evtwin_scoring_seconds", "evtwin_event_latency_seconds"}
+HISTOGRAMS = {"evtwin_batch_size", "evtwin_scoring_seconds", "evtwin_event_latency_seconds",
+              "evtwin_online_fault_detection_delay_seconds"}
 _METRIC_TOKEN = re.compile(r"\b((?:battery|evtwin)_[a-z_]+|predictions_total)\b")
 
 

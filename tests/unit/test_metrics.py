@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import generate_latest
+from prometheus_client import REGISTRY, generate_latest
 
 from streams.runtime.metrics import forget_batteries, observe_batteries
 from streams.runtime.records import ScoredBatch, Scores
@@ -68,3 +68,19 @@ def test_the_stage_clock_exports_the_cpu_of_each_stage_once() -> None:
     assert busy > 0.001 and idle < busy / 2, (busy, idle)
     clock.export()  # nothing new since the last export
     assert value("unit-busy") - before[0] == busy
+
+
+def test_the_online_accuracy_job_exports_the_contract_names() -> None:
+    """The evtwin_online_* names dashboards and rules may use (tests/support/prometheus.py) are the
+    ones the accuracy job registers, and it registers no other."""
+    import streams.sinks.accuracy  # noqa: F401 - registers the metrics
+    from tests.support.prometheus import HISTOGRAMS, METRICS
+
+    exported = set()
+    for family in REGISTRY.collect():
+        if family.name.startswith("evtwin_online_"):
+            name = family.name + ("_total" if family.type == "counter" else "")
+            exported.add(name)
+    contract = {m for m in METRICS if m.startswith("evtwin_online_")}
+    assert exported == contract
+    assert {m for m in contract if m in HISTOGRAMS} == {"evtwin_online_fault_detection_delay_seconds"}
