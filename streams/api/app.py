@@ -146,9 +146,10 @@ def create_app(settings: Any = None, endpoints: Any = None,
                                allow_methods=["GET", "PUT", "POST"],
                                allow_headers=["X-API-Key", "Authorization", "Content-Type"])
         app.add_middleware(RateLimitMiddleware, limiter=app.state.api.limiter)
-        from streams.api import routes_live, routes_read, routes_write
+        from streams.api import routes_accuracy, routes_live, routes_read, routes_write
 
         app.include_router(routes_read.router)
+        app.include_router(routes_accuracy.router)
         app.include_router(routes_write.router)
         app.include_router(routes_live.router)
     if web_dir is not None and web_dir.is_dir():

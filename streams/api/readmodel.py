@@ -2,10 +2,12 @@
 
 Tables (``connectors/migrations``): ``battery_state`` (one row per pack: the twin's latest state),
 ``ev_telemetry`` (one row per reading, index ``(battery_id, time DESC)``), ``ev_telemetry_hourly``
-(hourly rollup), ``ev_alerts`` (episodes; a partial index on the open ones) and the API's own
-``battery_desired_state`` (:mod:`streams.api.desired`). A page reads ``battery_state`` (as many
-rows as packs) or one battery's index range between two times, never a whole telemetry table; every
-list has a ``LIMIT``. SQL is never built from request strings: values are parameters, and the
+(hourly rollup), ``ev_alerts`` (episodes; a partial index on the open ones), ``ev_accuracy`` (the
+online-accuracy sums per bucket, key ``(bucket, battery_id)``, fleet rows ``battery_id = '*'``),
+``ev_accuracy_faults`` (one row per pack) and the API's own ``battery_desired_state``
+(:mod:`streams.api.desired`). A page reads ``battery_state`` (as many rows as packs) or one
+battery's index range between two times, never a whole telemetry table; accuracy reads cover the
+window's buckets or a bounded range; every list has a ``LIMIT``. SQL is never built from request strings: values are parameters, and the
 few identifiers (sort columns) come from fixed tables through :class:`psycopg.sql.Identifier`.
 """
 
@@ -46,6 +48,15 @@ _OPEN_COUNTS = ("(SELECT battery_id, count(*) AS n FROM ev_alerts WHERE resolved
                 "GROUP BY battery_id)")
 _RISK_RANGES = {"low": (None, RISK_MEDIUM), "medium": (RISK_MEDIUM, RISK_HIGH),
                 "high": (RISK_HIGH, None)}
+FLEET = "*"
+"""``battery_id`` of the fleet-wide rows of ``ev_accuracy``."""
+# Sums of ev_accuracy rows ``a`` as a JSON object, and the window: the buckets of the last
+# %(window_s)s seconds up to the fleet's newest bucket (the accuracy job's gauges use the same).
+_SUMS_JSON = ("'pairs', coalesce(sum(a.pairs), 0), 'abs_error', sum(a.rul_abs_error_sum), "
+              "'in_band', coalesce(sum(a.rul_in_band), 0), 'detections', coalesce(sum(a.fault_detections), 0), "
+              "'delay_s', coalesce(sum(a.fault_detection_delay_s_sum), 0)")
+_IN_WINDOW = (f"a.bucket > (SELECT max(bucket) FROM ev_accuracy WHERE battery_id = '{FLEET}') "
+              "- %(window_s)s * INTERVAL '1 second'")
 
 
 def choose_resolution(start: datetime, end: datetime, wanted: str) -> str:
@@ -141,9 +152,10 @@ class ReadModel:
         return await self._one(f"SELECT {_STATE_COLS} FROM battery_state WHERE battery_id = %s",
                                (battery_id,))
 
-    async def battery_twin(self, battery_id: str) -> dict[str, Any] | None:
+    async def battery_twin(self, battery_id: str, accuracy_window_s: int) -> dict[str, Any] | None:
         """One round trip for the twin page: the pack's state row, its open alerts (``alerts``, a
-        JSON list, newest first, at most 50) and its desired-state row (``d_*`` columns)."""
+        JSON list, newest first, at most 50), its desired-state row (``d_*`` columns), its
+        accuracy sums over the window (``acc``, JSON) and its fault episode (``f_*``)."""
         return await self._one(
             f"SELECT {_STATE_COLS}, "
             "(SELECT coalesce(json_agg(a ORDER BY a.opened_at DESC), '[]'::json) FROM "
@@ -152,9 +164,14 @@ class ReadModel:
             "d.desired AS d_desired, d.version AS d_version, d.requested_at AS d_requested_at, "
             "d.reported AS d_reported, d.reported_version AS d_reported_version, "
             "d.reported_at AS d_reported_at, d.converged_at AS d_converged_at, "
-            "d.battery_id IS NOT NULL AS d_present "
+            "d.battery_id IS NOT NULL AS d_present, "
+            f"(SELECT json_build_object({_SUMS_JSON}) FROM ev_accuracy a "
+            f" WHERE a.battery_id = s.battery_id AND {_IN_WINDOW}) AS acc, "
+            "f.fault AS f_fault, f.onset AS f_onset, f.detected_at AS f_detected_at, "
+            "f.detection_delay_s AS f_delay "
             "FROM battery_state s LEFT JOIN battery_desired_state d USING (battery_id) "
-            "WHERE s.battery_id = %s", (battery_id,))
+            "LEFT JOIN ev_accuracy_faults f USING (battery_id) "
+            "WHERE s.battery_id = %(b)s", {"b": battery_id, "window_s": accuracy_window_s})
 
     async def battery_exists(self, battery_id: str) -> bool:
         return await self._one("SELECT 1 AS x FROM battery_state WHERE battery_id = %s",
@@ -249,6 +266,32 @@ class ReadModel:
         row = await self._one("SELECT model_version FROM battery_state "
                               "ORDER BY scored_at DESC NULLS LAST LIMIT 1")
         return row["model_version"] if row else None
+
+    # --- online accuracy ---------------------------------------------------------------------
+
+    async def accuracy_fleet(self, window_s: int) -> dict[str, Any]:
+        """The fleet's sums over the window (``newest``: start of the fleet's newest bucket)."""
+        row = await self._one(
+            f"SELECT (SELECT max(bucket) FROM ev_accuracy WHERE battery_id = '{FLEET}') AS newest, "
+            f"json_build_object({_SUMS_JSON}) AS acc FROM ev_accuracy a "
+            f"WHERE a.battery_id = '{FLEET}' AND {_IN_WINDOW}", {"window_s": window_s})
+        return row or {"newest": None, "acc": None}
+
+    async def accuracy_series(self, start: datetime, end: datetime, limit: int) -> list[dict[str, Any]]:
+        """The fleet's buckets in ``[start, end)``, oldest first, at most ``limit``."""
+        return await self._all(
+            "SELECT bucket, pairs, rul_mae_cycles, rul_band_coverage, fault_detections, "
+            "fault_detection_delay_s_sum / NULLIF(fault_detections, 0) AS fault_detection_delay_s_mean "
+            f"FROM ev_accuracy WHERE battery_id = '{FLEET}' AND bucket >= %s AND bucket < %s "
+            "ORDER BY bucket LIMIT %s", (start, end, limit))
+
+    async def accuracy_batteries(self, window_s: int, limit: int) -> list[dict[str, Any]]:
+        """Per pack, its sums over the window; the largest mean RUL error first, at most ``limit``."""
+        return await self._all(
+            f"SELECT a.battery_id, json_build_object({_SUMS_JSON}) AS acc FROM ev_accuracy a "
+            f"WHERE a.battery_id <> '{FLEET}' AND {_IN_WINDOW} GROUP BY a.battery_id "
+            "ORDER BY sum(a.rul_abs_error_sum) / sum(a.pairs) DESC, a.battery_id LIMIT %(limit)s",
+            {"window_s": window_s, "limit": limit})
 
     async def ping(self) -> None:
         await self._all("SELECT 1 AS ok")

@@ -11,6 +11,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 
 from streams.api.desired import view_of
 from streams.api.readmodel import SORT_COLUMNS, choose_resolution
+from streams.api.routes_accuracy import battery_accuracy
 from streams.api.schemas import (
     AlertOut,
     AlertPage,
@@ -89,7 +90,8 @@ async def batteries(
 @router.get("/batteries/{battery_id}", response_model=BatteryTwin, responses=_NOT_FOUND,
             summary="The twin of one pack: reported state, prediction, open alerts, desired state")
 async def battery(request: Request, battery_id: BatteryId) -> Response:
-    row = await state(request).read.battery_twin(battery_id)
+    window_s = state(request).settings.accuracy_window_s
+    row = await state(request).read.battery_twin(battery_id, window_s)
     if row is None:
         raise HTTPException(404, f"unknown battery {battery_id!r}")
     desired = view_of(battery_id, {k[2:]: v for k, v in row.items() if k.startswith("d_")}
@@ -97,7 +99,8 @@ async def battery(request: Request, battery_id: BatteryId) -> Response:
     twin = BatteryTwin(battery_id=battery_id,
                        reported=ReportedState(**{k: row[k] for k in _REPORTED}),
                        prediction=_prediction(row),
-                       open_alerts=[AlertOut(**a) for a in row["alerts"]], desired=desired)
+                       open_alerts=[AlertOut(**a) for a in row["alerts"]], desired=desired,
+                       accuracy=battery_accuracy(row, window_s))
     return _json(twin)
 
 

@@ -11,7 +11,8 @@ Routes (all JSON unless said otherwise; ``/docs`` has the OpenAPI document):
 ``GET  /api/batteries``                    :class:`BatteryPage`; ``?limit=&offset=&sort=&order=
                                            &risk=low|medium|high&alert=open|none&soh_min=&soh_max=
                                            &q=<id prefix>``
-``GET  /api/batteries/{id}``               :class:`BatteryTwin` (404 unknown battery)
+``GET  /api/batteries/{id}``               :class:`BatteryTwin` (404 unknown battery), with its
+                                           online accuracy (:class:`BatteryAccuracy`)
 ``GET  /api/batteries/{id}/history``       :class:`History`; ``?from=&to=&resolution=auto|raw|1m|
                                            5m|15m|1h`` (ISO times; default the last hour; ranges
                                            over 48 h read the hourly rollup)
@@ -23,6 +24,8 @@ Routes (all JSON unless said otherwise; ``/docs`` has the OpenAPI document):
 ``POST /api/battery/configure``            body :class:`ConfigureRequest` -> :class:`DesiredStateView`
                                            (the seed's path; same effect as the PUT)
 ``GET  /api/fleet/summary``                :class:`FleetSummary`
+``GET  /api/accuracy``                     :class:`AccuracyOverview`; ``?from=&to=&limit=`` (fleet
+                                           figures of the window, fleet buckets, least accurate packs)
 ``GET  /api/alerts``                       :class:`AlertPage`; ``?status=open|resolved|all&battery=
                                            &rule=&severity=&limit=&offset=``
 ``GET  /api/telemetry/latest``             :class:`TelemetryLatest` (seed path; ``?battery=&limit=``)
@@ -213,6 +216,55 @@ class BatteryPage(_Model):
     order: Literal["asc", "desc"]
 
 
+class AccuracyFigures(_Model):
+    """Online accuracy of a set of predictions joined with the simulator's ground truth."""
+
+    pairs: int = Field(0, description="Predictions joined with their ground truth (count).")
+    rul_mae_cycles: float | None = Field(None, description="Mean absolute RUL error, cycles.")
+    rul_band_coverage: float | None = Field(
+        None, description="Fraction (0-1) of true RULs inside the predicted P10-P90 band (aim: 0.8).")
+    fault_detections: int = Field(0, description="Fault episodes first flagged (count).")
+    fault_detection_delay_s_mean: float | None = Field(
+        None, description="Mean onset-to-flag delay of those episodes, seconds of event time.")
+
+
+class AccuracyPoint(AccuracyFigures):
+    """The fleet's figures of one bucket of event time."""
+
+    bucket: datetime = Field(description="Start of the bucket, UTC.")
+
+
+class BatteryAccuracyItem(AccuracyFigures):
+    """One pack's figures over the window."""
+
+    battery_id: str
+
+
+class BatteryAccuracy(AccuracyFigures):
+    """One pack's figures over the window, and its fault episode as the ground truth tells it."""
+
+    window_s: int = Field(description="The window: this many seconds of buckets up to the fleet's newest.")
+    fault: str | None = Field(None, description="Fault of its newest episode change (none: cleared); "
+                              "null: never had one.")
+    fault_onset: datetime | None = Field(None, description="First truth of its current or last fault, UTC.")
+    fault_detected_at: datetime | None = Field(None, description="Its first flagged prediction, UTC.")
+    fault_detection_delay_s: float | None = Field(None, description="Onset to flag, s of event time.")
+
+
+class AccuracyOverview(_Model):
+    """``GET /api/accuracy``: the online-accuracy job's figures (table ``ev_accuracy``)."""
+
+    window_s: int = Field(description="The window of ``fleet`` and ``batteries``: this many seconds "
+                          "of buckets up to the fleet's newest (EVTWIN_ACCURACY_WINDOW_S).")
+    bucket_s: int = Field(description="Width of one bucket (EVTWIN_ACCURACY_BUCKET_S), s.")
+    as_of: datetime | None = Field(None, description="Start of the fleet's newest bucket, UTC; null: "
+                                   "no pair yet.")
+    fleet: AccuracyFigures
+    series: list[AccuracyPoint] = Field(description="The fleet's buckets between from and to, oldest first.")
+    batteries: list[BatteryAccuracyItem] = Field(
+        description="The packs with the largest RUL error over the window, worst first.")
+
+
 class BatteryTwin(_Model):
     """The digital twin of one pack."""
 
@@ -221,6 +273,8 @@ class BatteryTwin(_Model):
     prediction: Prediction | None
     open_alerts: list[AlertOut]
     desired: DesiredStateView
+    accuracy: BatteryAccuracy | None = Field(
+        None, description="Online accuracy of its predictions; null without ground truth for it.")
 
 
 class HistoryPoint(_Model):
