@@ -170,8 +170,9 @@ class Settings(BaseSettings):
         600.0, gt=0, description="An unmatched prediction (truth) is dropped and counted once the "
         "battery's truths (predictions) are this far past it in event time, s.")
     accuracy_max_pending: int = Field(
-        2000, ge=1, le=1_000_000, description="Unmatched records kept per battery and side; the "
-        "oldest beyond are dropped and counted (bounds memory while one stream stalls).")
+        200_000, ge=1, le=10_000_000, description="Unmatched predictions and truths kept in all "
+        "(~300 bytes each); beyond, the battery that adds one drops its oldest, counted. Bounds "
+        "memory while one stream stalls: max_pending / (packs x readings/s) seconds of stall.")
 
     # --- Notifications (evtwin sink --kind email|webhook) of ev.alerts.v1.
     public_url: str = Field(

@@ -131,6 +131,8 @@ class AccuracySink(Sink):
         with self.lock:
             truths = batch.topic == GROUND_TRUTH
             for record in batch.records:
+                if record["event_id"] in self.unwritten:  # offered again after a failed flush
+                    continue
                 if truths:
                     pair = self.join.add_truth(record)
                 elif all(math.isfinite(record[f]) for f in _PREDICTION_NUMBERS):
@@ -179,6 +181,7 @@ class AccuracySink(Sink):
             return
         try:
             if time.monotonic() >= self._next_sweep:
+                self.join.sweep()
                 for key in self.rolling.expire():
                     _forget(key)
                 self.touched = set(self.rolling.buckets)

@@ -5,8 +5,10 @@ carry the same ``event_id`` (the telemetry reading both are about); both topics 
 id with the same partition count, so one consumer of both sees a battery's halves. :class:`Join`
 keeps the unmatched halves per battery and forms a :class:`Pair` when the other half arrives. A half
 waits until the *other* stream of its battery is ``join_window_ms`` past it (so a lagging score
-worker delays pairs instead of losing them), and at most ``max_pending`` halves wait per battery and
-side; what is dropped unmatched is counted (:attr:`Join.expired`).
+worker delays pairs instead of losing them); at most ``max_pending`` halves wait in all (beyond, the
+battery that adds one drops its oldest of that side), and a battery silent on both streams for
+twice the window is forgotten (:meth:`Join.sweep`). What is dropped unmatched is counted
+(:attr:`Join.expired`).
 
 What a pair measures (units):
 
@@ -33,6 +35,8 @@ from typing import Any
 UNFLAGGABLE = frozenset({"sensor_dropout"})
 """Faults a reading cannot show (the dropout removes readings): never expected to be flagged."""
 PREDICTION, TRUTH = "prediction", "truth"
+MATCHED_KEPT = 16
+"""Event ids of recent pairs kept per battery, so a duplicate half neither pairs again nor waits."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +130,7 @@ class Join:
 
     Args:
         join_window_ms: How far the other stream of a battery may pass an unmatched half, ms.
-        max_pending: Unmatched halves kept per battery and side.
+        max_pending: Unmatched halves kept in all (all batteries, both sides).
         flagged: Whether a prediction record flags a fault (:func:`anomaly_flag`).
     """
 
@@ -144,19 +148,26 @@ class Join:
         """Halves dropped without a partner, per side (cumulative)."""
         self.onsets = 0
         """Fault episodes that started (cumulative)."""
+        self.newest_ms = -1
+        """The newest event time seen on either stream, ms."""
+        self._pending = 0
 
     def add_prediction(self, record: dict[str, Any]) -> Pair | None:
         """Take a decoded ``prediction`` record (``timestamp`` in ms); return its pair, if complete."""
         battery, event = record["battery_id"], record["event_id"]
         t, h = int(record["timestamp"]), self._halves(battery)
         h.prediction_ms = max(h.prediction_ms, t)
+        self.newest_ms = max(self.newest_ms, t)
         half = (t, float(record["rul_cycles"]), float(record["rul_p10"]), float(record["rul_p90"]),
                 self.flagged(record))
         truth = h.truths.pop(event, None)
-        pair = None if truth is None else self._pair(battery, event, half, truth)
-        if pair is None and event not in h.matched:
-            h.predictions[event] = half
-        self._expire(h)
+        if truth is not None:
+            self._pending -= 1
+            pair: Pair | None = self._pair(battery, event, half, truth)
+        else:
+            pair = None
+            self._wait(h.predictions, event, half, h.matched)
+        self._expire(h, h.predictions, PREDICTION)
         return pair
 
     def add_truth(self, record: dict[str, Any]) -> Pair | None:
@@ -164,15 +175,27 @@ class Join:
         battery, event = record["battery_id"], record["event_id"]
         t, h = int(record["timestamp"]), self._halves(battery)
         h.truth_ms = max(h.truth_ms, t)
+        self.newest_ms = max(self.newest_ms, t)
         fault = str(record.get("fault") or "none")
         self._observe_fault(battery, t, fault)
         half = (t, float(record["true_rul_cycles"]), fault)
         prediction = h.predictions.pop(event, None)
-        pair = None if prediction is None else self._pair(battery, event, prediction, half)
-        if pair is None and event not in h.matched:
-            h.truths[event] = half
-        self._expire(h)
+        if prediction is not None:
+            self._pending -= 1
+            pair: Pair | None = self._pair(battery, event, prediction, half)
+        else:
+            pair = None
+            self._wait(h.truths, event, half, h.matched)
+        self._expire(h, h.truths, TRUTH)
         return pair
+
+    def _wait(self, pending: dict[str, Any], event: str, half: Any, matched: dict[str, int]) -> None:
+        """Keep ``half`` until its partner comes (unless it is a duplicate of a recent pair's)."""
+        if event in matched:
+            return
+        if event not in pending:
+            self._pending += 1
+        pending[event] = half
 
     def _halves(self, battery: str) -> _Halves:
         h = self.batteries.get(battery)
@@ -210,26 +233,40 @@ class Join:
             episode.fault = fault
             self.changed.add(battery)
 
-    def _expire(self, h: _Halves) -> None:
-        """Drop, oldest first, halves the other stream passed by the window, and the overflow."""
+    def _expire(self, h: _Halves, grown: dict[str, Any], grown_side: str) -> None:
+        """Drop, oldest first, the battery's halves its other stream passed by the window; then,
+        while more than ``max_pending`` wait in all, the oldest of the side that just grew."""
         for side, pending, other_ms in ((PREDICTION, h.predictions, h.truth_ms),
                                         (TRUTH, h.truths, h.prediction_ms)):
-            while pending:
-                oldest = next(iter(pending))
-                if pending[oldest][0] >= other_ms - self.window_ms and len(pending) <= self.max_pending:
-                    break
-                del pending[oldest]
+            while pending and pending[next(iter(pending))][0] < other_ms - self.window_ms:
+                del pending[next(iter(pending))]
                 self.expired[side] += 1
+                self._pending -= 1
+        while self._pending > self.max_pending and grown:
+            del grown[next(iter(grown))]
+            self.expired[grown_side] += 1
+            self._pending -= 1
         newest = max(h.prediction_ms, h.truth_ms)
-        while h.matched:
-            oldest = next(iter(h.matched))
-            if h.matched[oldest] >= newest - self.window_ms and len(h.matched) <= 2 * self.max_pending:
-                break
-            del h.matched[oldest]
+        while h.matched and (len(h.matched) > MATCHED_KEPT
+                             or h.matched[next(iter(h.matched))] < newest - self.window_ms):
+            del h.matched[next(iter(h.matched))]
+
+    def sweep(self) -> int:
+        """Forget the batteries silent on both streams for twice the join window before the newest
+        event seen (a pack taken out of service): their waiting halves count as expired. Returns
+        how many batteries went."""
+        cutoff = self.newest_ms - 2 * self.window_ms
+        gone = [b for b, h in self.batteries.items() if max(h.prediction_ms, h.truth_ms) < cutoff]
+        for battery in gone:
+            h = self.batteries.pop(battery)
+            self.expired[PREDICTION] += len(h.predictions)
+            self.expired[TRUTH] += len(h.truths)
+            self._pending -= len(h.predictions) + len(h.truths)
+        return len(gone)
 
     def pending(self) -> int:
-        """Unmatched halves held now, both sides."""
-        return sum(len(h.predictions) + len(h.truths) for h in self.batteries.values())
+        """Unmatched halves held now, all batteries and both sides."""
+        return self._pending
 
 
 __all__ = ["PREDICTION", "TRUTH", "UNFLAGGABLE", "Episode", "Join", "Pair", "anomaly_flag"]

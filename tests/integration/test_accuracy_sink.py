@@ -2,7 +2,8 @@
 drives it: pairs reach ev_accuracy with the sums computed here by hand from the records, the
 gauges equal the window's figures, a restart (a new sink on the same tables) restores the gauges
 and a replay of every batch changes no row and counts nothing; a fault episode is stored with its
-delay and survives the restart."""
+delay and survives the restart; a flush that fails while the database is down keeps its pairs, and
+the same batch offered again after the outage counts each of them once."""
 
 from __future__ import annotations
 
@@ -14,7 +15,11 @@ import psycopg
 import pytest
 from prometheus_client import REGISTRY
 
+from connectors.embedded import postgres_server
+from connectors.embedded.postgres_server import PostgresServer
+from connectors.embedded.process import free_port
 from connectors.endpoints import Endpoints
+from connectors.timescale import DatabaseUnavailableError
 from streams.settings import Settings
 from streams.sinks.accuracy import AccuracySink
 from streams.sinks.base import SinkBatch
@@ -43,8 +48,8 @@ def db(stack) -> Iterator[str]:  # type: ignore[no-untyped-def]
     drop_database(url)
 
 
-def sink(db: str, state_dir: Path) -> AccuracySink:
-    settings = Settings(state_dir=state_dir, accuracy_bucket_s=60, accuracy_window_s=120)
+def sink(db: str, state_dir: Path, **settings_: Any) -> AccuracySink:
+    settings = Settings(state_dir=state_dir, accuracy_bucket_s=60, accuracy_window_s=120, **settings_)
     s = AccuracySink(settings, Endpoints(kafka_bootstrap_servers="unused:9092", database_url=db, mqtt_url=None,
                                          schema_registry_url=None, mlflow_tracking_uri=None))
     s.setup()
@@ -135,3 +140,41 @@ def test_predictions_without_a_finite_rul_are_counted_not_joined(db: str, tmp_pa
     assert s.join.pending() == 1  # the truth waits; no pair, no row
     with psycopg.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM ev_accuracy").fetchone() == (0,)
+
+
+@pytest.fixture
+def private_postgres(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PostgresServer]:
+    """A PostgreSQL of this test alone, restartable on the same port (as in test_timescale_outage)."""
+    monkeypatch.setattr(postgres_server, "port_for", lambda requested, *args: requested or free_port())
+    settings = Settings(state_dir=state_dir)
+    server = PostgresServer(state_dir / "postgres", 0, settings.postgres_bin_dir, settings.postgres_os_user)
+    server.start()
+    try:
+        server.wait_ready(30)
+        server.requested_port = server.port
+        yield server
+    finally:
+        server.stop()
+
+
+def test_a_flush_that_fails_keeps_its_pairs_for_the_same_batch_again(
+        private_postgres: PostgresServer, tmp_path: Path) -> None:
+    db = private_postgres.url
+    s = sink(db, tmp_path, sink_retry_s=1.0)
+    preds = [prediction("ACS_OUT", T0 + k * S, rul_cycles=100.0 + k) for k in range(40)]
+    truths = [truth("ACS_OUT", p["event_id"], p["timestamp"], 100.0) for p in preds]
+    offer(s, GROUND_TRUTH, truths)
+    before = value("evtwin_online_pairs_total") or 0.0
+    private_postgres.stop()
+    s.write(SinkBatch(PREDICTIONS, preds))
+    with pytest.raises(DatabaseUnavailableError):
+        s.flush()  # the runner does not acknowledge the batch and offers it again later
+    private_postgres.start()
+    private_postgres.wait_ready(30)
+    offer(s, PREDICTIONS, preds)
+    s.close()
+    with psycopg.connect(db) as conn:
+        assert conn.execute("SELECT pairs, rul_abs_error_sum FROM ev_accuracy WHERE battery_id = '*'").fetchone() \
+            == (40, float(sum(range(40))))
+    assert value("evtwin_online_pairs_total") == before + 40
+    assert s.join.pending() == 0 and s.join.expired == {"prediction": 0, "truth": 0}

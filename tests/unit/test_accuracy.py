@@ -89,13 +89,26 @@ def test_an_unmatched_half_expires_once_the_other_stream_passed_it() -> None:
     assert j.pending() == 2                    # B's truth of 20 s and C's truth
 
 
-def test_a_stalled_stream_keeps_at_most_the_cap_per_battery() -> None:
-    j = join(window_s=3600, max_pending=2)
+def test_a_stalled_stream_keeps_at_most_the_cap_in_all() -> None:
+    j = join(window_s=3600, max_pending=3)
     for i in range(5):  # no prediction ever arrives: nothing passes them in time, the cap drops them
         j.add_truth(truth("B", f"t{i}", i))
-    assert j.expired[TRUTH] == 3 and j.pending() == 2
-    assert j.add_prediction(pred("B", "t0", 0)) is None      # the oldest went first
-    assert j.add_prediction(pred("B", "t4", 4)) is not None
+    assert j.expired[TRUTH] == 2 and j.pending() == 3
+    j.add_prediction(pred("C", "c0", 0))  # over the cap: the battery that adds drops its own oldest
+    assert j.expired == {PREDICTION: 1, TRUTH: 2} and j.pending() == 3
+    assert j.add_prediction(pred("B", "t0", 0)) is None      # B's oldest went first
+    assert j.pending() == 3 and j.expired[PREDICTION] == 2   # … and this one, over the cap again
+    assert j.add_prediction(pred("B", "t4", 4)) is not None and j.pending() == 2
+
+
+def test_a_battery_silent_on_both_streams_is_forgotten() -> None:
+    j = join(window_s=10)
+    j.add_truth(truth("GONE", "g", 0))
+    j.add_prediction(pred("LIVE", "x", 15))
+    assert j.sweep() == 0  # 15 s on: not yet twice the window
+    j.add_truth(truth("LIVE", "y", 21))
+    assert j.sweep() == 1 and "GONE" not in j.batteries
+    assert j.expired[TRUTH] == 1 and j.pending() == 2
 
 
 def test_a_duplicate_half_neither_pairs_again_nor_waits() -> None:
