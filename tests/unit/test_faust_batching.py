@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import inspect
+import logging
 import re
 import time
 import tomllib
@@ -17,6 +18,7 @@ from types import SimpleNamespace
 from typing import Any, NamedTuple
 
 from faust.transport.consumer import Consumer
+from mode.utils.logging import CompositeLogger
 
 from streams.runtime.batching import BatchingConsumer, pace_empty_fetches
 
@@ -206,3 +208,47 @@ def test_a_delivery_cancelled_from_outside_still_raises() -> None:
         raise AssertionError("the cancellation of the fetcher was swallowed")
 
     asyncio.run(run())
+
+
+def test_waiting_for_acknowledgements_is_bounded_and_commits_only_what_was_acknowledged() -> None:
+    """Faust's own wait_empty loop runs (its commits recorded): a delivered record that will never
+    be acknowledged (dropped from a queue on a revocation, still referenced) used to hold a
+    stopping worker forever; now the wait ends after half the rebalance timeout and the commit
+    that follows leaves the record uncommitted (Faust commits acknowledged offsets only)."""
+
+    class Stuck:  # a delivered record nobody will acknowledge
+        acked = False
+        refcount = 0
+
+    async def run() -> tuple[Any, float, list[str]]:
+        consumer: Any = object.__new__(BatchingConsumer)
+        consumer.app = SimpleNamespace(conf=SimpleNamespace(broker_rebalance_timeout=0.6),
+                                       agents=SimpleNamespace(human_tracebacks=lambda: ""))
+        consumer._loop = None
+        consumer._stopped, consumer._crashed = asyncio.Event(), asyncio.Event()
+        consumer.diag = SimpleNamespace(set_flag=lambda flag: None, unset_flag=lambda flag: None)
+        consumer.log = CompositeLogger(logging.getLogger("test.consumer"))
+        stuck = Stuck()
+        consumer._unacked_messages = {stuck}
+        calls: list[str] = []
+
+        async def commit(*args: Any, **kwargs: Any) -> bool:
+            calls.append("commit")
+            return False
+
+        async def commit_and_end_transactions() -> None:
+            calls.append("final commit")
+
+        async def wait_for_ack(timeout: float) -> None:
+            await asyncio.sleep(min(timeout, 0.05))
+
+        consumer.commit, consumer.commit_and_end_transactions = commit, commit_and_end_transactions
+        consumer._wait_for_ack = wait_for_ack
+        started = time.monotonic()
+        await asyncio.wait_for(consumer.wait_empty(), 5)
+        return consumer, time.monotonic() - started, calls
+
+    consumer, took, calls = asyncio.run(run())
+    assert 0.25 <= took < 2.0  # half of the 0.6 s rebalance timeout, not forever
+    assert consumer._unacked_messages == set()
+    assert calls[0] == "commit" and calls[-1] == "final commit"
