@@ -44,7 +44,9 @@ def make_sink(kind: str, settings: Settings, endpoints: Endpoints) -> Sink:
 class DeadLetters:
     """Screens fetches of a topic of outside input: records that do not decode, or that a sink
     rejects (:meth:`Sink.reject`), go whole to ``target`` with the reason (in the envelope and the
-    headers, as the score workers' dead letters), counted in ``evtwin_dead_letters_total``."""
+    headers, as the score workers' dead letters), counted in ``evtwin_dead_letters_total``. The
+    reason starts with the sinks' names: each consumer group of the topic screens it, so a bad
+    record lands there once per group that met it."""
 
     def __init__(self, topic: str, target: str, endpoints: Endpoints) -> None:
         self.topic, self.target = topic, target
@@ -55,15 +57,16 @@ class DeadLetters:
     def screen(self, codec: Any, sinks: Sequence[Sink], messages: Sequence[Any]) -> SinkBatch:
         """The fetch's usable records; the others are dead-lettered (durably) first."""
         records, kept, dead = [], [], []
+        who = "/".join(s.name for s in sinks) + " sink: "
         for m in messages:
             try:
                 record = codec.decode(m.value)
             except DecodeError as exc:
-                dead.append((m, str(exc), "decode_error"))
+                dead.append((m, who + str(exc), "decode_error"))
                 continue
             reason = next((r for r in (s.reject(self.topic, record) for s in sinks) if r is not None), None)
             if reason is not None:
-                dead.append((m, reason, "validation_error"))
+                dead.append((m, who + reason, "validation_error"))
                 continue
             records.append(record)
             kept.append(m)

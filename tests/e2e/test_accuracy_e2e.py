@@ -2,7 +2,9 @@
 the predictions and the ground truth produced to their topics. The ev_accuracy rows and the
 evtwin_online_* metrics on its endpoint equal what this test computes from the records it produced;
 a prediction and a truth without a partner are counted as unmatched; an undecodable truth and one
-with a NaN RUL go to ev.groundtruth.dlq.v1 with their reasons, and the job goes on."""
+with a NaN RUL go to ev.groundtruth.dlq.v1 with their reasons, and the job goes on. The ground-truth
+sink, beside it in its own group, writes every good truth to ev_ground_truth and dead-letters the
+same two."""
 
 from __future__ import annotations
 
@@ -115,6 +117,9 @@ def test_the_accuracy_job_measures_what_the_records_say(own_stack: tuple[Path, E
     log_path = state_dir / "accuracy.log"
     with open(log_path, "wb") as log:
         job = subprocess.Popen(EVTWIN + ["sink", "--kind", "accuracy"], env=env, cwd=REPO, stdout=log, stderr=log)
+    with open(state_dir / "groundtruth.log", "wb") as log:
+        truth_sink = subprocess.Popen(EVTWIN + ["sink", "--kind", "groundtruth"], cwd=REPO, stdout=log, stderr=log,
+                                      env=cli_env(state_dir, EVTWIN_METRICS_PORT="0"))
     try:
         producer = kafka.producer(ep.kafka_bootstrap_servers)
         pcodec, tcodec = codec_for(PREDICTIONS, ep), codec_for(GROUND_TRUTH, ep)
@@ -192,16 +197,28 @@ def test_the_accuracy_job_measures_what_the_records_say(own_stack: tuple[Path, E
         assert m[("evtwin_dead_letters_total", (("error_type", "decode_error"),))] == 1
         assert m[("evtwin_dead_letters_total", (("error_type", "validation_error"),))] == 1
 
-        # The bad truths are on the dead-letter topic, whole, with why; the job kept going.
-        letters = read_topic(ep.kafka_bootstrap_servers, GROUND_TRUTH_DLQ, lambda msg: True, 2, timeout=20)
+        # The bad truths are on the dead-letter topic, whole, with why, once per sink that met them;
+        # both sinks kept going (every good truth is in ev_ground_truth).
+        def labelled() -> int:
+            with psycopg.connect(ep.database_url) as conn:
+                try:
+                    return int(conn.execute("SELECT count(*) FROM ev_ground_truth").fetchone()[0])  # type: ignore[index]
+                except psycopg.Error:
+                    return 0
+
+        assert wait_until(lambda: labelled() == len(truths) + 1, 60, step=0.5), labelled()  # + the orphan
+        letters = read_topic(ep.kafka_bootstrap_servers, GROUND_TRUTH_DLQ, lambda msg: True, 4, timeout=30)
         reasons = sorted(dict(msg.headers())[HEADER_REASON].decode() for msg in letters)
-        assert len(reasons) == 2 and reasons[0].startswith("not an Avro record"), reasons
-        assert reasons[1].startswith("true_rul_cycles is nan"), reasons
+        assert [r.split(": ")[:2] for r in reasons] == [
+            ["accuracy sink", "not an Avro record"], ["accuracy sink", "true_rul_cycles is nan cycles (not a finite number >= 0)"],
+            ["groundtruth sink", "not an Avro record"], ["groundtruth sink", "true_rul_cycles is nan cycles (not a finite number >= 0)"],
+        ], reasons
         envelopes = [codec_for(GROUND_TRUTH_DLQ, ep).decode(msg.value()) for msg in letters]
-        assert b"not an avro record" in [e["original_value"] for e in envelopes]
+        assert [e["original_value"] for e in envelopes].count(b"not an avro record") == 2
         assert {e["source_topic"] for e in envelopes} == {GROUND_TRUTH}
-        assert job.poll() is None
+        assert job.poll() is None and truth_sink.poll() is None
     finally:
-        stop_processes([job])
-        if job.returncode not in (0, None):
-            print(log_path.read_text(errors="replace")[-4000:], file=sys.stderr)
+        stop_processes([job, truth_sink])
+        for proc, path in ((job, log_path), (truth_sink, state_dir / "groundtruth.log")):
+            if proc.returncode not in (0, None):
+                print(path.read_text(errors="replace")[-4000:], file=sys.stderr)
