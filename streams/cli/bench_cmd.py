@@ -77,10 +77,26 @@ def _register_e2e(bsub: Any, opt: Any) -> None:
     opt.env(b, "--warmup", "EVTWIN_BENCH_E2E_WARMUP", "seconds before the measurement (group "
             "joins, model loads)", default=30.0, type=float)
     opt.env(b, "--workers", "EVTWIN_BENCH_E2E_WORKERS", "score-worker replicas", default=2, type=int)
+    opt.env(b, "--scaling", "EVTWIN_BENCH_E2E_SCALING", "run once per replica count of this list "
+            "(e.g. 1,2,4; overrides --workers) and report each run and its events/s against the "
+            "first", default="")
     opt.setting(b, "--model-dir", "model_dir", "directory of the trained models")
     opt.setting(b, "--partitions", "topic_partitions", "partitions of the topics", type=int)
     opt.flag(b, "--json", "EVTWIN_BENCH_JSON", "print one JSON object instead of a table")
     b.set_defaults(handler=run_e2e)
+
+
+def _replica_counts(text: str) -> list[int]:
+    """``"1,2,4"`` -> ``[1, 2, 4]``; a clear error for anything else."""
+    from streams.cli import CliError
+
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise CliError(f"--scaling wants replica counts separated by commas, such as 1,2,4; got {text!r}")
+    return counts
 
 
 def run_e2e(args: argparse.Namespace, settings: Settings) -> int:
@@ -101,13 +117,34 @@ def run_e2e(args: argparse.Namespace, settings: Settings) -> int:
         Scorer.load(settings.model_dir)
     except ModelError as exc:
         raise CliError(str(exc)) from None
-    try:
-        result = run_e2e_bench(settings.model_dir, args.fleet, args.rate_hz, args.seconds,
-                               args.workers, settings.topic_partitions, args.warmup,
-                               progress=lambda text: print(text, file=sys.stderr))
-    except BenchError as exc:
-        raise CliError(f"bench e2e: {exc}") from None
-    print_result("End to end (embedded stack, this machine)", result, args.json)
+    counts = _replica_counts(args.scaling) if args.scaling else [args.workers]
+    runs = []
+    for workers in counts:
+        try:
+            runs.append(run_e2e_bench(settings.model_dir, args.fleet, args.rate_hz, args.seconds,
+                                      workers, settings.topic_partitions, args.warmup,
+                                      progress=lambda text: print(text, file=sys.stderr)))
+        except BenchError as exc:
+            raise CliError(f"bench e2e ({workers} worker(s)): {exc}") from None
+    if not args.scaling:
+        print_result("End to end (embedded stack, this machine)", runs[0], args.json)
+        return 0
+    first = runs[0]["events_per_s"]
+    scaling = [{"workers": w, "events_per_s": r["events_per_s"], "ratio": r["events_per_s"] / first,
+                "row_p99_ms": r["row_p99_ms"], "rows_lost": r["rows_lost"],
+                "rows_duplicated": r["rows_duplicated"]} for w, r in zip(counts, runs, strict=True)]
+    if args.json:
+        print(json.dumps({"runs": runs, "scaling": scaling}))
+        return 0
+    for w, run in zip(counts, runs, strict=True):
+        print_result(f"End to end, {w} worker(s) (embedded stack, this machine)", run, False)
+    table = Table(title="Scaling (events/s into the table, against the first run)", title_justify="left")
+    for column in ("workers", "events/s", "ratio", "row p99 ms", "lost", "duplicated"):
+        table.add_column(column, justify="right")
+    for row in scaling:
+        table.add_row(str(row["workers"]), f"{row['events_per_s']:,.0f}", f"{row['ratio']:.2f}",
+                      f"{row['row_p99_ms']:,.0f}", str(row["rows_lost"]), str(row["rows_duplicated"]))
+    Console().print(table)
     return 0
 
 

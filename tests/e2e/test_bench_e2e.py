@@ -14,9 +14,18 @@ from tests.support.cli import cli_env, run_cli
 def test_bench_e2e_counts_every_event_into_the_table(state_dir: Path, trained_model: Path) -> None:
     env = cli_env(state_dir, EVTWIN_MODEL_DIR=str(trained_model))
     result = run_cli(["bench", "e2e", "--fleet", "200", "--rate-hz", "2", "--seconds", "8",
-                      "--warmup", "4", "--workers", "1", "--json"], env, timeout=500)
+                      "--warmup", "4", "--scaling", "1,2", "--json"], env, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
-    out = json.loads(result.stdout.strip().splitlines()[-1])
+    both = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [row["workers"] for row in both["scaling"]] == [1, 2]
+    assert both["scaling"][0]["ratio"] == 1.0
+    assert both["scaling"][1]["ratio"] == both["runs"][1]["events_per_s"] / both["runs"][0]["events_per_s"]
+    assert "cpu_cores.worker-1" in both["runs"][1] and "cpu_cores.worker-1" not in both["runs"][0]
+    for out in both["runs"]:
+        _check(out)
+
+
+def _check(out: dict) -> None:  # type: ignore[type-arg]
     assert out["events_sent"] > 200 * 2 * 8 * 0.5, out  # the simulator ran for the window
     assert out["rows"] == out["events_sent"], out
     assert out["rows_lost"] == 0 and out["rows_duplicated"] == 0, out
