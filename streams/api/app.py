@@ -67,8 +67,12 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     with psycopg.connect(ep.database_url, autocommit=True, connect_timeout=10) as conn:
         migrate(conn)  # the sink tables, if the sink has not created them yet (idempotent)
         ensure_table(conn)
+    # Autocommit: a read is one round trip to PostgreSQL, not three (psycopg opens a transaction
+    # with its own BEGIN, and the pool ends it with a COMMIT); writes and the export's server-side
+    # cursor open theirs explicitly (conn.transaction()).
     st.pool = AsyncConnectionPool(ep.database_url, min_size=1, max_size=s.api_db_pool_size,
-                                  kwargs={"application_name": "evtwin-api"}, open=False)
+                                  kwargs={"application_name": "evtwin-api", "autocommit": True},
+                                  open=False)
     await st.pool.open(wait=True, timeout=30)
     st.read = ReadModel(st.pool)
     st.producer = kafka.producer(ep.kafka_bootstrap_servers, **{"linger.ms": 0})
