@@ -64,11 +64,44 @@ def pace_empty_fetches(fetcher: Any, pause_s: float = EMPTY_FETCH_PAUSE_S) -> No
 
 
 class PacedConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
-    """Faust's aiokafka consumer thread, with :func:`pace_empty_fetches` on its fetcher."""
+    """Faust's aiokafka consumer thread, with :func:`pace_empty_fetches` on its fetcher and a
+    crash when the consumer's group coordination dies (:func:`crash_when_coordination_dies`)."""
 
     async def on_start(self) -> None:
         await super().on_start()
-        pace_empty_fetches(cast(Any, self._consumer)._fetcher)
+        consumer = cast(Any, self._consumer)
+        pace_empty_fetches(consumer._fetcher)
+        task = getattr(consumer._coordinator, "_coordination_task", None)
+        if task is not None:
+            crash_when_coordination_dies(task, self)
+
+
+def crash_when_coordination_dies(task: asyncio.Future[Any], service: Any) -> None:
+    """Crash ``service`` (the consumer thread, and so the Faust app: the process exits non-zero)
+    when aiokafka's group-coordination ``task`` ends with an error while it is not stopping.
+
+    aiokafka logs "Unexpected error in coordinator routine" and ends the task; the consumer then
+    never joins its group again, and Faust, with no partitions to fetch, never asks it anything
+    that would raise the error: a live process doing nothing, holding its place in the group.
+    Seen in CI against noida-db, which answered a SyncGroup with an empty assignment that aiokafka
+    could not decode; the bench waited on the silent worker until the test's timeout. Exiting
+    lets the supervisor (evtwin up, compose's restart policy, Kubernetes) start a fresh one.
+    """
+
+    def done(t: asyncio.Future[Any]) -> None:
+        if t.cancelled() or service.should_stop:
+            return
+        exc = t.exception()
+        if exc is None:
+            return
+        log.error("the consumer's group coordination stopped (%s); exiting so that the process "
+                  "is restarted and joins its group again", exc)
+        # Crash from the app's loop (the consumer thread's parent): mode walks the services up
+        # to the worker there, which stops and exits non-zero.
+        loop = getattr(service, "parent_loop", None) or t.get_loop()
+        loop.call_soon_threadsafe(lambda: loop.create_task(service.crash(exc)))
+
+    task.add_done_callback(done)
 
 
 class BatchingConsumer(aiokafka_driver.Consumer):

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import signal
+import subprocess
 import threading
 import time
 import urllib.request
@@ -275,3 +277,27 @@ def test_metrics_endpoint_reports_predictions_and_batteries(stack, workers) -> N
     assert set(stages) == {"decode", "validate", "features", "state", "score", "encode", "produce", "alerts",
                            "metrics"} and all(v > 0 for v in stages.values()), stages
     _ = json
+
+
+def test_a_worker_whose_group_coordination_dies_exits_instead_of_idling(stack, workers, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """aiokafka's coordination routine failing (seen with noida-db: a SyncGroup answer it could not
+    decode) left a live worker that never joined its group again; it now exits non-zero so that
+    its supervisor restarts it. The failure is injected where it happened, in aiokafka's join."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import struct\n"
+        "from aiokafka.consumer import group_coordinator as gc\n"
+        "async def broken(self, *args, **kwargs):\n"
+        "    raise struct.error('unpack requires a buffer of 2 bytes')\n"
+        "gc.GroupCoordinator._on_join_complete = broken\n")
+    path = os.pathsep.join(p for p in (str(hook), os.environ.get("PYTHONPATH", "")) if p)
+    (proc,) = workers.start(1, PYTHONPATH=path)
+    try:
+        status = proc.wait(90)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("the worker kept running with its group coordination dead:\n"
+                             + workers.logs()) from None
+    log = (stack[0].state_dir / f"{workers.app_id}-0.log").read_text(errors="replace")
+    assert status != 0, log[-3000:]
+    assert "group coordination stopped" in log, log[-3000:]

@@ -20,7 +20,11 @@ from typing import Any, NamedTuple
 from faust.transport.consumer import Consumer
 from mode.utils.logging import CompositeLogger
 
-from streams.runtime.batching import BatchingConsumer, pace_empty_fetches
+from streams.runtime.batching import (
+    BatchingConsumer,
+    crash_when_coordination_dies,
+    pace_empty_fetches,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -252,3 +256,49 @@ def test_waiting_for_acknowledgements_is_bounded_and_commits_only_what_was_ackno
     assert 0.25 <= took < 2.0  # half of the 0.6 s rebalance timeout, not forever
     assert consumer._unacked_messages == set()
     assert calls[0] == "commit" and calls[-1] == "final commit"
+
+
+class _Service:
+    """What crash_when_coordination_dies needs of mode's service: should_stop and crash()."""
+
+    def __init__(self, stopping: bool = False) -> None:
+        self.should_stop = stopping
+        self.crashed: list[BaseException] = []
+
+    async def crash(self, exc: BaseException) -> None:
+        self.crashed.append(exc)
+
+
+def _coordination(outcome: str, service: _Service) -> None:
+    async def routine() -> None:  # as aiokafka's _coordination_routine ends
+        await asyncio.sleep(0.01)
+        if outcome == "error":
+            raise RuntimeError("Unexpected error during coordination: struct.error")
+        await asyncio.sleep(10)
+
+    async def run() -> None:
+        task = asyncio.ensure_future(routine())
+        crash_when_coordination_dies(task, service)
+        await asyncio.sleep(0.05)
+        if outcome == "cancelled":  # the consumer stopped
+            task.cancel()
+        await asyncio.sleep(0.05)
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.sleep(0.01)
+
+    asyncio.run(run())
+
+
+def test_a_consumer_whose_group_coordination_died_crashes_its_service() -> None:
+    service = _Service()
+    _coordination("error", service)
+    assert [str(e) for e in service.crashed] == ["Unexpected error during coordination: struct.error"]
+
+
+def test_a_stopped_or_stopping_consumer_does_not_crash() -> None:
+    for outcome, stopping in (("cancelled", False), ("error", True)):
+        service = _Service(stopping)
+        _coordination(outcome, service)
+        assert service.crashed == [], (outcome, stopping)
