@@ -70,14 +70,16 @@ class UpRun:
         return cli_env(self.state_dir, EVTWIN_MODEL_DIR=str(self.model_dir), EVTWIN_METRICS_PORT="0", **extra)
 
 
-def start_up(state_dir: Path, model_dir: Path, *args: str, **env: str) -> UpRun:
-    """Start ``evtwin up --no-live ARGS`` on free ports and wait for its stack.json and API URL."""
+def start_up(state_dir: Path, model_dir: Path, *args: str, wait_api: bool = True, **env: str) -> UpRun:
+    """Start ``evtwin up --no-live ARGS`` on free ports (``env`` overrides any EVTWIN_* of it) and
+    wait for its stack.json and, unless ``wait_api`` is false or ``--no-api`` given, its API URL."""
     out, err = state_dir / "up.out", state_dir / "up.err"
-    environ = cli_env(state_dir, EVTWIN_EMBEDDED_KAFKA_PORT="0", EVTWIN_EMBEDDED_POSTGRES_PORT="0",
-                      EVTWIN_EMBEDDED_MQTT_PORT="0", EVTWIN_METRICS_PORT="0", EVTWIN_API_PORT="0",
-                      EVTWIN_SUPERVISOR_METRICS_PORT="0", EVTWIN_MODEL_DIR=str(model_dir), **env)
+    settings = {"EVTWIN_EMBEDDED_KAFKA_PORT": "0", "EVTWIN_EMBEDDED_POSTGRES_PORT": "0",
+                "EVTWIN_EMBEDDED_MQTT_PORT": "0", "EVTWIN_METRICS_PORT": "0", "EVTWIN_API_PORT": "0",
+                "EVTWIN_SUPERVISOR_METRICS_PORT": "0", "EVTWIN_MODEL_DIR": str(model_dir), **env}
     with open(out, "wb") as o, open(err, "wb") as e:
-        proc = subprocess.Popen(EVTWIN + ["up", "--no-live", *args], env=environ, cwd=REPO, stdout=o, stderr=e)
+        proc = subprocess.Popen(EVTWIN + ["up", "--no-live", *args], env=cli_env(state_dir, **settings),
+                                cwd=REPO, stdout=o, stderr=e)
     stack_file = state_dir / "stack.json"
     deadline = time.monotonic() + 120
     while True:
@@ -85,7 +87,7 @@ def start_up(state_dir: Path, model_dir: Path, *args: str, **env: str) -> UpRun:
         assert time.monotonic() < deadline, "the stack and its API did not start in 120 s"
         with contextlib.suppress(OSError, ValueError):
             stack = json.loads(stack_file.read_text())
-            if stack.get("api_url") or "--no-api" in args:
+            if stack.get("api_url") or not wait_api or "--no-api" in args:
                 return UpRun(proc, state_dir, stack, out, err, model_dir)
         time.sleep(0.2)
 
@@ -183,9 +185,14 @@ def stop_up(up: UpRun) -> None:
     lines = [ln for ln in up.output().splitlines() if any(
         k in ln for k in ("exited", "restarted", "cleared", "error", "Traceback", "Stopp"))]
     print("--- evtwin up ---\n" + "\n".join(lines[-40:]), file=sys.stderr)  # shown when a test fails
-    deadline = time.monotonic() + 60
-    while left := _processes_of(up.state_dir):
-        assert time.monotonic() < deadline, f"still running after 60 s: {left}"
+    wait_all_gone(up.state_dir)
+
+
+def wait_all_gone(state_dir: Path, timeout: float = 60) -> None:
+    """Fail unless every process whose command line names ``state_dir`` is gone within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while left := _processes_of(state_dir):
+        assert time.monotonic() < deadline, f"still running after {timeout:.0f} s: {left}"
         time.sleep(0.2)
 
 
@@ -374,4 +381,4 @@ def assert_exactly_once(up: UpRun, episodes: SyntheticEpisodes, cycles: int) -> 
 
 __all__ = ["Load", "SyntheticEpisodes", "UpRun", "alert_records", "alive", "assert_exactly_once", "db_alerts",
            "db_event_ids", "descendants", "fresh_rows_since", "frozen", "pipeline_pids", "read_to_end",
-           "start_up", "stop_up", "telemetry_event_ids", "wait"]
+           "start_up", "stop_up", "telemetry_event_ids", "wait", "wait_all_gone"]
