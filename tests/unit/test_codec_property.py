@@ -100,19 +100,23 @@ def test_random_bodies_behind_a_valid_header_decode_or_raise_decode_error(body: 
     _decodes_or_refuses(CONFLUENT.header + body)
 
 
+def _damage(encoded: bytes, data: st.DataObject, keep: int) -> tuple[str, bytes]:
+    """``encoded`` cut short, grown or with one byte changed (not in its first ``keep`` bytes)."""
+    value = bytearray(encoded)
+    how = data.draw(st.sampled_from(["cut", "grow", "flip"]))
+    if how == "cut":
+        return how, bytes(value[:data.draw(st.integers(keep, len(value) - 1))])
+    if how == "grow":
+        return how, bytes(value) + data.draw(st.binary(min_size=1, max_size=20))
+    i = data.draw(st.integers(keep, len(value) - 1))
+    value[i] ^= data.draw(st.integers(1, 255))
+    return how, bytes(value)
+
+
 @settings(suppress_health_check=[HealthCheck.too_slow])
 @given(telemetry(), st.data())
 def test_a_damaged_record_decodes_or_raises_decode_error(record: dict[str, Any], data: st.DataObject) -> None:
-    value = bytearray(SINGLE.encode(record))
-    how = data.draw(st.sampled_from(["cut", "grow", "flip"]))
-    if how == "cut":
-        damaged = bytes(value[:data.draw(st.integers(0, len(value) - 1))])
-    elif how == "grow":
-        damaged = bytes(value) + data.draw(st.binary(min_size=1, max_size=20))
-    else:
-        i = data.draw(st.integers(0, len(value) - 1))
-        value[i] ^= data.draw(st.integers(1, 255))
-        damaged = bytes(value)
+    how, damaged = _damage(SINGLE.encode(record), data, 0)
     _decodes_or_refuses(damaged)
     if how == "grow":  # a record with bytes after it is refused, not half-read
         try:
@@ -205,16 +209,7 @@ def test_the_compiled_reader_reads_what_fastavro_reads(name: str, data: st.DataO
 @given(st.sampled_from(sorted(SCHEMA_NAMES)), st.data())
 def test_a_damaged_body_the_compiled_reader_accepts_reads_as_fastavro_reads_it(name: str, data: st.DataObject) -> None:
     codec = CODECS[name]
-    value = bytearray(codec.encode(data.draw(_records(name))))
-    how = data.draw(st.sampled_from(["cut", "grow", "flip"]))
-    if how == "cut":
-        damaged = bytes(value[:data.draw(st.integers(10, len(value) - 1))])
-    elif how == "grow":
-        damaged = bytes(value) + data.draw(st.binary(min_size=1, max_size=20))
-    else:
-        i = data.draw(st.integers(10, len(value) - 1))
-        value[i] ^= data.draw(st.integers(1, 255))
-        damaged = bytes(value)
+    how, damaged = _damage(codec.encode(data.draw(_records(name))), data, 10)  # the header stays
     fast = _compiled(codec, damaged)
     if fast is not None:  # stricter than fastavro is allowed; reading something else is not
         slow = _fastavro(codec, damaged)
