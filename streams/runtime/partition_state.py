@@ -59,8 +59,6 @@ class PartitionState(Generic[V]):
     def __init__(self, changelog: str, to_json: Callable[[V], Any],
                  from_json: Callable[[Any], V], *, binary: bool = False) -> None:
         self.changelog = changelog
-        self.to_json = to_json
-        self.from_json = from_json
         if binary:
             self._encode: Callable[[V], bytes] = to_json
             self._decode: Callable[[bytes], V] = from_json

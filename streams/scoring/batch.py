@@ -79,22 +79,22 @@ def decode_and_validate(ctx: ScoringContext, batch: Sequence[RawRecord], now_ms:
     append the others to ``dead``. Decodes the whole batch, then validates it (two passes, so that
     each stage is timed once per batch on ``ctx.clock``); dead letters keep the batch's order."""
     decode = ctx.telemetry_codec.decode
-    decoded: list[tuple[RawRecord, dict[str, Any] | None, str]] = []
+    # (record, its raw form, and for one that did not decode: why, and the dead-letter class)
+    decoded: list[tuple[RawRecord, dict[str, Any] | None, str, str]] = []
     for raw in batch:
         if raw.value is not None and len(raw.value) > MAX_RECORD_BYTES:  # not worth decoding
-            decoded.append((raw, None, oversized(raw.value) or ""))
+            decoded.append((raw, None, oversized(raw.value) or "", "oversized_record"))
             continue
         try:
-            decoded.append((raw, decode(raw.value), ""))
+            decoded.append((raw, decode(raw.value), "", ""))
         except DecodeError as exc:
-            decoded.append((raw, None, str(exc)))
+            decoded.append((raw, None, str(exc), "decode_error"))
     ctx.clock.lap("decode")
     valid, raws, partitions = [], [], []
     duplicate = ctx.duplicates.problem
-    for raw, record, error in decoded:
+    for raw, record, error, kind in decoded:
         if record is None:
-            too_large = raw.value is not None and len(raw.value) > MAX_RECORD_BYTES
-            _reject(ctx, dead, raw, error, "oversized_record" if too_large else "decode_error", now_ms)
+            _reject(ctx, dead, raw, error, kind, now_ms)
             continue
         problem = telemetry_problem(record, now_ms, ctx.max_future_ms, ctx.max_age_ms)
         if problem is not None:
