@@ -66,7 +66,22 @@ def test_dead_member_is_kept_until_the_stuck_group_is_cleared(stack) -> None:  #
         assert watch.cleared == 0  # stable: nothing to do
 
         members.append(member())  # joins: the group rebalances, waiting for the dead member for ever
-        assert _until(lambda: watch.check() or watch.cleared == 1, 60), (watch.states(), reports)
+        # What the watch saw, check by check (failed once in CI with nothing reported: to tell a
+        # broker that did not answer from a state that did not stay "rebalancing" for 12 s).
+        seen: list[str] = []
+        describe = watch.states
+
+        def observed() -> dict[str, str]:
+            try:
+                states = describe()
+            except Exception as exc:
+                seen.append(f"{time.monotonic():.1f} {type(exc).__name__}")
+                raise
+            seen.append(f"{time.monotonic():.1f} {states.get(group)}")
+            return states
+
+        watch.states = observed  # type: ignore[method-assign]
+        assert _until(lambda: watch.check() or watch.cleared == 1, 60), (describe(), reports, seen)
         assert "stuck in a rebalance" in reports[0] and "(3 member(s))" in reports[0]
         assert _until(lambda: _assigned(watch, group) == [6, 6], 20), _assigned(watch, group)
         assert watch.states() == {group: "STABLE"}
