@@ -6,7 +6,9 @@ noida-db 0.2.3 keeps a group member that stops talking to it for ever:
   it keeps its partitions, and nobody consumes them;
 - during a rebalance it waits for every known member to rejoin, so a member that does not (the
   dead one, or the old id of a live one that rejoined under a new id) leaves the group stuck in
-  PreparingRebalance / CompletingRebalance, and no member consumes anything. aiokafka (under
+  PreparingRebalance / CompletingRebalance, and no member consumes anything — or, measured with
+  librdkafka members, cycling: ~10 s (the rebalance timeout) preparing, ~1 s stable, preparing
+  again, for ever. aiokafka (under
   Faust) rejoins under a new id when a commit fails with ILLEGAL_GENERATION, which noida-db
   answers when a new member joins a busy group — a restarted score worker, say.
 
@@ -90,6 +92,9 @@ class GroupWatch:
         stuck_after_s: A group in a rebalance this long is stuck: its members have the
             rebalance timeout (10 s for our apps on the embedded broker) to rejoin, after which
             noida-db goes on waiting for those that did not (a healthy rebalance takes ~1–3 s).
+        settle_s: A rebalance ends when the group has stayed out of one this long; shorter
+            breaks (noida-db's one-second stable spells between its endless rebalances) count
+            as part of it.
         every_s: How often :meth:`check` asks the broker.
         report: Called with one line for every group cleared.
         clock: For tests.
@@ -98,16 +103,18 @@ class GroupWatch:
     _REBALANCING = ("PREPARING_REBALANCING", "COMPLETING_REBALANCING")
 
     def __init__(self, bootstrap: str, groups: Sequence[str], *, stuck_after_s: float = 12.0,
-                 every_s: float = 2.0, report: Callable[[str], None] | None = None,
+                 settle_s: float = 5.0, every_s: float = 2.0, report: Callable[[str], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.bootstrap = bootstrap
         self.groups = list(dict.fromkeys(groups))
         self.stuck_after_s = stuck_after_s
+        self.settle_s = settle_s
         self.every_s = every_s
         self.report = report or log.warning
         self.clock = clock
         self.cleared = 0
         self._rebalancing_since: dict[str, float] = {}
+        self._calm_since: dict[str, float] = {}
         self._next_check = 0.0
         self._admin: Any = None
 
@@ -121,7 +128,8 @@ class GroupWatch:
         return {group: future.result(5).state.name for group, future in futures.items()}
 
     def check(self) -> None:
-        """Every ``every_s``: clear the groups that have been rebalancing ``stuck_after_s``."""
+        """Every ``every_s``: clear the groups that have been rebalancing ``stuck_after_s``
+        (breaks shorter than ``settle_s`` included)."""
         now = self.clock()
         if now < self._next_check:
             return
@@ -133,8 +141,12 @@ class GroupWatch:
             return
         for group, state in states.items():
             if state not in self._REBALANCING:
-                self._rebalancing_since.pop(group, None)
+                if group in self._rebalancing_since and \
+                        now - self._calm_since.setdefault(group, now) >= self.settle_s:
+                    self._rebalancing_since.pop(group)
+                    self._calm_since.pop(group)
                 continue
+            self._calm_since.pop(group, None)
             since = self._rebalancing_since.setdefault(group, now)
             if now - since >= self.stuck_after_s:
                 self.clear(group, f"it was stuck in a rebalance for {now - since:.0f} s")
@@ -152,6 +164,7 @@ class GroupWatch:
             self.report(f"could not clear consumer group {group} ({why}): {exc}")
             return
         self._rebalancing_since.pop(group, None)
+        self._calm_since.pop(group, None)
         self.cleared += 1
         self.report(f"cleared consumer group {group} ({n} member(s)) because {why}; noida-db keeps "
                     "members that stopped talking to it, so the live ones rejoin and share the partitions")
