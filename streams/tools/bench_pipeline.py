@@ -32,6 +32,7 @@ import numpy as np
 from confluent_kafka import TopicPartition
 
 from connectors import kafka
+from connectors.embedded.groups import GroupWatch
 from connectors.embedded.process import free_port, stop_processes
 from connectors.embedded.stack import EmbeddedStack
 from connectors.endpoints import Endpoints
@@ -119,10 +120,12 @@ def check_workers(procs: Sequence[subprocess.Popen[bytes]]) -> None:
 
 def wait_output(bootstrap: str, topic: str, partitions: int, target: int, timeout_s: float,
                 on_first: Callable[[], None] | None = None,
-                procs: Sequence[subprocess.Popen[bytes]] = ()) -> tuple[float, float, int]:
+                procs: Sequence[subprocess.Popen[bytes]] = (),
+                watch: GroupWatch | None = None) -> tuple[float, float, int]:
     """Poll the end offsets of ``topic`` until they sum to ``target``; return the times of the
     first growth and of reaching the target, and the total reached. ``on_first`` is called at the
-    first growth; a process of ``procs`` exiting meanwhile raises :class:`BenchError`."""
+    first growth; a process of ``procs`` exiting meanwhile raises :class:`BenchError`; ``watch``
+    clears the workers' group when noida-db leaves it stuck in a rebalance (as ``evtwin up`` does)."""
     consumer = kafka.consumer(bootstrap, "bench-watch")
     try:
         start_total = _end_total(consumer, topic, partitions)
@@ -131,6 +134,8 @@ def wait_output(bootstrap: str, topic: str, partitions: int, target: int, timeou
         total = start_total
         while total < target and time.monotonic() < deadline:
             check_workers(procs)
+            if watch is not None:
+                watch.check()
             time.sleep(0.02)
             total = _end_total(consumer, topic, partitions)
             if total > start_total and not first:
@@ -162,15 +167,18 @@ def start_workers(state_dir: Path, n: int, model_dir: Path, app_id: str,
 
 
 def bench_workers(ep: Endpoints, state_dir: Path, model_dir: Path, n_events: int,
-                  replicas: int, partitions: int) -> dict[str, float]:
+                  replicas: int, partitions: int, progress: Any = print) -> dict[str, float]:
     """Throughput and CPU per event of ``replicas`` workers over the events on the topic, and the
     CPU per event of each stage (from the workers' metrics, between the first prediction and the
-    last)."""
+    last). ``group_repairs`` counts the times noida-db left the workers' group stuck in a
+    rebalance and the bench cleared it (the throughput then includes that wait)."""
     consumer = kafka.consumer(ep.kafka_bootstrap_servers, "bench-before")
     before = _end_total(consumer, PREDICTIONS, partitions)
     consumer.close()
     ports = [free_port() for _ in range(replicas)]
-    procs = start_workers(state_dir, replicas, model_dir, f"bench-{replicas}-replicas", ports)
+    group = f"bench-{replicas}-replicas"
+    procs = start_workers(state_dir, replicas, model_dir, group, ports)
+    watch = GroupWatch(ep.kafka_bootstrap_servers, [group], report=progress)
     scrapes: list[list[dict[str, float]]] = []
 
     def scrape() -> None:
@@ -182,7 +190,7 @@ def bench_workers(ep: Endpoints, state_dir: Path, model_dir: Path, n_events: int
     try:
         cpu0 = {p.pid: _cpu_seconds(p.pid) for p in procs}
         first, last, total = wait_output(ep.kafka_bootstrap_servers, PREDICTIONS, partitions,
-                                         before + n_events, 600, on_first=scrape, procs=procs)
+                                         before + n_events, 600, on_first=scrape, procs=procs, watch=watch)
         cpu = sum(_cpu_seconds(p.pid) - cpu0[p.pid] for p in procs)
         # The last batch's counters follow its flush (and on a busy machine, by more than a moment):
         # scrape until the workers count every event in, then once more for the stage counters.
@@ -198,6 +206,7 @@ def bench_workers(ep: Endpoints, state_dir: Path, model_dir: Path, n_events: int
         scrapes.pop()
         scrape()
     finally:
+        watch.close()
         stop_processes(procs)
     scored = total - before
     if scored < n_events:
@@ -205,7 +214,7 @@ def bench_workers(ep: Endpoints, state_dir: Path, model_dir: Path, n_events: int
                          f"(logs: {state_dir}/bench-{replicas}-replicas-*.log)")
     stages = stage_costs(scrapes[0], scrapes[-1]) if len(scrapes) == 2 and all(scrapes) else {}
     return {"events": scored, "events_per_s": scored / max(last - first, 1e-9),
-            "cpu_us_per_event": cpu / max(scored, 1) * 1e6, **stages}
+            "cpu_us_per_event": cpu / max(scored, 1) * 1e6, "group_repairs": watch.cleared, **stages}
 
 
 def _skip_to_end(bootstrap: str, group: str, partitions: int) -> None:
@@ -369,9 +378,9 @@ def run_pipeline_bench(model_dir: Path, events: int, batteries: int, naive_event
         progress("relay…")
         relay = bench_relay(bootstrap, events)
         progress("pipeline, 1 replica…")
-        one = bench_workers(ep, state, model_dir, events, 1, partitions)
+        one = bench_workers(ep, state, model_dir, events, 1, partitions, progress)
         progress("pipeline, 2 replicas…")
-        two = bench_workers(ep, state, model_dir, events, 2, partitions)
+        two = bench_workers(ep, state, model_dir, events, 2, partitions, progress)
         progress(f"naive baseline, {naive_events:,} events…")
         naive = bench_naive(bootstrap, model_dir, naive_events)
         progress(f"latency at {latency_rate:,} events/s for {latency_seconds:g} s…")
@@ -384,6 +393,7 @@ def run_pipeline_bench(model_dir: Path, events: int, batteries: int, naive_event
         "naive_events_per_s": naive["events_per_s"], "naive_cpu_us_per_event": naive["cpu_us_per_event"],
         "relay_events_per_s": relay["events_per_s"], "relay_cpu_us_per_event": relay["cpu_us_per_event"],
         "speedup_vs_naive": one["events_per_s"] / naive["events_per_s"],
+        "group_repairs": one["group_repairs"] + two["group_repairs"],
         # CPU µs per event of each stage of one replica, steady state (see bench_workers).
         **{k: v for k, v in one.items() if k.endswith("_us_per_event") and k != "cpu_us_per_event"},
     }
