@@ -6,7 +6,9 @@ stop ``up`` cleanly, with no process left behind."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 import signal
 import socket
 import time
@@ -176,13 +178,36 @@ def test_crashes_beyond_the_limit_stop_up_cleanly(supervised_up: Supervised) -> 
     assert not (up.state_dir / "stack.json").exists()
 
 
+@contextlib.contextmanager
+def _taken_port_with_free_neighbours(neighbours: int) -> Iterator[int]:
+    """A listening port below the ephemeral range whose next ``neighbours`` ports are free: ``up``
+    gives the sink, the bridge and the rest the ports after the first worker's, and one of them
+    taken by chance (a client connection of another test) would crash the wrong process first."""
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20_000, 32_000)
+        with contextlib.ExitStack() as probes:
+            try:
+                for port in range(base, base + neighbours + 1):
+                    s = probes.enter_context(socket.socket())
+                    s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+        with socket.socket() as taken:
+            taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                taken.bind(("0.0.0.0", base))
+            except OSError:
+                continue
+            taken.listen()
+            yield base
+            return
+    raise AssertionError("no free run of ports found between 20000 and 32000")
+
+
 def test_crash_at_start_up_stops_up_with_name_status_and_log(state_dir: Path, trained_model: Path) -> None:
     """The first worker's metrics port is taken: it dies at start-up, and ``up`` says so."""
-    with socket.socket() as taken:
-        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        taken.bind(("0.0.0.0", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
+    with _taken_port_with_free_neighbours(4) as port:
         up = start_up(state_dir, trained_model, "--batteries", "20", "--metrics-port", str(port),
                       wait_api=False, EVTWIN_SUPERVISE_STARTUP_S="60")
         try:

@@ -288,8 +288,10 @@ def read_to_end(bootstrap: str, topic: str) -> list[Any]:
         while any(seen[p] < ends[p] for p in ends):
             assert time.monotonic() < deadline, f"could not read {topic} to its end"
             for msg in consumer.consume(5000, 0.5):
-                if msg.error() is None and msg.offset() < ends[msg.partition()]:
-                    seen[msg.partition()] = msg.offset() + 1
+                offset, partition = msg.offset(), msg.partition()
+                if msg.error() is None and offset is not None and partition is not None \
+                        and offset < ends[partition]:
+                    seen[partition] = offset + 1
                     out.append(msg)
         return out
     finally:
