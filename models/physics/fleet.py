@@ -2,7 +2,12 @@
 
 Two clocks: ``sim_time_s`` (Unix seconds, drives usage and climate) advances by ``dt_s`` per step;
 each battery's *life* (days, drives aging and fault onsets) advances by ``aging_dt_s``, so a demo
-can age batteries faster than it drives them. ``time_offset_s`` (per battery, default 0) shifts each
+can age batteries faster than it drives them. A step that ages more than it operates ages each pack
+at its *mean* stress (:class:`MeanRates`, which follow the simulated stress over days of operation),
+not at the present instant's: at ``evtwin up``'s default one day of aging per second of operation,
+the present instant stretched over the day would age a driving pack as if it drove day and night
+and a parked one as if it never moved (and project their RUL so: the live ground truth fell to a
+median of 0 cycles within a minute while SoH stayed at 92 %). ``time_offset_s`` (per battery, default 0) shifts each
 battery's local calendar (climate) from ``sim_time_s``; the dataset generator uses it. Batteries start at a random age (0-6 years); a pack that
 reaches end of life (SoH 80 %) or whose fault has been active for ``repair_after_days`` is replaced
 by a new one under the same id (new pack: SoH 100 %, new manufacturing spread and fault draw).
@@ -26,7 +31,7 @@ from models.physics import faults, sensors
 from models.physics.aging import days_to_loss
 from models.physics.errors import PhysicsError
 from models.physics.faults import FAULT_NAMES
-from models.physics.pack import Packs
+from models.physics.pack import Packs, Stress
 from models.physics.params import FAILURE_HORIZON_DAYS, PackParams
 from models.physics.rates import MeanRates
 from models.physics.usage import SECONDS_PER_DAY, TRIPS_PER_DAY, Usage
@@ -113,13 +118,17 @@ class Fleet:
         self.sim_time_s += dt_s
 
     def _age(self, age_s: float, dt_s: float) -> None:
-        """Apply aging_dt_s of aging with this step's stress, update mean rates, replace dead packs."""
-        packs = self.packs
+        """Fold this step's stress into the mean rates (over its ``dt_s`` of operation), apply
+        ``age_s`` of aging (at this step's stress, or at the mean rates when the step ages more than
+        it operates: see the module docstring), replace dead packs."""
+        packs, r = self.packs, self.rates
         st = packs.stress(self.usage.dod)
         days = age_s / SECONDS_PER_DAY
-        ah = packs.throughput_ah_test(packs.current_a, age_s)
-        packs.age(st, days, ah)
-        self.rates.update(st, ah, days)
+        r.update(st, packs.throughput_ah_test(packs.current_a, dt_s), dt_s / SECONDS_PER_DAY)
+        if age_s > dt_s:
+            packs.age(Stress(r.alpha_q, r.alpha_r, r.beta_q, r.beta_r), days, r.ah_per_day * days)
+        else:
+            packs.age(st, days, packs.throughput_ah_test(packs.current_a, age_s))
         self.life_days += days
         since = self.life_days - self.fault_onset
         dead = (packs.soh_pct() <= self.params.aging.eol_soh) | (
@@ -190,6 +199,8 @@ class Fleet:
                 raise PhysicsError(f"fault code must be within 0-{len(FAULT_NAMES) - 1}, got {fault}")
             self.fault_code[i] = fault
             self.fault_onset[i] = self.life_days[i] if fault else np.inf
+        if usage_profile is not None or climate is not None:  # the mean stress starts from the new prior
+            self.rates.adopt(MeanRates.prior(self.packs, self.usage, self.sim_time_s), i)
 
     def readings(self) -> dict[str, np.ndarray]:
         """Current telemetry, one array of length N per field (units in the module docstring)."""

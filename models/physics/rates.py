@@ -3,7 +3,9 @@
 The live fleet needs each battery's *mean* stress to project its remaining life (RUL) and to pre-age
 batteries that join the fleet at a random age. The prior averages the calendar rate over a year of
 the vehicle's climate and takes the cycle rate at its typical DoD and C-rate; :meth:`MeanRates.update`
-then follows the simulated stress with an exponential moving average over ``TAU_DAYS`` of battery life.
+then follows the simulated stress with an exponential moving average over ``TAU_DAYS`` of operation
+(the fleet's electrical time, which an accelerated demo does not speed up: the average covers days
+of trips, parking and charging, not the present instant).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from models.physics.params import KELVIN
 from models.physics.usage import SECONDS_PER_DAY, Usage
 
 TAU_DAYS = 7.0
-"""Averaging time of the online rate estimate (days of battery life)."""
+"""Averaging time of the online rate estimate (days of operation)."""
 
 
 @dataclass
@@ -74,7 +76,7 @@ class MeanRates:
         Args:
             st: Stress rates of the step.
             ah: Throughput of the step (Ah_test).
-            days: Aging time of the step (days, > 0).
+            days: Operating time of the step (days, > 0).
         """
         w = min(days / TAU_DAYS, 1.0)
         self.alpha_q += w * (st.alpha_q - self.alpha_q)
@@ -83,6 +85,11 @@ class MeanRates:
         wb = np.minimum(ah / (self.ah_per_day * TAU_DAYS + 1e-9), 1.0)
         self.beta_q += wb * (st.beta_q - self.beta_q)
         self.beta_r += wb * (st.beta_r - self.beta_r)
+
+    def adopt(self, other: MeanRates, i: int) -> None:
+        """Take battery ``i``'s rates from ``other`` (a new prior after its usage changed)."""
+        for name in ("alpha_q", "alpha_r", "beta_q", "beta_r", "ah_per_day"):
+            getattr(self, name)[i] = getattr(other, name)[i]
 
     def efc_per_day(self) -> np.ndarray:
         """Equivalent full cycles per day of life."""

@@ -72,6 +72,26 @@ def test_soh_never_rises_without_a_fault_or_pack_replacement() -> None:
     assert falls > 0
 
 
+def test_accelerated_aging_follows_the_mean_stress_not_the_present_instant() -> None:
+    """``evtwin up`` ages one day per second of operation. Each pack then ages at its mean rates:
+    a driving pack does not age as if it drove all day, a parked one as if it never moved, and the
+    true RUL (projected at those rates) stays what the pack's life says (it fell to a median of 0
+    cycles within 30 such steps when the present instant was stretched over the day)."""
+    fleet = Fleet(300, seed=8, params=NO_FAULTS)
+    fleet.step(1.0, 86_400.0)  # packs pre-aged past end of life are replaced here
+    rul0, efc0, life0 = fleet.ground_truth()["true_rul_cycles"], fleet.packs.efc.copy(), fleet.life_days.copy()
+    per_day = fleet.rates.efc_per_day().copy()
+    for _ in range(60):
+        fleet.step(1.0, 86_400.0)
+    same = fleet.life_days > life0  # not replaced
+    assert same.mean() > 0.9
+    np.testing.assert_allclose((fleet.packs.efc - efc0)[same], 60 * per_day[same], rtol=0.05)
+    rul = fleet.ground_truth()["true_rul_cycles"]
+    used = fleet.packs.efc - efc0
+    assert np.median(rul0) > 100.0
+    np.testing.assert_allclose(rul[same], np.maximum(rul0[same] - used[same], 0.0), rtol=0.1, atol=5.0)
+
+
 def test_service_days_is_the_life_clock_and_restarts_with_a_new_pack() -> None:
     fleet = Fleet(30, seed=5, params=NO_FAULTS)
     days = fleet.readings()["service_days"]
