@@ -253,7 +253,8 @@ def physics_rul(days: np.ndarray, efc: np.ndarray, a: np.ndarray, b: np.ndarray,
 
 
 def replay(batteries: Sequence[Any], cols: Mapping[str, np.ndarray], mode: np.ndarray,
-           ts_ms: np.ndarray, states: dict[Any, st.State] | None = None) -> np.ndarray:
+           ts_ms: np.ndarray, states: dict[Any, st.State] | None = None,
+           taken: list[bool] | None = None) -> np.ndarray:
     """Run ``models.state.update`` over readings in order, one state per battery; return each
     reading's state after it (float64, (n, ``models.state.SIZE``)).
 
@@ -263,6 +264,8 @@ def replay(batteries: Sequence[Any], cols: Mapping[str, np.ndarray], mode: np.nd
         mode: Mode codes.
         ts_ms: Event times (ms since the epoch; NaN = unknown).
         states: States to start from and update in place (default: every battery new).
+        taken: Filled with whether each reading was taken (``models.state.update``: a reading
+            not newer than its battery's last is not).
     """
     states = {} if states is None else states
     spread = ((cols["cell_voltage_max"] - cols["cell_voltage_min"]) * 1000.0).tolist()
@@ -273,11 +276,14 @@ def replay(batteries: Sequence[Any], cols: Mapping[str, np.ndarray], mode: np.nd
                   strict=True)
     flat: list[float] = []  # the states one after another: 2.5x cheaper than a tuple per row
     update, new = st.update, st.new_state
+    took = taken.append if taken is not None else None
     for battery, days, efc, ts, soh, soc, temp, amb, cur, m, spr, q in columns:
         s = states.get(battery)
         if s is None:
             s = states[battery] = new()
-        update(s, days, efc, ts, soh, soc, temp, amb, cur, m, spr, q)
+        ok = update(s, days, efc, ts, soh, soc, temp, amb, cur, m, spr, q)
+        if took is not None:
+            took(ok)
         flat += s
     return np.fromiter(flat, dtype=np.float64, count=len(flat)).reshape(-1, st.SIZE)
 

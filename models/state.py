@@ -272,15 +272,17 @@ def update(s: State, days: float, efc: float, ts: float, soh: float, soc: float,
     return True
 
 
-def update_fault(s: State, score: float, open_at: float, clear_at: float) -> tuple[float, bool]:
+def update_fault(s: State, score: float, open_at: float, clear_at: float,
+                 day: float | None = None) -> tuple[float, bool]:
     """Take one reading's anomaly score into the battery's fault score; return (score, flagged).
 
     The fault score is a moving average in battery time (:data:`TAU_FAULT_D`) of the daily mean
     anomaly score, including the current day provisionally. The battery is flagged when it rises
-    above ``open_at`` and stays flagged until it falls below ``clear_at`` (hysteresis). Call it
-    after :func:`update` with the same reading (it reads the reading's service day from ``s``).
+    above ``open_at`` and stays flagged until it falls below ``clear_at`` (hysteresis). ``day`` is
+    the reading's service day (whole days, as :func:`update` keeps it in ``s[DAY]``); without it,
+    call this right after :func:`update` with the same reading (then ``s[DAY]`` is the reading's).
     """
-    day = s[DAY]
+    day = s[DAY] if day is None else day
     if day != s[F_DAY]:
         if s[F_N] > 0.0 and day > s[F_DAY]:
             prev = s[F_CLOSED_DAY]
@@ -292,19 +294,31 @@ def update_fault(s: State, score: float, open_at: float, clear_at: float) -> tup
             s[F_DAY] = day
     s[F_N] += 1.0
     s[F_SUM] += score
-    mean = s[F_SUM] / s[F_N]
-    ema, prev = s[F_EMA], s[F_CLOSED_DAY]
-    if ema != ema:
-        value = mean
-    else:
-        gap = s[F_DAY] - prev if prev == prev else 0.0
-        value = ema + (1.0 - math.exp(-max(gap, 0.0) / TAU_FAULT_D)) * (mean - ema)
+    value = _fault_value(s)
     if s[F_FLAG] > 0.0:
         if value < clear_at:
             s[F_FLAG] = 0.0
     elif value > open_at:
         s[F_FLAG] = 1.0
     return value, s[F_FLAG] > 0.0
+
+
+def _fault_value(s: State) -> float:
+    """The fault score: the moving average of the closed days with the open day's mean."""
+    if s[F_N] == 0.0:
+        return s[F_EMA] if s[F_EMA] == s[F_EMA] else 0.0
+    mean = s[F_SUM] / s[F_N]
+    ema, prev = s[F_EMA], s[F_CLOSED_DAY]
+    if ema != ema:
+        return mean
+    gap = s[F_DAY] - prev if prev == prev else 0.0
+    return ema + (1.0 - math.exp(-max(gap, 0.0) / TAU_FAULT_D)) * (mean - ema)
+
+
+def fault_now(s: State) -> tuple[float, bool]:
+    """The battery's fault score and flag as they stand, changing nothing (for a reading that
+    :func:`update` did not take: a redelivery must not count its anomaly score twice)."""
+    return _fault_value(s), s[F_FLAG] > 0.0
 
 
 _PACKER = struct.Struct(f"<{SIZE}d")
@@ -325,4 +339,4 @@ def unpack(data: bytes) -> State:
 
 
 __all__ = ["PACKED_BYTES", "PRIOR", "SIZE", "SLOTS", "State", "law_inputs", "new_state", "pack",
-           "unpack", "update", "update_fault"]
+           "unpack", "update", "update_fault", "fault_now"]

@@ -142,8 +142,7 @@ def fault_scores(anomaly: np.ndarray, frame: pd.DataFrame, open_at: float = np.i
         s = states.get(battery)
         if s is None:
             s = states[battery] = st.new_state()
-        s[st.DAY] = day
-        score[k], flag[k] = st.update_fault(s, a, open_at, clear_at)
+        score[k], flag[k] = st.update_fault(s, a, open_at, clear_at, day)
     return score, flag
 
 

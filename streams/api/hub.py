@@ -33,7 +33,7 @@ CLOSE_TOO_SLOW = 4008
 CLOSE_UNKNOWN_BATTERY = 4404
 _LIVE_FIELDS = ("battery_id", "rul_cycles", "rul_p10", "rul_p90", "failure_probability",
                 "anomaly_score", "model_version", "soc", "soh", "voltage", "current",
-                "temperature", "charge_cycles", "power_consumption")
+                "temperature", "charge_cycles", "power_consumption", "fault_score", "fault_flag")
 _ALERT_FIELDS = ("alert_id", "battery_id", "rule", "severity", "status", "value", "threshold",
                  "message")
 

@@ -446,6 +446,8 @@ class LivePrediction(PredictionRow):
     temperature: float | None = None
     charge_cycles: int | None = None
     power_consumption: float | None = None
+    fault_score: float | None = Field(None, description="The battery's persistent fault score, 0-1.")
+    fault_flag: bool | None = Field(None, description="The twin flags the battery faulty (hysteresis).")
 
 
 class WsHello(_Model):

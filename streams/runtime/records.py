@@ -96,6 +96,8 @@ class ScoredBatch:
         temperature: Highest pack temperature, °C.
         timestamp: Event time, epoch milliseconds (int64).
         partitions: The source partition of each record (partition state is kept per partition).
+        fault_flag: Whether the twin flags each record's battery faulty (all false without
+            per-battery state).
     """
 
     records: list[dict[str, Any]] = field(default_factory=list)
@@ -108,6 +110,7 @@ class ScoredBatch:
     temperature: np.ndarray = field(default_factory=_empty)
     timestamp: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     partitions: list[int] = field(default_factory=list)
+    fault_flag: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=bool))
 
     def __len__(self) -> int:
         return len(self.records)

@@ -11,6 +11,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from schemas import DecodeError
 from schemas.codec import AvroCodec
 from schemas.fields import CARRIED_FIELDS
@@ -112,27 +114,30 @@ def decode_and_validate(ctx: ScoringContext, batch: Sequence[RawRecord], now_ms:
 
 
 def _prediction(rec: dict[str, Any], row: tuple[float, ...], version: str,
-                scored_at: int) -> dict[str, Any]:
+                scored_at: int, fault_score: float = 0.0, fault_flag: bool = False) -> dict[str, Any]:
     """The full prediction record (used when the telemetry bytes cannot be reused)."""
     out = {k: rec[k] for k in CARRIED}
     out["rul_cycles"], out["rul_p10"], out["rul_p90"], out["failure_probability"], \
         out["anomaly_score"] = row
     out["model_version"] = version
     out["scored_at"] = scored_at
+    out["fault_score"], out["fault_flag"] = fault_score, fault_flag
     return out
 
 
 def _stateful_features(ctx: ScoringContext, records: list[dict[str, Any]],
-                       partitions: list[int]) -> Any:
-    """The features of ``records`` from their batteries' states (updated here, in order)."""
+                       partitions: list[int]) -> tuple[Any, np.ndarray, list[bool]]:
+    """The features of ``records`` from their batteries' states (updated here, in order), each
+    record's state after it, and whether the state took it (not a redelivery)."""
     from models.features import features_from_columns, record_columns, record_timestamps
 
     cols, mode = record_columns(records)
     ctx.clock.lap("features")
     batteries = [r["battery_id"] for r in records]
-    states = ctx.estimator.update(batteries, partitions, cols, mode, record_timestamps(records))
+    taken: list[bool] = []
+    states = ctx.estimator.update(batteries, partitions, cols, mode, record_timestamps(records), taken)
     ctx.clock.lap("state")
-    return features_from_columns(cols, mode, states)
+    return features_from_columns(cols, mode, states), states, taken
 
 
 def score_batch(ctx: ScoringContext, batch: Sequence[RawRecord]) -> ScoredBatch:
@@ -146,23 +151,32 @@ def score_batch(ctx: ScoringContext, batch: Sequence[RawRecord]) -> ScoredBatch:
         return ScoredBatch(dead=dead)
     scorer = ctx.scorer  # one model for the whole batch, even if a reload lands meanwhile
     if ctx.estimator is None:
-        features = ctx.features(records)
+        features, states, taken = ctx.features(records), None, None
     else:
-        features = _stateful_features(ctx, records, partitions)
+        features, states, taken = _stateful_features(ctx, records, partitions)
     clock.lap("features")
     scores = Scores.from_mapping(scorer.score(features))
     clock.lap("score")
+    if states is None:
+        fault_scores, fault_flags = [0.0] * len(records), [False] * len(records)
+    else:  # the battery-level fault score and flag, carried by the prediction
+        fault, flag = ctx.estimator.update_faults([r["battery_id"] for r in records], partitions,
+                                                  scores.anomaly_score, states, taken)
+        fault_scores, fault_flags = fault.tolist(), flag.tolist()
+        clock.lap("state")
     version = scorer.version
     scored_at = int(time.time() * 1000)
     tail = ctx.encoder.tail(version, scored_at)
     reuse, encode = ctx.encoder.reuse, ctx.prediction_codec.encode
     encoded = []
-    for rec, raw, row in zip(records, raws, scores.rows(), strict=True):
-        value = reuse(raw, rec, row, tail)
+    for rec, raw, row, fault_score, fault_flag in zip(records, raws, scores.rows(), fault_scores,
+                                                      fault_flags, strict=True):
+        value = reuse(raw, rec, row, tail, fault_score, fault_flag)
         if value is None:  # written with an older schema: encode every field
-            value = encode(_prediction(rec, row, version, scored_at))
+            value = encode(_prediction(rec, row, version, scored_at, fault_score, fault_flag))
         encoded.append(value)
     result = ScoredBatch.of(records, scores, version, encoded, partitions)
+    result.fault_flag = np.asarray(fault_flags, dtype=bool)
     result.dead = dead
     clock.lap("encode")  # the prediction values and the columns the alerts and metrics read
     return result

@@ -3,8 +3,8 @@
 A prediction begins with the same eleven fields, in the same order and types, as the telemetry
 record it is made from (``schemas/prediction.avsc`` vs ``schemas/telemetry.avsc``). When the
 telemetry was written with the current schema, those fields' Avro bytes are already in hand: the
-prediction is that prefix, five doubles, the model version and the scoring time — no per-field
-encoding. The bytes are identical to a full encode (tested against fastavro); records written with
+prediction is that prefix, five doubles, the model version and the scoring time, the fault score
+and flag — no per-field encoding. The bytes are identical to a full encode (tested against fastavro); records written with
 an older schema take the full encode.
 """
 
@@ -19,6 +19,7 @@ from schemas.fields import CARRIED_FIELDS
 
 _SHARED = len(CARRIED_FIELDS)  # event_id … power_consumption
 _FIVE_DOUBLES = struct.Struct("<5d")
+_FAULT = struct.Struct("<d?")  # fault_score (double), fault_flag (Avro boolean: one byte, 0 or 1)
 
 
 def _zigzag(n: int) -> bytes:
@@ -42,7 +43,7 @@ def _check_layout() -> list[str]:
         and all(f["type"] == ["null", "double"] for f in tail[:-1])
         and [f["name"] for f in pred[_SHARED:]] == [
             "rul_cycles", "rul_p10", "rul_p90", "failure_probability", "anomaly_score",
-            "model_version", "scored_at"]
+            "model_version", "scored_at", "fault_score", "fault_flag"]
     )
     if not layout_ok:
         raise SchemaError("telemetry/prediction layout changed: update streams/fastencode.py")
@@ -70,7 +71,7 @@ class PredictionEncoder:
         return _zigzag(len(version)) + version + _zigzag(scored_at)
 
     def reuse(self, raw: bytes, record: dict[str, Any], scores: tuple[float, ...],
-              tail: bytes) -> bytes | None:
+              tail: bytes, fault_score: float = 0.0, fault_flag: bool = False) -> bytes | None:
         """The prediction value for telemetry ``raw`` (decoded as ``record``), or ``None`` when
         ``raw`` was written with another schema version (then encode the full record).
 
@@ -79,13 +80,15 @@ class PredictionEncoder:
             record: It, decoded.
             scores: rul_p50, rul_p10, rul_p90, failure_probability, anomaly_score.
             tail: :meth:`tail` of this batch.
+            fault_score: The battery's fault score after the reading.
+            fault_flag: Whether the twin flags the battery faulty.
         """
         offset = self.telemetry_codec.current_body_offset(raw)
         if offset is None:
             return None
         suffix = 1 + sum(1 if record[name] is None else 9 for name in _NULLABLE_TAIL)
         return b"".join((self.prediction_codec.header, raw[offset:len(raw) - suffix],
-                         _FIVE_DOUBLES.pack(*scores), tail))
+                         _FIVE_DOUBLES.pack(*scores), tail, _FAULT.pack(fault_score, fault_flag)))
 
 
 __all__ = ["PredictionEncoder"]

@@ -73,7 +73,6 @@ class ScoreWorker:
             metrics.DEAD_LETTERS.labels(dead.error_type).inc()
         clock.lap("produce")
         if result.records:
-            self.twin.update_faults(result.battery_ids, result.partitions, result.scores.anomaly_score)
             self.twin.flush_changes(produce)  # the twin's state: durable with the outputs
             clock.lap("state")
             alerts = self.alerts.evaluate(result)

@@ -46,7 +46,7 @@ class TwinEstimator:
         self.fault_open, self.fault_clear = fault_open, fault_clear
 
     def update(self, batteries: Sequence[str], partitions: Sequence[int], cols: Mapping[str, np.ndarray],
-               mode: np.ndarray, ts_ms: np.ndarray) -> np.ndarray:
+               mode: np.ndarray, ts_ms: np.ndarray, taken: list[bool] | None = None) -> np.ndarray:
         """Take a batch's readings (in order) into their batteries' states.
 
         Args:
@@ -54,6 +54,7 @@ class TwinEstimator:
             partitions: Its telemetry partition.
             cols, mode: The readings' columns (``models.features.record_columns``).
             ts_ms: Event times, ms.
+            taken: Filled with whether each reading was taken (not a redelivery).
 
         Returns:
             Each reading's state after it, float64 (n, ``models.state.SIZE``).
@@ -68,22 +69,36 @@ class TwinEstimator:
             s = tables.setdefault(p, {}).get(battery)
             if s is not None:
                 view[battery] = s
-        out = replay(batteries, cols, mode, ts_ms, view)
+        out = replay(batteries, cols, mode, ts_ms, view, taken)
         for battery, p in owner.items():
             tables[p][battery] = view[battery]
             dirty.setdefault(p, set()).add(battery)
         return out
 
-    def update_faults(self, batteries: Sequence[str], partitions: Sequence[int],
-                      scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Take the readings' anomaly scores into their batteries' fault scores (after
-        :meth:`update` of the same readings); return each reading's fault score and flag."""
+    def update_faults(self, batteries: Sequence[str], partitions: Sequence[int], scores: np.ndarray,
+                      states: np.ndarray, taken: Sequence[bool] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Take the readings' anomaly scores into their batteries' fault scores, in order;
+        return each reading's fault score and flag.
+
+        Args:
+            batteries, partitions: As for :meth:`update`.
+            scores: Each reading's anomaly score.
+            states: What :meth:`update` returned for the same readings: each reading's service
+                day is read from its own state, so a batch holding several days of one battery
+                (a backlog) scores as reading by reading would (and as training replays it).
+            taken: From :meth:`update`: a reading it did not take (a redelivery after a crash)
+                gets its battery's score as it stands, without counting its anomaly score again.
+        """
         tables = self.states.tables
         fault = np.empty(len(batteries))
         flag = np.zeros(len(batteries), dtype=bool)
         step, lo, hi = twin.update_fault, self.fault_clear, self.fault_open
-        for k, (battery, p, score) in enumerate(zip(batteries, partitions, scores.tolist(), strict=True)):
-            fault[k], flag[k] = step(tables[p][battery], score, hi, lo)
+        days = states[:, twin.DAY].tolist()
+        ok = taken if taken is not None else [True] * len(batteries)
+        for k, (battery, p, score, day, new) in enumerate(zip(batteries, partitions, scores.tolist(), days,
+                                                              ok, strict=True)):
+            s = tables[p][battery]
+            fault[k], flag[k] = step(s, score, hi, lo, day) if new else twin.fault_now(s)
         return fault, flag
 
     def get(self, partition: int, battery: str) -> twin.State | None:

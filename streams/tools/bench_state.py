@@ -42,7 +42,7 @@ def run(packs: int = 1000, ticks: int = 20, batch: int = 2000) -> dict[str, floa
         t2 = time.thread_time()
         features_from_columns(cols, mode, states)
         t3 = time.thread_time()
-        est.update_faults(batteries, parts, rng.random(len(chunk)))
+        est.update_faults(batteries, parts, rng.random(len(chunk)), states)
         t4 = time.thread_time()
         est.flush_changes(lambda *args, **kwargs: None)
         t5 = time.thread_time()

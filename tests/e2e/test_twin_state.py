@@ -1,6 +1,7 @@
 """The twin's per-battery state on the real broker and real workers: a battery's dataset rows fed
-through the stream give the same state, features and predictions as training computes, to the float
-— also when the worker is killed halfway and another one restores the state from the changelog."""
+through the stream give the same state, features, predictions and battery fault score and flag as
+training computes, to the float — also when the worker is killed halfway and another one restores
+the state from the changelog."""
 
 from __future__ import annotations
 
@@ -102,13 +103,23 @@ def _expected(model_dir, frame: pd.DataFrame) -> tuple[np.ndarray, dict[str, np.
     return X, out, {b: np.array(s) for b, s in states.items()}
 
 
+def _faults(model_dir, frame: pd.DataFrame, anomaly: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
+    """Training's fault score and flag of each row, with the thresholds the workers take from the
+    model card (their defaults without)."""
+    from training.evaluate import fault_scores
+
+    card = Scorer.load(model_dir).card or {}
+    return fault_scores(anomaly, frame, float(card.get("fault_score_open", 0.5)),
+                        float(card.get("fault_score_clear", 0.3)))
+
+
 def _assert_same(preds: dict[str, dict], records: list[dict], idx: list[int] | range,
-                 out: dict[str, np.ndarray]) -> None:
+                 out: dict[str, np.ndarray], faults: tuple[np.ndarray, np.ndarray]) -> None:
     keys = {"rul_cycles": "rul_p50"}
     for i in idx:
         p = preds[records[i]["event_id"]]
-        got = [p[k] for k in OUTPUTS]
-        want = [float(out[keys.get(k, k)][i]) for k in OUTPUTS]
+        got = [p[k] for k in OUTPUTS] + [p["fault_score"], p["fault_flag"]]
+        want = [float(out[keys.get(k, k)][i]) for k in OUTPUTS] + [float(faults[0][i]), bool(faults[1][i])]
         assert got == want, (i, records[i]["battery_id"], got, want)
 
 
@@ -122,7 +133,9 @@ def test_dataset_rows_through_the_stream_give_trainings_features_to_the_float(st
     _produce(ep.kafka_bootstrap_servers, records)
     preds = _predictions(ep, prefix, {r["event_id"] for r in records})
     assert len(preds) == len(records)
-    _assert_same(preds, records, range(len(records)), out)
+    faults = _faults(trained_model, frame, out["anomaly_score"])
+    assert faults[0].max() > 0.0
+    _assert_same(preds, records, range(len(records)), out, faults)
     states = _changelog_states(ep, workers.app_id, prefix)
     assert set(states) == set(final)
     for battery, s in final.items():
@@ -153,7 +166,8 @@ def test_a_worker_killed_halfway_is_replaced_by_one_that_restores_the_state(stac
     workers.start(1, **OLD_READINGS_OK)
     _produce(ep.kafka_bootstrap_servers, [records[i] for i in second])
     preds = _predictions(ep, prefix, {r["event_id"] for r in records}, timeout=150)
-    _assert_same(preds, records, second, out)  # after the restore: as if nothing had happened
+    _assert_same(preds, records, second, out, _faults(trained_model, frame, out["anomaly_score"]))  # after
+    # the restore: as if nothing had happened
     states = _changelog_states(ep, workers.app_id, prefix)
     for battery, s in final.items():
         np.testing.assert_array_equal(states[battery][:st.F_DAY], s[:st.F_DAY])

@@ -36,10 +36,13 @@ def test_reused_bytes_equal_a_full_encode(changes: dict) -> None:
     raw = tel_codec.encode(_telemetry(**changes))
     record = tel_codec.decode(raw)
     scores = (412.25, 301.0, 530.5, 0.0125, math.pi / 10)
-    fast = encoder.reuse(raw, record, scores, encoder.tail("file:abc123", 1760956215999))
-    full = pred_codec.encode(_prediction(record, scores, "file:abc123", 1760956215999))
-    assert fast == full
-    assert pred_codec.decode(fast)["rul_cycles"] == 412.25
+    for fault in ((0.0, False), (0.4375, True), (math.e / 10, False)):
+        fast = encoder.reuse(raw, record, scores, encoder.tail("file:abc123", 1760956215999), *fault)
+        full = pred_codec.encode(_prediction(record, scores, "file:abc123", 1760956215999, *fault))
+        assert fast == full
+        decoded = pred_codec.decode(fast)
+        assert decoded["rul_cycles"] == 412.25
+        assert (decoded["fault_score"], decoded["fault_flag"]) == fault
 
 
 def test_older_writer_falls_back_to_a_full_encode() -> None:

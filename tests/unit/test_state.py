@@ -89,6 +89,35 @@ def test_the_fault_flag_opens_above_and_clears_below_with_hysteresis() -> None:
     assert not flags[-1]
 
 
+def test_fault_scores_of_a_batch_with_many_days_of_a_battery_equal_reading_by_reading() -> None:
+    """A backlog batch holds days of one battery: each reading's fault score is taken on its own
+    day (as training replays it), and a redelivered reading does not count twice."""
+    rng = np.random.default_rng(3)
+    records = [_reading(d, k, battery_id=f"B{d % 2}") for d in range(40) for k in range(3)]
+    anomaly = rng.random(len(records))
+
+    def faults(batch: int, redeliver: int = 0) -> list[tuple[float, bool]]:
+        est = TwinEstimator("twin-changelog", fault_open=0.55, fault_clear=0.45)
+        out: list[tuple[float, bool]] = []
+        for start in range(0, len(records), batch):
+            idx = list(range(max(0, start - redeliver), min(start + batch, len(records))))
+            chunk = [records[i] for i in idx]
+            cols, mode = record_columns(chunk)
+            ts = np.array([r["timestamp"] for r in chunk], dtype=np.float64)
+            taken: list[bool] = []
+            states = est.update([r["battery_id"] for r in chunk], [0] * len(chunk), cols, mode, ts, taken)
+            score, flag = est.update_faults([r["battery_id"] for r in chunk], [0] * len(chunk),
+                                            anomaly[idx], states, taken)
+            fresh = [k for k, i in enumerate(idx) if i >= start]
+            out += [(float(score[k]), bool(flag[k])) for k in fresh]
+        return out
+
+    one_by_one = faults(1)
+    assert any(flag for _, flag in one_by_one) and not all(flag for _, flag in one_by_one)
+    assert faults(50) == one_by_one
+    assert faults(50, redeliver=10) == one_by_one  # the 10 before each batch read again
+
+
 def test_state_is_small_and_restores_exactly() -> None:
     s = _states([_reading(d, k) for d in range(30) for k in range(2)])[-1].tolist()
     assert st.PACKED_BYTES == 8 * st.SIZE and STATE_BYTES <= 1024
