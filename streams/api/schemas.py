@@ -123,7 +123,7 @@ class AlertOut(_Model):
 
     alert_id: str
     battery_id: str
-    rule: str = Field(description="low_soc, over_temperature, failure_risk, low_rul, anomaly, ...")
+    rule: str = Field(description="low_soc, over_temperature, failure_risk, low_rul, anomaly, battery_fault, ...")
     severity: str = Field(description="INFO, WARNING or CRITICAL.")
     status: str = Field(description="OPENED (open) or RESOLVED.")
     value: float | None = Field(None, description="Value that opened it, unit of the rule.")

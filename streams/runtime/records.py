@@ -41,9 +41,9 @@ class DeadLetter(NamedTuple):
 ScoreColumn = Literal["rul_p50", "rul_p10", "rul_p90", "failure_probability", "anomaly_score"]
 """Model outputs: RUL quantiles (equivalent full cycles), failure probability (0-1), anomaly
 score (0-1)."""
-TelemetryColumn = Literal["soc", "soh", "temperature", "timestamp"]
-"""Telemetry columns alerts and metrics read: SoC and SoH (%), temperature (°C), event time (epoch
-ms)."""
+TelemetryColumn = Literal["soc", "soh", "temperature", "timestamp", "fault_score"]
+"""Per-reading columns alerts and metrics read: SoC and SoH (%), temperature (°C), event time (epoch
+ms), and the battery's fault score after the reading (0-1, from the twin's state)."""
 Column = ScoreColumn | TelemetryColumn
 SCORE_COLUMNS: tuple[str, ...] = get_args(ScoreColumn)
 TELEMETRY_COLUMNS: tuple[str, ...] = get_args(TelemetryColumn)
@@ -96,7 +96,7 @@ class ScoredBatch:
         temperature: Highest pack temperature, °C.
         timestamp: Event time, epoch milliseconds (int64).
         partitions: The source partition of each record (partition state is kept per partition).
-        fault_flag: Whether the twin flags each record's battery faulty (all false without
+        fault_score: The battery's fault score after each record (0-1; all 0 without
             per-battery state).
     """
 
@@ -110,7 +110,7 @@ class ScoredBatch:
     temperature: np.ndarray = field(default_factory=_empty)
     timestamp: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     partitions: list[int] = field(default_factory=list)
-    fault_flag: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=bool))
+    fault_score: np.ndarray = field(default_factory=_empty)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -141,6 +141,7 @@ class ScoredBatch:
             soh=np.fromiter((r["soh"] for r in records), np.float64, n),
             temperature=np.fromiter((r["temperature"] for r in records), np.float64, n),
             timestamp=np.fromiter((r["timestamp"] for r in records), np.int64, n),
+            fault_score=np.zeros(n),
         )
 
 

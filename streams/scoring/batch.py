@@ -176,7 +176,7 @@ def score_batch(ctx: ScoringContext, batch: Sequence[RawRecord]) -> ScoredBatch:
             value = encode(_prediction(rec, row, version, scored_at, fault_score, fault_flag))
         encoded.append(value)
     result = ScoredBatch.of(records, scores, version, encoded, partitions)
-    result.fault_flag = np.asarray(fault_flags, dtype=bool)
+    result.fault_score = np.asarray(fault_scores, dtype=np.float64)
     result.dead = dead
     clock.lap("encode")  # the prediction values and the columns the alerts and metrics read
     return result

@@ -24,7 +24,7 @@ from streams.runtime.records import RawRecord, ScoredBatch
 from streams.scoring.batch import ScoringContext, score_batch
 from streams.scoring.model_source import ModelSource
 from streams.settings import Settings
-from streams.state.alerts import AlertEngine, default_rules
+from streams.state.alerts import FAULT_RULE, AlertEngine, default_rules
 from streams.state.estimator import TwinEstimator
 from streams.topics import ALERTS, PREDICTIONS, TELEMETRY, TELEMETRY_DLQ, state_topic_specs
 
@@ -47,10 +47,10 @@ class ScoreWorker:
             codec_for(TELEMETRY_DLQ, endpoints), models.current(), features_from_records,
             int(settings.max_future_skew_s * 1000), int(settings.max_event_age_s * 1000),
             estimator=self.twin)
-        self._fault_thresholds(self.ctx.scorer)
         self.alert_codec = codec_for(ALERTS, endpoints)
         self.alerts = AlertEngine(default_rules(settings), settings.alert_debounce,
                                   settings.alert_silence_s, changelog=changelogs[0].name)
+        self._fault_thresholds(self.ctx.scorer)
         self.producer = kafka.producer(endpoints.kafka_bootstrap_servers, **{"linger.ms": 2})
         self.partitions: set[int] = set()
         self.battery_partition: dict[bytes | None, int] = {}
@@ -136,6 +136,7 @@ class ScoreWorker:
         card = getattr(scorer, "card", {}) or {}
         self.twin.fault_open = float(card.get("fault_score_open", self.twin.fault_open))
         self.twin.fault_clear = float(card.get("fault_score_clear", self.twin.fault_clear))
+        self.alerts.retune(FAULT_RULE, self.twin.fault_open, self.twin.fault_clear)
 
     def reload_model(self) -> bool:
         """Swap in a newly promoted model, if there is one; return whether it changed."""

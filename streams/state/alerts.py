@@ -22,6 +22,7 @@ has reported there.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -34,6 +35,7 @@ from streams.runtime.partition_state import PartitionState
 from streams.runtime.records import Column, ScoredBatch
 
 GAP_RULE = "telemetry_gap"
+FAULT_RULE = "battery_fault"
 """Name of the silence rule (see the module docstring)."""
 
 _EPISODE_IDS = uuid.UUID("5d1f6a52-0c4e-4b43-9a57-6f1b2e0d7c11")
@@ -86,6 +88,9 @@ def default_rules(settings: Any) -> list[Rule]:
              "remaining useful life", "cycles"),
         Rule("anomaly", "anomaly_score", True, s.alert_anomaly_above, s.alert_anomaly_above - 0.2,
              "WARNING", "anomaly score", ""),
+        # The twin's battery-level fault flag as an alert: thresholds from the model card
+        # (AlertEngine.retune, when a model is loaded); these are TwinEstimator's defaults.
+        Rule(FAULT_RULE, "fault_score", True, 0.5, 0.3, "CRITICAL", "battery fault score", ""),
     ]
 
 
@@ -137,6 +142,11 @@ class AlertEngine:
         self._arrivals: dict[int, dict[str, tuple[int, str]]] = {}
         self._partition_time: dict[int, int] = {}
         self._checked_at: dict[int, int] = {}
+
+    def retune(self, name: str, open_at: float, clear_at: float) -> None:
+        """Move rule ``name``'s thresholds (open episodes stay open until the new clear level)."""
+        self.rules = [dataclasses.replace(r, open_at=open_at, clear_at=clear_at) if r.name == name else r
+                      for r in self.rules]
 
     def open_count(self) -> int:
         """Open episodes known to this engine."""
@@ -274,4 +284,4 @@ class AlertEngine:
         }
 
 
-__all__ = ["GAP_RULE", "AlertEngine", "Episode", "Rule", "default_rules", "episode_id"]
+__all__ = ["FAULT_RULE", "GAP_RULE", "AlertEngine", "Episode", "Rule", "default_rules", "episode_id"]

@@ -57,8 +57,26 @@ def test_each_rule_fires_on_its_signal() -> None:
     batch.scores.failure_probability[:] = 0.9
     batch.scores.rul_p50[:] = 50.0
     batch.scores.anomaly_score[:] = 0.95
+    batch.fault_score[:] = 0.6
     rules = {a["rule"] for a in engine.evaluate(batch)}
-    assert rules == {"over_temperature", "failure_risk", "low_rul", "anomaly"}
+    assert rules == {"over_temperature", "failure_risk", "low_rul", "anomaly", "battery_fault"}
+
+
+def test_the_battery_fault_rule_follows_the_model_cards_thresholds() -> None:
+    """The rule opens on the twin's fault score at the thresholds the worker takes from the model
+    card (retune), and resolves below the clear level only."""
+    engine = _engine()
+    engine.retune("battery_fault", 0.2, 0.1)
+    batch = _batch([50.0] * 3)
+    batch.fault_score[:] = 0.25  # below the default 0.5, above the card's 0.2
+    opened = [a for a in engine.evaluate(batch) if a["rule"] == "battery_fault"]
+    assert [a["status"] for a in opened] == ["OPENED"] and "battery fault score 0.25" in opened[0]["message"]
+    between = _batch([50.0] * 3, start=3)
+    between.fault_score[:] = 0.15  # between clear and open: stays open
+    assert [a for a in engine.evaluate(between) if a["rule"] == "battery_fault"] == []
+    below = _batch([50.0] * 3, start=6)
+    below.fault_score[:] = 0.05
+    assert [a["status"] for a in engine.evaluate(below) if a["rule"] == "battery_fault"] == ["RESOLVED"]
 
 
 def _readings(batteries: list[str], t_ms: int) -> list[dict]:
