@@ -80,7 +80,17 @@ class _Stop(BaseException):
 
 
 def _install_sigterm() -> None:
+    stopping = False
+
     def handler(signum: int, frame: Any) -> None:
+        # Once only: a second Ctrl-C (or the SIGINT `timeout` forwards after pkill's) raised in
+        # the middle of the shutdown, inside subprocess's bookkeeping, and left a traceback. The
+        # shutdown bounds its own waits (processes that do not stop are killed).
+        nonlocal stopping
+        if stopping:
+            sys.stderr.write("evtwin: already stopping; processes that do not stop in time are killed\n")
+            return
+        stopping = True
         raise _Stop()
 
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
