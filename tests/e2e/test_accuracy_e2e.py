@@ -53,7 +53,8 @@ def own_stack(state_dir: Path) -> Iterator[tuple[Path, Endpoints]]:
 
 def _records(prefix: str, start_ms: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Predictions and truths of 3 batteries; battery 2 gets a cooling failure at reading 10 that
-    the predictions flag from reading 14 on (anomaly score 0.9 >= the 0.8 of the anomaly alert)."""
+    the twin's fault flag marks from reading 14 on (with an anomaly score of 0.9, which alone would
+    not flag it: the flag is what counts)."""
     rng = random.Random(11)
     preds, truths = [], []
     for b in range(3):
@@ -63,7 +64,8 @@ def _records(prefix: str, start_ms: int) -> tuple[list[dict[str, Any]], list[dic
             rul = 800.0 - 2 * k
             faulty = b == 2 and k >= 10
             p = prediction(battery, t, rul_cycles=rul, rul_p10=rul - 20, rul_p90=rul + 20,
-                           anomaly_score=0.9 if b == 2 and k >= 14 else 0.1, seq=k)
+                           anomaly_score=0.9 if b == 2 and k >= 10 else 0.1, seq=k,
+                           fault_score=0.6 if b == 2 and k >= 14 else 0.1, fault_flag=b == 2 and k >= 14)
             preds.append(p)
             truths.append({"event_id": p["event_id"], "battery_id": battery, "timestamp": t, "true_soh": 90.0,
                            "true_rul_cycles": rul + rng.uniform(-40, 40), "failure_within_horizon": faulty,
@@ -82,7 +84,7 @@ def _expected(preds: list[dict[str, Any]], truths: list[dict[str, Any]]) -> dict
         t = by_event[p["event_id"]]
         bucket = p["timestamp"] - p["timestamp"] % (BUCKET_S * 1000)
         delay = None
-        if t["fault"] != "none" and p["anomaly_score"] >= 0.8 and p["battery_id"] not in detected:
+        if t["fault"] != "none" and p["fault_flag"] and p["battery_id"] not in detected:
             detected.add(p["battery_id"])
             delay = (p["timestamp"] - onset[p["battery_id"]]) / 1000
         for key in (p["battery_id"], "*"):

@@ -75,7 +75,8 @@ def test_rows_and_gauges_equal_the_records_and_survive_a_restart_and_a_replay(db
     ]
     preds, truths = [], []
     for b, t, rul, p10, p90, true_rul, anomaly, fault in readings:
-        p = prediction(b, T0 + t * S, rul_cycles=rul, rul_p10=p10, rul_p90=p90, anomaly_score=anomaly)
+        p = prediction(b, T0 + t * S, rul_cycles=rul, rul_p10=p10, rul_p90=p90, anomaly_score=anomaly,
+                       fault_flag=anomaly > 0.5)  # the twin's flag, as the worker writes it
         preds.append(p)
         truths.append(truth(b, p["event_id"], T0 + t * S, true_rul, fault))
     pairs_before = value("evtwin_online_pairs_total") or 0.0

@@ -17,7 +17,7 @@ def prediction(battery_id: str, ts_ms: int, **values: Any) -> dict[str, Any]:
         "soc": 80.0, "soh": 95.0, "voltage": 380.5, "current": 105.3, "temperature": 32.1,
         "charge_cycles": 150, "power_consumption": 40.1, "rul_cycles": 900.0, "rul_p10": 700.0,
         "rul_p90": 1100.0, "failure_probability": 0.05, "anomaly_score": 0.1,
-        "model_version": "ev-twin@1", "scored_at": ts_ms + 35,
+        "model_version": "ev-twin@1", "scored_at": ts_ms + 35, "fault_score": 0.05, "fault_flag": False,
     }
     record.update(values)
     return record
