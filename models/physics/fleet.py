@@ -6,9 +6,10 @@ can age batteries faster than it drives them. A step that ages more than it oper
 at its *mean* stress (:class:`MeanRates`, which follow the simulated stress over days of operation),
 not at the present instant's: at ``evtwin up``'s default one day of aging per second of operation,
 the present instant stretched over the day would age a driving pack as if it drove day and night
-and a parked one as if it never moved (and project their RUL so: the live ground truth fell to a
-median of 0 cycles within a minute while SoH stayed at 92 %). ``time_offset_s`` (per battery, default 0) shifts each
-battery's local calendar (climate) from ``sim_time_s``; the dataset generator uses it. Batteries start at a random age (0-6 years); a pack that
+and a parked one as if it never moved (and project their RUL so: on 2,000 packs the true RUL's
+median fell from 441 to 12 cycles in 30 such steps, 0 by 90, while SoH stayed at 92 %).
+``time_offset_s`` (per battery, default 0) shifts each battery's local calendar (climate) from
+``sim_time_s``; the dataset generator uses it. Batteries start at a random age (0-6 years); a pack that
 reaches end of life (SoH 80 %) or whose fault has been active for ``repair_after_days`` is replaced
 by a new one under the same id (new pack: SoH 100 %, new manufacturing spread and fault draw).
 
