@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from connectors.embedded.groups import remove_group_members
+from connectors.embedded.groups import GroupWatch, remove_group_members
 from tests.support.cli import EVTWIN, cli_env
 from tests.support.paths import REPO
 from tests.support.pipeline import (
@@ -241,17 +241,25 @@ def test_api_restarted(up: UpRun, capsys: pytest.CaptureFixture[str]) -> None:
     _report(capsys, "API restarted", f"/api/health 200 again {api_s:.1f} s after the kill")
 
 
+def _watch_groups(watch: GroupWatch, stop: threading.Event) -> None:
+    """Check the groups every half second until ``stop``, as ``evtwin up``'s supervisor loop does."""
+    while not stop.wait(0.5):
+        watch.check()
+    watch.close()
+
+
 @pytest.mark.xfail(strict=False, reason=(
     "not yet reliable: it passed alone, but after the four scenarios above (their evtwin up still "
-    "running beside it) the sink had not written every reading 180 s after the restart; the cause "
-    "(readings lost, or a consumer group noida-db left stuck with no GroupWatch outside evtwin up) "
-    "is not found yet"))
+    "running beside it) the sink had not written every reading 180 s after the restart, about one "
+    "full run in three; the group repair evtwin up runs now runs here too (noida-db's endless "
+    "rebalance cycle was found and fixed in it since), not yet shown to be enough"))
 def test_broker_restarted(state_dir: Path, trained_model: Path, monkeypatch: pytest.MonkeyPatch,
                           capsys: pytest.CaptureFixture[str]) -> None:
     """``evtwin up`` stops when an embedded service exits, so this pipeline runs without it: an
     embedded stack, two ``evtwin worker``, ``evtwin sink`` and the simulator, each its own process;
     the broker (noida-db, which keeps its data and committed offsets in its data directory) is
-    stopped and started again on the same port under load."""
+    stopped and started again on the same port under load. The consumer groups get the repair
+    ``evtwin up`` gives them on noida-db (:class:`GroupWatch`, in a thread here)."""
     from connectors.embedded import process
     from connectors.embedded.stack import EmbeddedStack
     from connectors.kafka import ensure_topics
@@ -265,6 +273,8 @@ def test_broker_restarted(state_dir: Path, trained_model: Path, monkeypatch: pyt
     stack = EmbeddedStack(settings)
     endpoints = stack.start()
     procs: list[subprocess.Popen[bytes]] = []
+    repairs: list[str] = []
+    stop_watch = threading.Event()
     try:
         ensure_topics(endpoints.kafka_bootstrap_servers, topic_specs(settings.topic_partitions))
         env = {"EVTWIN_MODEL_DIR": str(trained_model), "EVTWIN_METRICS_PORT": "0"}
@@ -275,6 +285,10 @@ def test_broker_restarted(state_dir: Path, trained_model: Path, monkeypatch: pyt
         # The pipeline's health is the sink's: UpRun's checks stop waiting when it exits.
         pipeline = UpRun(procs[2], state_dir, json.loads((state_dir / "stack.json").read_text()),
                          state_dir / "sink.log", state_dir / "worker-1.log", trained_model)
+        watch = GroupWatch(endpoints.kafka_bootstrap_servers, [settings.app_id, settings.sink_app_id],
+                           report=repairs.append)
+        watching = threading.Thread(target=_watch_groups, args=(watch, stop_watch), daemon=True)
+        watching.start()
         load = _under_load(pipeline, "broker", seed=15)
         stack.kafka.stop()
         time.sleep(2)
@@ -290,8 +304,10 @@ def test_broker_restarted(state_dir: Path, trained_model: Path, monkeypatch: pyt
         RECOVERY["broker restarted"] = recovery_s
         _report(capsys, "broker restarted", f"recovery {recovery_s:.1f} s; {counts['readings']} readings = rows, "
                 f"{counts['episodes']} episodes in ev_alerts once each ({counts['synthetic_episodes']} synthetic); "
-                f"{counts['alert_changes_resent']} alert changes published again (same alert_id)")
+                f"{counts['alert_changes_resent']} alert changes published again (same alert_id); "
+                f"group repairs: {repairs or 'none'}")
     finally:
+        stop_watch.set()
         for load_ in pipeline.loads if "pipeline" in locals() else []:
             load_.abandon()
         for proc in procs:
