@@ -249,10 +249,10 @@ def _watch_groups(watch: GroupWatch, stop: threading.Event) -> None:
 
 
 @pytest.mark.xfail(strict=False, reason=(
-    "not yet reliable: it passed alone, but after the four scenarios above (their evtwin up still "
-    "running beside it) the sink had not written every reading 180 s after the restart, about one "
-    "full run in three; the group repair evtwin up runs now runs here too (noida-db's endless "
-    "rebalance cycle was found and fixed in it since), not yet shown to be enough"))
+    "noida-db loses records across its own restart: in about half the runs, readings the sink had "
+    "already written to ev_telemetry (139 in one run, scored before the stop) are no longer on "
+    "ev.telemetry.v1 when the test reads the topic back after the restart, so the exactly-once "
+    "check (rows = readings on the topic) fails on the broker's durability, not the pipeline's"))
 def test_broker_restarted(state_dir: Path, trained_model: Path, monkeypatch: pytest.MonkeyPatch,
                           capsys: pytest.CaptureFixture[str]) -> None:
     """``evtwin up`` stops when an embedded service exits, so this pipeline runs without it: an
