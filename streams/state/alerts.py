@@ -4,7 +4,8 @@ A rule opens after ``debounce`` consecutive readings beyond its *open* threshold
 ``debounce`` consecutive readings beyond its *clear* threshold, which lies on the safe side of the
 open one (hysteresis). A battery hovering at the open threshold therefore opens one episode and does
 not flap. Thresholds come from the settings (the seed's rules: SoC < 15 %, temperature > 60 °C,
-failure probability > 0.7, RUL < 100 cycles; plus anomalies).
+failure probability > 0.7, RUL < 100 cycles; plus anomalies, and ``battery_fault`` on the twin's
+battery-level fault score, whose thresholds the worker takes from the model card).
 
 One more rule watches for silence: ``telemetry_gap`` opens when a battery has sent nothing while
 its partition's event time moved on by ``silence_s`` (a lost telemetry link, a dead modem, the
@@ -35,8 +36,9 @@ from streams.runtime.partition_state import PartitionState
 from streams.runtime.records import Column, ScoredBatch
 
 GAP_RULE = "telemetry_gap"
-FAULT_RULE = "battery_fault"
 """Name of the silence rule (see the module docstring)."""
+FAULT_RULE = "battery_fault"
+"""Name of the rule on the twin's battery-level fault score (thresholds from the model card)."""
 
 _EPISODE_IDS = uuid.UUID("5d1f6a52-0c4e-4b43-9a57-6f1b2e0d7c11")
 
