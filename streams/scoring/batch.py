@@ -125,7 +125,7 @@ def _prediction(rec: dict[str, Any], row: tuple[float, ...], version: str,
     return out
 
 
-def _stateful_features(ctx: ScoringContext, records: list[dict[str, Any]],
+def _stateful_features(ctx: ScoringContext, records: list[dict[str, Any]], batteries: list[str],
                        partitions: list[int]) -> tuple[Any, np.ndarray, list[bool]]:
     """The features of ``records`` from their batteries' states (updated here, in order), each
     record's state after it, and whether the state took it (not a redelivery)."""
@@ -133,7 +133,6 @@ def _stateful_features(ctx: ScoringContext, records: list[dict[str, Any]],
 
     cols, mode = record_columns(records)
     ctx.clock.lap("features")
-    batteries = [r["battery_id"] for r in records]
     taken: list[bool] = []
     states = ctx.estimator.update(batteries, partitions, cols, mode, record_timestamps(records), taken)
     ctx.clock.lap("state")
@@ -153,30 +152,29 @@ def score_batch(ctx: ScoringContext, batch: Sequence[RawRecord]) -> ScoredBatch:
     if ctx.estimator is None:
         features, states, taken = ctx.features(records), None, None
     else:
-        features, states, taken = _stateful_features(ctx, records, partitions)
+        batteries = [r["battery_id"] for r in records]
+        features, states, taken = _stateful_features(ctx, records, batteries, partitions)
     clock.lap("features")
     scores = Scores.from_mapping(scorer.score(features))
     clock.lap("score")
     if states is None:
-        fault_scores, fault_flags = [0.0] * len(records), [False] * len(records)
+        fault, flag = np.zeros(len(records)), np.zeros(len(records), dtype=bool)
     else:  # the battery-level fault score and flag, carried by the prediction
-        fault, flag = ctx.estimator.update_faults([r["battery_id"] for r in records], partitions,
-                                                  scores.anomaly_score, states, taken)
-        fault_scores, fault_flags = fault.tolist(), flag.tolist()
+        fault, flag = ctx.estimator.update_faults(batteries, partitions, scores.anomaly_score, states, taken)
         clock.lap("state")
     version = scorer.version
     scored_at = int(time.time() * 1000)
     tail = ctx.encoder.tail(version, scored_at)
     reuse, encode = ctx.encoder.reuse, ctx.prediction_codec.encode
     encoded = []
-    for rec, raw, row, fault_score, fault_flag in zip(records, raws, scores.rows(), fault_scores,
-                                                      fault_flags, strict=True):
+    for rec, raw, row, fault_score, fault_flag in zip(records, raws, scores.rows(), fault.tolist(),
+                                                      flag.tolist(), strict=True):
         value = reuse(raw, rec, row, tail, fault_score, fault_flag)
         if value is None:  # written with an older schema: encode every field
             value = encode(_prediction(rec, row, version, scored_at, fault_score, fault_flag))
         encoded.append(value)
     result = ScoredBatch.of(records, scores, version, encoded, partitions)
-    result.fault_score = np.asarray(fault_scores, dtype=np.float64)
+    result.fault_score = fault
     result.dead = dead
     clock.lap("encode")  # the prediction values and the columns the alerts and metrics read
     return result
