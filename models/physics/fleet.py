@@ -125,11 +125,12 @@ class Fleet:
         packs, r = self.packs, self.rates
         st = packs.stress(self.usage.dod)
         days = age_s / SECONDS_PER_DAY
-        r.update(st, packs.throughput_ah_test(packs.current_a, dt_s), dt_s / SECONDS_PER_DAY)
+        ah = packs.throughput_ah_test(packs.current_a, dt_s)
+        r.update(st, ah, dt_s / SECONDS_PER_DAY)
         if age_s > dt_s:
             packs.age(Stress(r.alpha_q, r.alpha_r, r.beta_q, r.beta_r), days, r.ah_per_day * days)
-        else:
-            packs.age(st, days, packs.throughput_ah_test(packs.current_a, age_s))
+        else:  # the step's own stress and throughput (scaled when it ages less than it operates)
+            packs.age(st, days, ah * (age_s / dt_s))
         self.life_days += days
         since = self.life_days - self.fault_onset
         dead = (packs.soh_pct() <= self.params.aging.eol_soh) | (
