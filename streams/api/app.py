@@ -18,7 +18,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from streams.api.security import KeyChecker, RateLimiter, parse_key_hashes, retry_after
@@ -26,6 +27,8 @@ from streams.api.security import KeyChecker, RateLimiter, parse_key_hashes, retr
 log = logging.getLogger(__name__)
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
+#: Swagger UI's files (vendored from npm, see web/vendor/README.md): /docs works offline.
+DOCS_ASSETS = WEB_DIR / "vendor" / "swagger-ui"
 
 
 @dataclass
@@ -136,7 +139,8 @@ def create_app(settings: Any = None, endpoints: Any = None,
     app = FastAPI(title="EV Battery Digital Twin API", version="1.0",
                   description="REST and WebSocket API of the EV battery twin. WebSocket streams: "
                   "/ws/fleet and /ws/batteries/{id} (see streams/api/schemas.py).",
-                  lifespan=_lifespan if full else None)
+                  lifespan=_lifespan if full else None, docs_url=None, redoc_url=None)
+    _add_docs(app)
     if full:
         keys = settings.api_keys.get_secret_value() if settings.api_keys else None
         app.state.api = ApiState(
@@ -159,6 +163,20 @@ def create_app(settings: Any = None, endpoints: Any = None,
     if web_dir is not None and web_dir.is_dir():
         app.mount("/", StaticFiles(directory=web_dir, html=True), name="web")
     return app
+
+
+def _add_docs(app: FastAPI) -> None:
+    """Interactive docs at ``/docs`` from the vendored Swagger UI: FastAPI's default page loads it
+    from a CDN and shows a blank page on a machine without the internet. (ReDoc, also from a CDN
+    by default, is not served: one documentation page is enough.)"""
+    app.mount("/docs-assets", StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} — docs",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs-assets/favicon-32x32.png")
 
 
 class RateLimitMiddleware:

@@ -296,3 +296,20 @@ def test_topics_page_shows_offsets_lag_and_decoded_records(page: Page, web: WebR
     expect(first).to_be_visible(timeout=10_000)
     assert '"battery_id"' in first.inner_text() and '"rul_cycles"' in first.inner_text()
     _shot(page, web, "topics")
+
+
+def test_interactive_docs_render_offline(page: Page, web: WebRun) -> None:
+    """``/docs`` draws every operation of the OpenAPI document from the vendored Swagger UI, and the
+    page asks nothing of any host but the API (FastAPI's default page loads it from a CDN: blank
+    on a machine without the internet, as this one is)."""
+    requested: list[str] = []
+    page.on("request", lambda r: requested.append(r.url))
+    spec = httpx.get(f"{web.url}/openapi.json", timeout=10).json()
+    operations = sum(1 for item in spec["paths"].values() for method in item
+                     if method in {"get", "put", "post", "delete", "patch"})
+    page.goto(f"{web.url}/docs")
+    expect(page.locator(".opblock")).to_have_count(operations, timeout=20_000)
+    assert page.locator(".opblock-summary-path", has_text="/api/batteries/{battery_id}/desired").count() == 2
+    outside = [u for u in requested if not u.startswith(web.url) and not u.startswith("data:")]
+    assert not outside, f"/docs fetched from outside the API: {outside}"
+    _shot(page, web, "docs")
