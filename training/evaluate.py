@@ -9,7 +9,7 @@ and ``anomaly_delay_days_median`` (first reading above the threshold that flags 
 readings, per faulty battery); baselines ``rul_baseline_mae_cycles`` (mean RUL) and
 ``failure_baseline_brier`` (prevalence).
 
-Per battery (the twin's view, :func:`fault_pack_metrics`): the persistent fault score of
+Per battery (the twin's view, :func:`pack_detection`, :func:`fault_pack_metrics`): the persistent fault score of
 ``models.state.update_fault`` (a moving average in battery time of the anomaly score, with
 hysteresis) flags packs. ``fault_packs_detected`` is the share of packs with a fault other than
 ``sensor_dropout`` flagged at or after the onset, ``fault_detection_delay_days_median`` the median
@@ -23,6 +23,7 @@ P50 ± 1.2816 sd from the fit's covariance): ``baseline_rul_mae_cycles``, ``base
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -113,19 +114,29 @@ PACK_FALSE_ALARM_RATE = 0.01
 """Largest share of healthy packs the fault flag may ever flag (threshold choice in training)."""
 
 
-def physics_baseline_metrics(X: np.ndarray, rul: np.ndarray) -> dict[str, float]:
-    """The physics baseline's RUL metrics (features ``physics_rul`` and ``physics_rul_sd``)."""
-    from sklearn.metrics import mean_absolute_error, r2_score
+def physics_baseline_band(X: np.ndarray, rul: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The physics baseline on the rows where it and the label exist: (true RUL, P10/P50/P90 (n, 3)).
 
+    P50 is the feature ``physics_rul``, the band P50 -/+ ``Z80`` sd (``physics_rul_sd``; an unknown
+    sd is a band of zero width).
+    """
     from models.features import FEATURE_NAMES
 
     p50 = X[:, FEATURE_NAMES.index("physics_rul")].astype(np.float64)
     sd = X[:, FEATURE_NAMES.index("physics_rul_sd")].astype(np.float64)
     ok = np.isfinite(rul) & np.isfinite(p50)
     y, p50, sd = rul[ok], p50[ok], np.nan_to_num(sd[ok], nan=0.0, posinf=1e9)
-    return {"baseline_rul_mae_cycles": float(mean_absolute_error(y, p50)),
-            "baseline_rul_r2": float(r2_score(y, p50)),
-            "baseline_rul_band_coverage": float(np.mean((y >= p50 - Z80 * sd) & (y <= p50 + Z80 * sd)))}
+    return y, np.column_stack([p50 - Z80 * sd, p50, p50 + Z80 * sd])
+
+
+def physics_baseline_metrics(X: np.ndarray, rul: np.ndarray) -> dict[str, float]:
+    """The physics baseline's RUL metrics (features ``physics_rul`` and ``physics_rul_sd``)."""
+    from sklearn.metrics import mean_absolute_error, r2_score
+
+    y, q = physics_baseline_band(X, rul)
+    return {"baseline_rul_mae_cycles": float(mean_absolute_error(y, q[:, 1])),
+            "baseline_rul_r2": float(r2_score(y, q[:, 1])),
+            "baseline_rul_band_coverage": float(np.mean((y >= q[:, 0]) & (y <= q[:, 2])))}
 
 
 def fault_scores(anomaly: np.ndarray, frame: pd.DataFrame, open_at: float = np.inf,
@@ -157,28 +168,57 @@ def choose_fault_thresholds(anomaly: np.ndarray, frame: pd.DataFrame,
     return open_at, 0.8 * open_at
 
 
-def fault_pack_metrics(anomaly: np.ndarray, frame: pd.DataFrame, open_at: float,
-                       clear_at: float) -> dict[str, float]:
-    """Pack-level detection by the fault flag (see the module docstring)."""
-    from training.data import SILENT_FAULTS
+@dataclass(frozen=True)
+class PackDetection:
+    """What the fault flag did to each pack (:func:`pack_detection`); its :meth:`metrics` are the
+    pack-level figures of the module docstring.
 
+    Attributes:
+        kind: Fault type of every pack with a fault other than the silent ones (index: battery id).
+        delay_days: Days from onset to the first flag while the fault is active, per detected pack
+            of ``kind`` (index: battery id).
+        healthy_flagged: Whether each pack without any fault was ever flagged (index: battery id).
+        open_at: Fault score above which the flag opens.
+        clear_at: Fault score below which it clears.
+    """
+
+    kind: pd.Series
+    delay_days: pd.Series
+    healthy_flagged: pd.Series
+    open_at: float
+    clear_at: float
+
+    def metrics(self) -> dict[str, float]:
+        """``fault_packs``, ``fault_packs_detected``, ``fault_detection_delay_days_median``,
+        ``false_alarm_pack_rate``, ``fault_score_open``, ``fault_score_clear`` (NaN when undefined)."""
+        n, delays, healthy = len(self.kind), self.delay_days.to_numpy(), self.healthy_flagged
+        return {"fault_packs": float(n),
+                "fault_packs_detected": len(delays) / n if n else float("nan"),
+                "fault_detection_delay_days_median": float(np.median(delays)) if len(delays) else float("nan"),
+                "false_alarm_pack_rate": float(healthy.mean()) if len(healthy) else float("nan"),
+                "fault_score_open": self.open_at, "fault_score_clear": self.clear_at}
+
+
+def pack_detection(anomaly: np.ndarray, frame: pd.DataFrame, open_at: float, clear_at: float) -> PackDetection:
+    """Replay the fault flag over the rows (:func:`fault_scores`) and collect its outcome per pack."""
     _, flag = fault_scores(anomaly, frame, open_at, clear_at)
     f = pd.DataFrame({"b": frame["battery_id"].to_numpy(), "fault": frame["fault"].to_numpy(dtype=object),
                       "t": frame["Timestamp"].to_numpy(), "onset": frame["fault_onset"].to_numpy(), "flag": flag})
     kind = f[f["fault"] != "none"].groupby("b")["fault"].first()
     healthy = sorted(set(f["b"]) - set(kind.index))
     flagged = f.groupby("b")["flag"].any()
-    delays = []
     visible = kind[~kind.isin(SILENT_FAULTS)]
     after = f[(f["fault"] != "none") & f["flag"] & f["b"].isin(visible.index)]
     first = after.groupby("b").first()
-    for _, row in first.iterrows():
-        delays.append((pd.Timestamp(row["t"]) - pd.Timestamp(row["onset"])).total_seconds() / 86400.0)
-    return {"fault_packs": float(len(visible)),
-            "fault_packs_detected": len(first) / len(visible) if len(visible) else float("nan"),
-            "fault_detection_delay_days_median": float(np.median(delays)) if delays else float("nan"),
-            "false_alarm_pack_rate": float(flagged[healthy].mean()) if healthy else float("nan"),
-            "fault_score_open": open_at, "fault_score_clear": clear_at}
+    delays = pd.Series([(pd.Timestamp(row["t"]) - pd.Timestamp(row["onset"])).total_seconds() / 86400.0
+                        for _, row in first.iterrows()], index=first.index, dtype=np.float64)
+    return PackDetection(visible, delays, flagged[healthy].astype(bool), open_at, clear_at)
+
+
+def fault_pack_metrics(anomaly: np.ndarray, frame: pd.DataFrame, open_at: float,
+                       clear_at: float) -> dict[str, float]:
+    """Pack-level detection by the fault flag (see the module docstring)."""
+    return pack_detection(anomaly, frame, open_at, clear_at).metrics()
 
 
 def score_metrics(out: dict[str, np.ndarray], rul: np.ndarray, failure: np.ndarray,
@@ -221,5 +261,6 @@ def evaluate_saved(dataset: Path, model_dir: Path) -> dict[str, Any]:
             "batteries": int(len(np.unique(td.groups))), "metrics": metrics}
 
 
-__all__ = ["anomaly_metrics", "choose_fault_thresholds", "evaluate_saved", "failure_metrics", "fault_pack_metrics",
-           "fault_scores", "physics_baseline_metrics", "rul_metrics", "score_metrics"]
+__all__ = ["PackDetection", "anomaly_metrics", "choose_fault_thresholds", "evaluate_saved", "failure_metrics",
+           "fault_pack_metrics", "fault_scores", "pack_detection", "physics_baseline_band", "physics_baseline_metrics",
+           "rul_metrics", "score_metrics"]
