@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from training.data import SILENT_FAULTS
+from training.data import SILENT_FAULTS, TrainingData
 
 FALSE_ALARM_RATE = 0.01
 """Fraction of healthy readings flagged by the detection threshold (delay metric)."""
@@ -235,32 +235,112 @@ def score_metrics(out: dict[str, np.ndarray], rul: np.ndarray, failure: np.ndarr
     return metrics
 
 
-def evaluate_saved(dataset: Path, model_dir: Path) -> dict[str, Any]:
+def evaluate_saved(dataset: Path, model_dir: Path, plot_dir: Path | None = None) -> dict[str, Any]:
     """Re-score the saved models on a dataset (all its rows) with the metrics of training.
 
     Note: unless the dataset is new to the models (another seed), these rows include training rows.
 
+    Args:
+        dataset: Dataset file or directory.
+        model_dir: The model to load (registry or one version's directory).
+        plot_dir: Also write the plots of :func:`evaluation_plots` there (created when absent);
+            the report then lists them under ``plots``.
+
     Raises:
         TrainingDataError: If the dataset is unusable.
+        TrainingError: If plots were asked for and matplotlib is missing or ``plot_dir`` cannot be created.
         ModelError: If the models cannot be loaded.
     """
     from models.scorer import Scorer
     from training import data
+    from training.errors import TrainingError
 
+    if plot_dir is not None:  # before the minutes of scoring a large dataset
+        from training.plots import require_matplotlib
+
+        require_matplotlib()
+        try:
+            Path(plot_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TrainingError(f"cannot create the plot directory {plot_dir}: {exc}") from None
     td = data.load(dataset)
     scorer = Scorer.load(model_dir)
     out = scorer.score(td.X)
     mean = float(scorer.card.get("rul_train_mean", np.nanmean(td.rul)))
     metrics = score_metrics(out, td.rul, td.failure, td.frame if td.kind == "ev_fleet" else None, mean)
     metrics.update(physics_baseline_metrics(td.X, td.rul))
+    detection = None
     if td.kind == "ev_fleet":
-        metrics.update(fault_pack_metrics(out["anomaly_score"], td.frame,
-                                          float(scorer.card.get("fault_score_open", 0.5)),
-                                          float(scorer.card.get("fault_score_clear", 0.4))))
-    return {"model_version": scorer.version, "dataset": str(dataset), "rows": len(td.X),
-            "batteries": int(len(np.unique(td.groups))), "metrics": metrics}
+        detection = pack_detection(out["anomaly_score"], td.frame, float(scorer.card.get("fault_score_open", 0.5)),
+                                   float(scorer.card.get("fault_score_clear", 0.4)))
+        metrics.update(detection.metrics())
+    report: dict[str, Any] = {"model_version": scorer.version, "dataset": str(dataset), "rows": len(td.X),
+                              "batteries": int(len(np.unique(td.groups))), "metrics": metrics}
+    if plot_dir is not None:
+        name = f"{Path(dataset).name}, {report['batteries']} packs, {scorer.version}"
+        try:
+            written = evaluation_plots(Path(plot_dir), td, out, detection, name)
+        except OSError as exc:
+            raise TrainingError(f"cannot write the plots to {plot_dir}: {exc}") from None
+        report["plots"] = [str(path) for path in written]
+    return report
 
 
-__all__ = ["PackDetection", "anomaly_metrics", "choose_fault_thresholds", "evaluate_saved", "failure_metrics",
-           "fault_pack_metrics", "fault_scores", "pack_detection", "physics_baseline_band", "physics_baseline_metrics",
-           "rul_metrics", "score_metrics"]
+def evaluation_plots(plot_dir: Path, td: TrainingData, out: dict[str, np.ndarray], detection: PackDetection | None,
+                     name: str) -> list[Path]:
+    """The PNG plots of a scored dataset, each only when its labels allow it; the files written.
+
+    ``rul_pred_vs_true.png`` (P50 vs true RUL with the P10-P90 band), ``rul_physics_baseline.png``
+    (error and band coverage by true RUL, learned model vs physics baseline),
+    ``failure_calibration.png`` (both classes present), ``anomaly_roc.png`` (fault labels: all faults,
+    observable faults, each fault type; the AUROCs of :func:`anomaly_metrics`) and
+    ``fault_detection.png`` (``detection``: delay after onset, packs detected, healthy packs flagged).
+
+    Args:
+        plot_dir: Existing directory to write into (files of the same name are replaced).
+        td: The scored dataset.
+        out: The scorer's outputs on all of its rows.
+        detection: The fault flag's outcome per pack (None without fault labels).
+        name: What was scored, for the titles.
+    """
+    from training import plots
+
+    written = []
+    q = np.column_stack([out["rul_p10"], out["rul_p50"], out["rul_p90"]])
+    ok = np.isfinite(td.rul)
+    if ok.any():
+        written.append(plots.rul_plot(plot_dir / "rul_pred_vs_true.png", td.rul[ok], q[ok], f"RUL: {name}"))
+        predictions = {"learned model": (td.rul[ok], q[ok])}
+        base_y, base_q = physics_baseline_band(td.X, td.rul)
+        if len(base_y):
+            predictions["physics baseline"] = (base_y, base_q)
+        written.append(plots.baseline_plot(plot_dir / "rul_physics_baseline.png", predictions,
+                                           f"Learned model vs physics baseline: {name}"))
+    failure = td.failure.astype(bool)
+    if 0 < failure.sum() < len(failure):
+        p = out["failure_probability"]
+        brier = float(np.mean((p - failure) ** 2))
+        written.append(plots.calibration_plot(plot_dir / "failure_calibration.png", failure,
+                                              {f"model (Brier {brier:.3f})": p}, f"Failure calibration: {name}"))
+    if td.kind == "ev_fleet" and "fault" in td.frame.columns:
+        fault = td.frame["fault"].to_numpy(dtype=object)
+        healthy, score = fault == "none", out["anomaly_score"]
+        if healthy.any() and not healthy.all():
+            curves = {"all faults": (~healthy, score)}
+            seen = ~np.isin(fault, SILENT_FAULTS)
+            if (~healthy & seen).any() and not seen.all():
+                curves["observable faults"] = (~healthy[seen], score[seen])
+            for kind in sorted(set(fault[~healthy])):
+                rows = healthy | (fault == kind)
+                curves[str(kind)] = (fault[rows] == kind, score[rows])
+            written.append(plots.roc_plot(plot_dir / "anomaly_roc.png", curves,
+                                          f"Anomaly score, fault vs healthy readings:\n{name}"))
+    if detection is not None:
+        written.append(plots.fault_detection_plot(plot_dir / "fault_detection.png", detection,
+                                                  PACK_FALSE_ALARM_RATE, f"Fault flag per pack: {name}"))
+    return written
+
+
+__all__ = ["PackDetection", "anomaly_metrics", "choose_fault_thresholds", "evaluate_saved", "evaluation_plots",
+           "failure_metrics", "fault_pack_metrics", "fault_scores", "pack_detection", "physics_baseline_band",
+           "physics_baseline_metrics", "rul_metrics", "score_metrics"]
