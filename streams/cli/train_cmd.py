@@ -64,6 +64,9 @@ def register(sub: Any, opt: Any) -> None:
     opt.env(e, "--version", "EVTWIN_EVALUATE_VERSION", "version of the registry to score (default: the "
             "current one)", default=None, type=str)
     opt.flag(e, "--json", "EVTWIN_EVALUATE_JSON", "print JSON instead of a table")
+    opt.env(e, "--plots", "EVTWIN_EVALUATE_PLOTS", "also write the evaluation plots (PNG) into this "
+            "directory: RUL with its P10-P90 band, the physics baseline beside the model, failure "
+            "calibration, anomaly ROC, per-pack fault detection; listed under plots", default=None, type=str)
     opt.flag(e, "--ceiling", "EVTWIN_EVALUATE_CEILING",
              "instead: what the dataset allows at all — RUL R² with more inputs, up to oracles (true "
              "SoH, future usage), and the share of fault readings no single reading can show "
@@ -188,6 +191,8 @@ def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
 
     if not args.dataset:
         raise CliError("--dataset is required (or EVTWIN_EVALUATE_DATASET)")
+    if args.ceiling and args.plots:
+        raise CliError("--plots does not apply to --ceiling (drop one of them, or unset EVTWIN_EVALUATE_PLOTS)")
     try:
         if args.ceiling:
             from training.ceiling import ceiling_report
@@ -197,7 +202,7 @@ def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
             models = model_dir(args, settings)
             if args.version:
                 models = get_version(models, args.version).path
-            report = evaluate_saved(Path(args.dataset), models)
+            report = evaluate_saved(Path(args.dataset), models, Path(args.plots) if args.plots else None)
     except (TrainingError, ModelError) as exc:
         raise CliError(str(exc)) from None
     if args.json:
@@ -212,6 +217,9 @@ def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     else:
         title = f"{report['model_version']} on {report['dataset']} ({report['rows']} rows)"
         Console().print(_table(report["metrics"], title))
+    if report.get("plots") and not args.json:
+        _say(f"wrote {len(report['plots'])} plots to {args.plots}: "
+             + ", ".join(Path(p).name for p in report["plots"]))
     return 0
 
 
