@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -59,6 +60,16 @@ def test_user_errors_are_cli_errors(tmp_path: Path, dataset: Path) -> None:
         _run(["train"], {"EVTWIN_TRAIN_SEED": "x"})
 
 
+def test_evaluate_plots_without_matplotlib_is_one_clear_error(tmp_path: Path, dataset: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
+    with pytest.raises(CliError, match="writing plots needs matplotlib.*pip install matplotlib"):
+        _run(["evaluate", "--dataset", str(dataset), "--models", str(tmp_path), "--plots", str(tmp_path / "p")])
+    assert not (tmp_path / "p").exists()  # refused before anything was scored or written
+    with pytest.raises(CliError, match="--plots does not apply to --ceiling"):
+        _run(["evaluate", "--dataset", str(dataset), "--ceiling"], {"EVTWIN_EVALUATE_PLOTS": str(tmp_path)})
+
+
 def test_help_names_every_variable(capsys: pytest.CaptureFixture[str]) -> None:
     for command in ("train", "evaluate"):
         with pytest.raises(SystemExit):
@@ -66,7 +77,8 @@ def test_help_names_every_variable(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for var in ("EVTWIN_TRAIN_DATASET", "EVTWIN_TRAIN_OUT", "EVTWIN_TRAIN_QUICK", "EVTWIN_TRAIN_BATTERIES",
                 "EVTWIN_TRAIN_SEED", "EVTWIN_TRAIN_NO_MLFLOW", "EVTWIN_TRAIN_QUIET",
-                "EVTWIN_MLFLOW_TRACKING_URI", "EVTWIN_EVALUATE_DATASET", "EVTWIN_EVALUATE_JSON"):
+                "EVTWIN_MLFLOW_TRACKING_URI", "EVTWIN_EVALUATE_DATASET", "EVTWIN_EVALUATE_JSON",
+                "EVTWIN_EVALUATE_PLOTS"):
         assert var in out.replace("\n", " ").replace("  ", " ") or var in out, var
 
 
