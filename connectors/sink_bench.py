@@ -46,6 +46,7 @@ def make_predictions(count: int, batteries: int = 1000, start_ms: int = BENCH_ST
             "power_consumption": rng.uniform(-60.0, 100.0),
             "rul_cycles": rul, "rul_p10": rul * 0.8, "rul_p90": rul * 1.2,
             "failure_probability": rng.random() * 0.2, "anomaly_score": rng.random() * 0.3,
+            "fault_score": rng.random() * 0.6, "fault_flag": i % 10 == 0,
             "model_version": "ev-twin@1", "scored_at": ts + 40,
         })
     return rows

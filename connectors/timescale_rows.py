@@ -22,12 +22,17 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 PREDICTION_FIELDS = (
     "timestamp", "battery_id", "soc", "soh", "voltage", "current", "temperature", "charge_cycles",
     "power_consumption", "rul_cycles", "failure_probability", "rul_p10", "rul_p90",
-    "anomaly_score", "model_version", "event_id", "scored_at", "seq",
+    "anomaly_score", "fault_score", "fault_flag", "model_version", "event_id", "scored_at", "seq",
 )
+#: Positions in a staging tuple of the scoring time and the sequence number (always last).
+_SCORED = PREDICTION_FIELDS.index("scored_at")
+_SEQ = PREDICTION_FIELDS.index("seq")
+#: Defaults of the fields a record may lack (Avro defaults; older versions resolve to them).
+_DEFAULTS = {"fault_score": 0.0, "fault_flag": False, "seq": 0}
 VALUE_COLUMNS = (
     "soc", "soh", "voltage", "current", "temperature", "charge_cycles", "power_consumption",
     "rul_prediction", "failure_probability", "rul_p10", "rul_p90", "anomaly_score",
-    "model_version", "event_id", "scored_at",
+    "fault_score", "fault_flag", "model_version", "event_id", "scored_at",
 )
 TABLE_COLUMNS = ("time", "battery_id", *VALUE_COLUMNS)
 _STAGE_TYPES = (
@@ -35,7 +40,8 @@ _STAGE_TYPES = (
     ("voltage", "float8"), ("current", "float8"), ("temperature", "float8"),
     ("charge_cycles", "int4"), ("power_consumption", "float8"), ("rul_prediction", "float8"),
     ("failure_probability", "float8"), ("rul_p10", "float8"), ("rul_p90", "float8"),
-    ("anomaly_score", "float8"), ("model_version", "text"), ("event_id", "text"),
+    ("anomaly_score", "float8"), ("fault_score", "float8"), ("fault_flag", "bool"),
+    ("model_version", "text"), ("event_id", "text"),
     ("scored_ms", "int8"), ("seq", "int8"),
 )
 STAGE_TABLE = "evtwin_stage_predictions"
@@ -90,7 +96,6 @@ INSERT_GROUND_TRUTH = (
 )
 
 _get_prediction = itemgetter(*PREDICTION_FIELDS)
-_get_prediction_no_seq = itemgetter(*PREDICTION_FIELDS[:-1])
 
 
 def millis(value: Any) -> int:
@@ -109,10 +114,11 @@ def prediction_tuples(rows: Iterable[Mapping[str, Any]]) -> list[tuple[Any, ...]
     rows = rows if isinstance(rows, Sequence) else list(rows)
     try:
         out = [_get_prediction(r) for r in rows]
-    except KeyError:  # ``seq`` has an Avro default; hand-made records may lack it
-        out = [(*_get_prediction_no_seq(r), r.get("seq", 0)) for r in rows]
-    if out and not (type(out[0][0]) is int and type(out[0][16]) is int):
-        out = [(millis(t[0]), *t[1:16], millis(t[16]), t[17]) for t in out]
+    except KeyError:  # fields with an Avro default: hand-made records may lack them
+        out = [tuple(r[f] if f in r or f not in _DEFAULTS else _DEFAULTS[f] for f in PREDICTION_FIELDS)
+               for r in rows]
+    if out and not (type(out[0][0]) is int and type(out[0][_SCORED]) is int):
+        out = [(millis(t[0]), *t[1:_SCORED], millis(t[_SCORED]), *t[_SCORED + 1:]) for t in out]
     return out
 
 
@@ -121,14 +127,14 @@ def latest_per_battery(tuples: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...
     latest: dict[str, tuple[Any, ...]] = {}
     for t in tuples:
         seen = latest.get(t[1])
-        if seen is None or (t[0], t[17]) >= (seen[0], seen[17]):
+        if seen is None or (t[0], t[_SEQ]) >= (seen[0], seen[_SEQ]):
             latest[t[1]] = t
     return list(latest.values())
 
 
 def without_seq(t: tuple[Any, ...]) -> tuple[Any, ...]:
     """A staging tuple as parameters of :data:`INSERT_VALUES` / :data:`STATE_VALUES`."""
-    return t[:17]
+    return t[:_SEQ]
 
 
 def _when(ms: Any) -> datetime | None:
