@@ -12,7 +12,8 @@ from typing import Any
 CHUNK_ROWS = 5000
 COLUMNS = ("time", "battery_id", "soc", "soh", "voltage", "current", "temperature",
            "charge_cycles", "power_consumption", "rul_prediction", "rul_p10", "rul_p90",
-           "failure_probability", "anomaly_score", "model_version", "event_id", "scored_at")
+           "failure_probability", "anomaly_score", "model_version", "event_id", "scored_at",
+           "fault_score", "fault_flag")
 _QUERY = ("SELECT " + ", ".join(COLUMNS) + " FROM ev_telemetry WHERE time >= %s AND time < %s "
           "{battery} ORDER BY time, battery_id")
 
@@ -53,7 +54,7 @@ def _arrow_schema() -> Any:
 
     f8, ts = pa.float64(), pa.timestamp("ms", tz="UTC")
     types = {"time": ts, "scored_at": ts, "battery_id": pa.string(), "model_version": pa.string(),
-             "event_id": pa.string(), "charge_cycles": pa.int32()}
+             "event_id": pa.string(), "charge_cycles": pa.int32(), "fault_flag": pa.bool_()}
     return pa.schema([(c, types.get(c, f8)) for c in COLUMNS])
 
 
@@ -75,6 +76,16 @@ async def stream(pool: Any, battery: str | None, start: datetime, end: datetime,
                 yield chunk
 
 
+def _cell(value: Any) -> Any:
+    """A CSV cell: times as ISO 8601, booleans as ``true``/``false`` (as ``evtwin export`` writes
+    them), the rest as they are."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
 async def _csv(cur: Any) -> AsyncIterator[bytes]:
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
@@ -82,7 +93,7 @@ async def _csv(cur: Any) -> AsyncIterator[bytes]:
     while True:
         rows = await cur.fetchmany(CHUNK_ROWS)
         for row in rows:
-            writer.writerow(v.isoformat() if isinstance(v, datetime) else v for v in row)
+            writer.writerow(_cell(v) for v in row)
         yield text.getvalue().encode()
         text.seek(0)
         text.truncate(0)

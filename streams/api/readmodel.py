@@ -27,7 +27,8 @@ SORT_COLUMNS = {
     "battery_id": "battery_id", "soc": "soc", "soh": "soh", "temperature": "temperature",
     "rul": "rul_prediction", "rul_cycles": "rul_prediction",
     "failure_probability": "failure_probability", "risk": "failure_probability",
-    "anomaly_score": "anomaly_score", "charge_cycles": "charge_cycles", "time": "time",
+    "anomaly_score": "anomaly_score", "fault_score": "fault_score",
+    "charge_cycles": "charge_cycles", "time": "time",
     "open_alerts": "open_alerts",
 }
 #: Bucket widths of the history, and the point budget of ``resolution=auto``.
@@ -40,7 +41,7 @@ ALERT_TOTAL_CAP = 10_000
 
 _STATE_COLS = ("battery_id, time, soc, soh, voltage, current, temperature, charge_cycles, "
                "power_consumption, rul_prediction AS rul_cycles, rul_p10, rul_p90, "
-               "failure_probability, anomaly_score, model_version, scored_at")
+               "failure_probability, anomaly_score, fault_score, fault_flag, model_version, scored_at")
 _ALERT_COLS = ("alert_id, battery_id, rule, severity, "
                "CASE WHEN resolved_at IS NULL THEN 'OPENED' ELSE 'RESOLVED' END AS status, "
                "value, threshold, message, opened_at, resolved_at")
@@ -96,7 +97,8 @@ class ReadModel:
     async def battery_page(self, *, limit: int, offset: int, sort: str, order: str,
                            risk: str | None = None, alert: str | None = None,
                            soh_min: float | None = None, soh_max: float | None = None,
-                           prefix: str | None = None) -> tuple[list[dict[str, Any]], int]:
+                           prefix: str | None = None,
+                           fault: str | None = None) -> tuple[list[dict[str, Any]], int]:
         """A page of ``battery_state`` with open-alert counts, and the number of matching packs."""
         where: list[str] = ["TRUE"]
         params: dict[str, Any] = {}
@@ -112,6 +114,10 @@ class ReadModel:
             where.append("a.n > 0")
         elif alert == "none":
             where.append("a.n IS NULL")
+        if fault == "flagged":
+            where.append("s.fault_flag")
+        elif fault == "clear":
+            where.append("s.fault_flag IS NOT TRUE")
         if soh_min is not None:
             where.append("s.soh >= %(soh_min)s")
             params["soh_min"] = soh_min
@@ -128,7 +134,7 @@ class ReadModel:
         query = sql.SQL(
             "SELECT s.battery_id, s.time, s.soc, s.soh, s.voltage, s.current, s.temperature, "
             "s.charge_cycles, s.rul_prediction AS rul_cycles, s.rul_p10, s.rul_p90, "
-            "s.failure_probability, s.anomaly_score, s.model_version, "
+            "s.failure_probability, s.anomaly_score, s.fault_score, s.fault_flag, s.model_version, "
             "COALESCE(a.n, 0)::int AS open_alerts, count(*) OVER () AS total "
             "FROM battery_state s LEFT JOIN " + _OPEN_COUNTS + " a USING (battery_id) "
             "WHERE {where} ORDER BY {order} LIMIT %(limit)s OFFSET %(offset)s"
@@ -194,7 +200,7 @@ class ReadModel:
             rows = await self._all(
                 "SELECT time, 1 AS samples, soc, soh, voltage, current, temperature, "
                 "temperature AS temperature_max, charge_cycles, rul_prediction AS rul_cycles, "
-                "rul_p10, rul_p90, failure_probability, anomaly_score FROM ev_telemetry "
+                "rul_p10, rul_p90, failure_probability, anomaly_score, fault_score FROM ev_telemetry "
                 "WHERE battery_id = %s AND time >= %s AND time < %s ORDER BY time LIMIT %s",
                 (battery_id, start, end, HISTORY_LIMIT))
             return "ev_telemetry", rows
@@ -204,8 +210,8 @@ class ReadModel:
                 "voltage_avg AS voltage, current_avg AS current, temperature_avg AS temperature, "
                 "temperature_max, charge_cycles_max AS charge_cycles, rul_avg AS rul_cycles, "
                 "rul_p10_avg AS rul_p10, rul_p90_avg AS rul_p90, "
-                "failure_probability_avg AS failure_probability, anomaly_score_max AS anomaly_score "
-                "FROM ev_telemetry_hourly WHERE battery_id = %s AND bucket >= %s AND bucket < %s "
+                "failure_probability_avg AS failure_probability, anomaly_score_max AS anomaly_score, "
+                "NULL::float8 AS fault_score FROM ev_telemetry_hourly WHERE battery_id = %s AND bucket >= %s AND bucket < %s "
                 "ORDER BY bucket LIMIT %s", (battery_id, start, end, HISTORY_LIMIT))
             return "ev_telemetry_hourly", rows
         rows = await self._all(
@@ -214,8 +220,8 @@ class ReadModel:
             "avg(current) AS current, avg(temperature) AS temperature, "
             "max(temperature) AS temperature_max, max(charge_cycles) AS charge_cycles, "
             "avg(rul_prediction) AS rul_cycles, avg(rul_p10) AS rul_p10, avg(rul_p90) AS rul_p90, "
-            "avg(failure_probability) AS failure_probability, max(anomaly_score) AS anomaly_score "
-            "FROM ev_telemetry WHERE battery_id = %s AND time >= %s AND time < %s "
+            "avg(failure_probability) AS failure_probability, max(anomaly_score) AS anomaly_score, "
+            "max(fault_score) AS fault_score FROM ev_telemetry WHERE battery_id = %s AND time >= %s AND time < %s "
             "GROUP BY 1 ORDER BY 1 LIMIT %s",
             (BUCKETS[resolution], battery_id, start, end, HISTORY_LIMIT))
         return "ev_telemetry", rows
@@ -255,7 +261,7 @@ class ReadModel:
         """One small row per pack (``battery_state`` holds one row per pack)."""
         return await self._all(
             "SELECT battery_id, time, charge_cycles, soh, rul_prediction AS rul_cycles, "
-            "failure_probability FROM battery_state ORDER BY battery_id")
+            "failure_probability, fault_flag FROM battery_state ORDER BY battery_id")
 
     async def open_alert_counts(self) -> list[dict[str, Any]]:
         return await self._all(

@@ -56,7 +56,8 @@ def _prediction(row: dict[str, Any]) -> Prediction:
     return Prediction(time=row["time"], scored_at=row["scored_at"], rul_cycles=row["rul_cycles"],
                       rul_p10=row["rul_p10"], rul_p90=row["rul_p90"],
                       failure_probability=row["failure_probability"],
-                      anomaly_score=row["anomaly_score"], risk=risk_band(row["failure_probability"]),
+                      anomaly_score=row["anomaly_score"], fault_score=row["fault_score"],
+                      fault_flag=row["fault_flag"], risk=risk_band(row["failure_probability"]),
                       model_version=row["model_version"])
 
 
@@ -73,6 +74,8 @@ async def batteries(
     order: Literal["asc", "desc"] = "asc",
     risk: Risk | None = None,
     alert: Literal["open", "none"] | None = None,
+    fault: Annotated[Literal["flagged", "clear"] | None,
+                     Query(description="Packs the twin flags faulty now, or the others.")] = None,
     soh_min: Annotated[float | None, Query(ge=0, le=100)] = None,
     soh_max: Annotated[float | None, Query(ge=0, le=100)] = None,
     q: Annotated[str | None, Query(max_length=50, description="Battery id prefix.")] = None,
@@ -82,7 +85,7 @@ async def batteries(
                                    "type": "value_error"}])
     rows, total = await state(request).read.battery_page(
         limit=limit, offset=offset, sort=sort, order=order, risk=risk, alert=alert,
-        soh_min=soh_min, soh_max=soh_max, prefix=q)
+        soh_min=soh_min, soh_max=soh_max, prefix=q, fault=fault)
     return _json(BatteryPage(items=[BatteryListItem(**r) for r in rows], total=total, limit=limit,
                              offset=offset, sort=sort, order=order))
 
@@ -216,7 +219,7 @@ async def _compute_summary(st: Any) -> Response:
     return _json(FleetSummary(
         batteries=len(rows), as_of=max((r["time"] for r in rows), default=None), by_risk=by_risk,
         open_alerts=sum(by_rule.values()), open_alerts_by_rule=by_rule,
-        open_alerts_by_severity=by_severity,
+        open_alerts_by_severity=by_severity, fault_flagged=sum(1 for r in rows if r["fault_flag"]),
         soh_avg=sum(soh) / len(soh) if soh else None, rul_avg=sum(rul) / len(rul) if rul else None,
         soh_histogram=_histogram(soh, 70.0, 100.0, 15), rul_histogram=_histogram(rul, 0.0, rul_hi, 20),
         risk_histogram=_histogram(fp, 0.0, 1.0, 10), points=points))

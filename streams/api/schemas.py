@@ -113,7 +113,11 @@ class Prediction(_Model):
     rul_p10: float | None = Field(None, description="RUL band, 10th percentile, cycles.")
     rul_p90: float | None = Field(None, description="RUL band, 90th percentile, cycles.")
     failure_probability: float | None = Field(None, description="Failure within horizon, 0-1.")
-    anomaly_score: float | None = Field(None, description="Anomaly score, 0-1.")
+    anomaly_score: float | None = Field(None, description="Anomaly score of the reading, 0-1.")
+    fault_score: float | None = Field(None, description="The pack's persistent fault score, 0-1 (a "
+                                      "moving average of the anomaly score over service days).")
+    fault_flag: bool | None = Field(None, description="The pack is flagged faulty (hysteresis on the "
+                                    "fault score; null: scored before fault detection was recorded).")
     risk: Risk | None = Field(None, description="Risk band from the failure probability.")
     model_version: str | None = None
 
@@ -200,6 +204,8 @@ class BatteryListItem(_Model):
     rul_p90: float | None = None
     failure_probability: float | None = None
     anomaly_score: float | None = None
+    fault_score: float | None = None
+    fault_flag: bool | None = None
     risk: Risk | None = None
     open_alerts: int = 0
     model_version: str | None = None
@@ -294,6 +300,7 @@ class HistoryPoint(_Model):
     rul_p90: float | None = None
     failure_probability: float | None = None
     anomaly_score: float | None = None
+    fault_score: float | None = Field(None, description="Highest fault score of the bucket (null from the hourly rollup).")
 
 
 class History(_Model):
@@ -339,6 +346,7 @@ class FleetSummary(_Model):
     open_alerts: int
     open_alerts_by_rule: dict[str, int]
     open_alerts_by_severity: dict[str, int]
+    fault_flagged: int = Field(0, description="Packs flagged faulty now (battery-level fault detection).")
     soh_avg: float | None = None
     rul_avg: float | None = None
     soh_histogram: list[HistogramBin]

@@ -29,6 +29,7 @@ TABLES: dict[str, tuple[str, str, list[tuple[str, str]]]] = {
         ("rul_prediction", "float64"), ("failure_probability", "float64"),
         ("rul_p10", "float64"), ("rul_p90", "float64"), ("anomaly_score", "float64"),
         ("model_version", "string"), ("event_id", "string"), ("scored_at", "ts"),
+        ("fault_score", "float64"), ("fault_flag", "bool"),
     ]),
     "alerts": ("ev_alerts", "opened_at", [
         ("alert_id", "string"), ("battery_id", "string"), ("rule", "string"),
@@ -118,7 +119,8 @@ def batches(database_url: str, table: str, start: datetime, end: datetime,
             read_options=pacsv.ReadOptions(column_names=[n for n, _ in columns],
                                            block_size=max(1 << 20, batch_rows * 200)),
             convert_options=pacsv.ConvertOptions(column_types=parse_types, strings_can_be_null=True,
-                                                 quoted_strings_can_be_null=False))
+                                                 quoted_strings_can_be_null=False,
+                                                 true_values=["t"], false_values=["f"]))
         for batch in reader:
             arrays = [batch.column(i).cast(schema.field(i).type) if t == "ts" else batch.column(i)
                       for i, (_, t) in enumerate(columns)]

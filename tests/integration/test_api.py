@@ -39,7 +39,8 @@ def _endpoints(ep: Endpoints, db_url: str) -> Endpoints:
 
 def _fill(db_url: str) -> None:
     """30 packs x 40 readings, one every 30 s up to NOW; failure probability rising with the
-    pack number (low/medium/high); open and resolved alerts."""
+    pack number (low/medium/high); every fifth pack flagged faulty from its 30th reading on (its
+    fault score rising through the run); open and resolved alerts."""
     rows = []
     for b in range(N_BATTERIES):
         bid = f"APITEST_{b:04d}"
@@ -48,7 +49,9 @@ def _fill(db_url: str) -> None:
             rows.append(prediction(bid, ms(t), soc=50.0 + k * 0.5, soh=80.0 + b * 0.6,
                                    temperature=25.0 + k * 0.1, failure_probability=b / N_BATTERIES,
                                    rul_cycles=2000.0 - 50 * b, rul_p10=1800.0 - 50 * b,
-                                   rul_p90=2200.0 - 50 * b, charge_cycles=100 + b, seq=k))
+                                   rul_p90=2200.0 - 50 * b, charge_cycles=100 + b, seq=k,
+                                   fault_score=round(0.01 * k + 0.002 * b, 4),
+                                   fault_flag=b % 5 == 0 and k >= 30))
     alerts = [alert(f"open-{b}", f"APITEST_{b:04d}", "OPENED", ms(NOW - timedelta(minutes=b)))
               for b in range(0, N_BATTERIES, 3)]
     alerts += [alert(f"closed-{b}", f"APITEST_{b:04d}", "OPENED", ms(NOW - timedelta(hours=2)),
@@ -119,6 +122,14 @@ def test_battery_list_filters_and_sorts(client: httpx.Client, db_url: str) -> No
     with_alerts = client.get("/api/batteries", params={"alert": "open", "limit": 100}).json()
     want = sql(db_url, "SELECT DISTINCT battery_id FROM ev_alerts WHERE resolved_at IS NULL ORDER BY 1")
     assert [i["battery_id"] for i in with_alerts["items"]] == [r[0] for r in want]
+    flagged = client.get("/api/batteries", params={"fault": "flagged", "sort": "fault_score",
+                                                   "order": "desc"}).json()
+    want = sql(db_url, "SELECT battery_id, fault_score FROM battery_state WHERE fault_flag "
+                       "ORDER BY fault_score DESC, battery_id")
+    assert [(i["battery_id"], i["fault_score"]) for i in flagged["items"]] == want
+    assert len(want) == N_BATTERIES // 5 and all(i["fault_flag"] for i in flagged["items"])
+    clear = client.get("/api/batteries", params={"fault": "clear", "limit": 100}).json()
+    assert clear["total"] == N_BATTERIES - len(want) and not any(i["fault_flag"] for i in clear["items"])
     assert all(i["open_alerts"] >= 1 for i in with_alerts["items"])
     prefix = client.get("/api/batteries", params={"q": "APITEST_001"}).json()
     assert [i["battery_id"] for i in prefix["items"]] == [f"APITEST_{b:04d}" for b in range(10, 20)]
@@ -126,14 +137,17 @@ def test_battery_list_filters_and_sorts(client: httpx.Client, db_url: str) -> No
 
 def test_battery_twin_equals_its_rows(client: httpx.Client, db_url: str) -> None:
     twin = client.get("/api/batteries/APITEST_0027").json()
-    (time_, soc, soh, rul, p10, p90, fp), = sql(
-        db_url, "SELECT time, soc, soh, rul_prediction, rul_p10, rul_p90, failure_probability "
-                "FROM battery_state WHERE battery_id = 'APITEST_0027'")
+    (time_, soc, soh, rul, p10, p90, fp, fault_score, fault_flag), = sql(
+        db_url, "SELECT time, soc, soh, rul_prediction, rul_p10, rul_p90, failure_probability, "
+                "fault_score, fault_flag FROM battery_state WHERE battery_id = 'APITEST_0027'")
     assert datetime.fromisoformat(twin["reported"]["time"]) == time_
     assert twin["reported"]["soc"] == soc and twin["reported"]["soh"] == soh
     pred = twin["prediction"]
     assert (pred["rul_cycles"], pred["rul_p10"], pred["rul_p90"]) == (rul, p10, p90)
     assert pred["failure_probability"] == fp and pred["risk"] == "high"
+    assert (pred["fault_score"], pred["fault_flag"]) == (fault_score, fault_flag) == (0.444, False)
+    flagged = client.get("/api/batteries/APITEST_0025").json()["prediction"]
+    assert (flagged["fault_score"], flagged["fault_flag"]) == (0.44, True)
     assert [a["alert_id"] for a in twin["open_alerts"]] == ["open-27"]
     assert twin["desired"] == {**twin["desired"], "battery_id": "APITEST_0027", "desired": None,
                                "converged": False}
@@ -143,14 +157,15 @@ def test_history_raw_and_downsampled(client: httpx.Client, db_url: str) -> None:
     frm, to = (NOW - timedelta(minutes=30)).isoformat(), (NOW + timedelta(seconds=1)).isoformat()
     raw = client.get("/api/batteries/APITEST_0003/history",
                      params={"from": frm, "to": to, "resolution": "raw"}).json()
-    want = sql(db_url, "SELECT time, soc FROM ev_telemetry WHERE battery_id = 'APITEST_0003' "
+    want = sql(db_url, "SELECT time, soc, fault_score FROM ev_telemetry WHERE battery_id = 'APITEST_0003' "
                        "AND time >= %s AND time < %s ORDER BY time", NOW - timedelta(minutes=30),
                NOW + timedelta(seconds=1))
-    assert [(datetime.fromisoformat(p["time"]), p["soc"]) for p in raw["points"]] == want
+    assert [(datetime.fromisoformat(p["time"]), p["soc"], p["fault_score"]) for p in raw["points"]] == want
     assert raw["source"] == "ev_telemetry" and "from" in raw
     five = client.get("/api/batteries/APITEST_0003/history",
                       params={"from": frm, "to": to, "resolution": "5m"}).json()
     assert sum(p["samples"] for p in five["points"]) == len(want)
+    assert max(p["fault_score"] for p in five["points"]) == max(f for _, _, f in want)
     assert len(five["points"]) <= 7
     auto = client.get("/api/batteries/APITEST_0003/history").json()  # last hour
     assert auto["resolution"] in ("1m", "5m") and sum(p["samples"] for p in auto["points"]) == READINGS
@@ -168,6 +183,8 @@ def test_fleet_summary_counts_match_sql(client: httpx.Client, db_url: str) -> No
     assert summary["by_risk"] == {"low": low, "medium": medium, "high": high, "unknown": 0}
     (open_n,), = sql(db_url, "SELECT count(*) FROM ev_alerts WHERE resolved_at IS NULL")
     assert summary["open_alerts"] == open_n
+    (flagged_n,), = sql(db_url, "SELECT count(*) FROM battery_state WHERE fault_flag")
+    assert summary["fault_flagged"] == flagged_n == N_BATTERIES // 5
     assert sum(b["count"] for b in summary["soh_histogram"]) == N_BATTERIES
     assert sum(b["count"] for b in summary["rul_histogram"]) == N_BATTERIES
     assert len(summary["points"]) == N_BATTERIES
@@ -273,19 +290,24 @@ def test_desired_state_write_is_stored_and_sent_as_avro(client: httpx.Client, db
 # --- export, topics, health ------------------------------------------------------------------------
 
 def test_export_csv_and_parquet_hold_the_rows(client: httpx.Client, db_url: str, tmp_path: Path) -> None:
-    params = {"battery": "APITEST_0004", "from": (NOW - timedelta(hours=1)).isoformat(),
+    params = {"battery": "APITEST_0005", "from": (NOW - timedelta(hours=1)).isoformat(),
               "to": (NOW + timedelta(seconds=1)).isoformat()}
-    want = sql(db_url, "SELECT time, soc FROM ev_telemetry WHERE battery_id = 'APITEST_0004' ORDER BY time")
+    want = sql(db_url, "SELECT time, soc, fault_score, fault_flag FROM ev_telemetry "
+                       "WHERE battery_id = 'APITEST_0005' ORDER BY time")
     with client.stream("GET", "/api/export", params={**params, "format": "csv"}) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
         text = "".join(r.iter_text())
     rows = list(csv.DictReader(io.StringIO(text)))
-    assert [(datetime.fromisoformat(x["time"]), float(x["soc"])) for x in rows] == want
+    assert [(datetime.fromisoformat(x["time"]), float(x["soc"]), float(x["fault_score"]),
+             x["fault_flag"] == "true") for x in rows] == want
+    assert sum(f for *_, f in want) == READINGS - 30  # flagged from its 30th reading
     r = client.get("/api/export", params={**params, "format": "parquet"})
     path = tmp_path / "x.parquet"
     path.write_bytes(r.content)
     table = pq.read_table(path)
-    assert table.num_rows == len(want) and table.column("soc").to_pylist() == [s for _, s in want]
+    assert table.num_rows == len(want)
+    assert list(zip(table.column("soc").to_pylist(), table.column("fault_score").to_pylist(),
+                    table.column("fault_flag").to_pylist(), strict=True)) == [w[1:] for w in want]
 
 
 def test_topics_page_data(client: httpx.Client) -> None:

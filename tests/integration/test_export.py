@@ -42,7 +42,8 @@ def db(stack) -> Iterator[str]:  # type: ignore[no-untyped-def]
         for i in range(600):
             when = ms(T0 + timedelta(seconds=30 * i + b))
             rows.append(prediction(f"EXP-{b}", when, soc=50.0 + i % 40 + b / 10, charge_cycles=i,
-                                   model_version=None if i % 97 == 0 else "ev-twin@3"))
+                                   model_version=None if i % 97 == 0 else "ev-twin@3",
+                                   fault_score=i / 600, fault_flag=i % 7 == 0))
     with TimescaleWriter(url, retry_for_s=5) as writer:
         writer.write_predictions(rows)
         writer.write_alerts([alert("a-1", "EXP-1", "OPENED", ms(T0 + timedelta(minutes=5))),
