@@ -142,13 +142,15 @@ def test_pipeline_fans_out_to_database_and_mqtt(stack, workers, private_db) -> N
             if p["battery_id"] not in last or p["timestamp"] > last[p["battery_id"]]["timestamp"]:
                 last[p["battery_id"]] = p
         with psycopg.connect(db_url) as conn:
-            state = {b: (int(t), rul, fp) for b, t, rul, fp in conn.execute(
+            state = {b: (int(t), rul, fp, fs, ff) for b, t, rul, fp, fs, ff in conn.execute(
                 "SELECT battery_id, (extract(epoch FROM time) * 1000)::bigint, rul_prediction, "
-                "failure_probability FROM battery_state WHERE battery_id LIKE %s", (prefix + "%",))}
+                "failure_probability, fault_score, fault_flag FROM battery_state WHERE battery_id LIKE %s",
+                (prefix + "%",))}
         assert set(state) == set(last)
         for b, p in last.items():
             assert state[b][0] == p["timestamp"]
             assert state[b][1] == pytest.approx(p["rul_cycles"]) and state[b][2] == pytest.approx(p["failure_probability"])
+            assert state[b][3:] == (p["fault_score"], p["fault_flag"])  # the twin's fault detection, exactly
 
         # MQTT: retained state of every battery for a new subscriber; every alert delivered
         alert_records = [codec_for(ALERTS, ep).decode(m.value()) for m in read_topic(

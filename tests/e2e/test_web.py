@@ -234,6 +234,10 @@ def test_battery_page_draws_its_charts_and_the_3d_pack(page: Page, web: WebRun) 
     assert page.locator("#rul-p50").inner_text() != "–"
     assert page.locator("#risk-badge .badge").inner_text() in ("low", "medium", "high")
     assert twin["prediction"]["risk"] in ("low", "medium", "high")
+    # the battery-level fault detection the worker computed reaches the page (through the table)
+    assert isinstance(twin["prediction"]["fault_flag"], bool), twin["prediction"]
+    assert page.locator("#fault-score").inner_text() != "–"
+    assert page.locator("#fault-flag").inner_text() in ("fault flagged", "no fault")
     # the 3D pack: a WebGL canvas with the cells drawn in many colours, moving (frames rendered)
     page.wait_for_function("() => window.evtwinPack && window.evtwinPack.frames > 10", timeout=15_000)
     px = _webgl_pixels(page)

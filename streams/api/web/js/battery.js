@@ -44,6 +44,10 @@ function showNow() {
   meter.style.width = `${Math.round((p.failure_probability || 0) * 100)}%`;
   meter.style.background = RISK_COLORS[p.risk || "unknown"];
   $("anomaly").textContent = fmt(p.anomaly_score, 2);
+  $("fault-score").textContent = fmt(p.fault_score, 2);
+  const flag = $("fault-flag");
+  flag.className = p.fault_flag ? "badge risk-high" : p.fault_flag === false ? "badge risk-low" : "";
+  flag.textContent = p.fault_flag ? "fault flagged" : p.fault_flag === false ? "no fault" : "";
   $("model-version").textContent = p.model_version || "–";
   $("rul-p50").textContent = fmt(p.rul_cycles, 0);
   $("rul-band").textContent = p.rul_p10 === null || p.rul_p10 === undefined ? "–" : `${fmt(p.rul_p10, 0)}–${fmt(p.rul_p90, 0)}`;
