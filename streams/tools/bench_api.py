@@ -58,25 +58,28 @@ def load_rows(db_url: str, packs: int, rows: int, progress: Callable[[str], None
             conn.execute(
                 "INSERT INTO ev_telemetry (time, battery_id, soc, soh, voltage, current, temperature, "
                 "charge_cycles, power_consumption, rul_prediction, failure_probability, rul_p10, "
-                "rul_p90, anomaly_score, model_version, event_id, scored_at) "
+                "rul_p90, anomaly_score, model_version, event_id, scored_at, fault_score, fault_flag) "
                 "SELECT now() - r * interval '10 seconds', 'BATTERY_' || lpad(b::text, 4, '0'), "
                 "20 + 70 * random(), 80 + 20 * random(), 350 + 50 * random(), 200 * random() - 100, "
                 "15 + 30 * random(), 100 + b, 100 * random() - 30, 300 + 1500 * random(), random(), "
                 "200 + 1000 * random(), 500 + 1500 * random(), random() * 0.2, 'bench@1', "
-                "md5(b::text || r::text), now() - r * interval '10 seconds' "
+                "md5(b::text || r::text), now() - r * interval '10 seconds', random() * 0.5, b %% 50 = 0 "
                 "FROM generate_series(%s::int, %s::int) b, generate_series(0, %s::int) r",
                 (start, end, per_pack - 1))
             progress(f"loaded packs {end}/{packs} ({end * per_pack:,} rows, "
                      f"{time.perf_counter() - t0:.0f} s)")
+        # Every pack's newest row (one index probe per pack; a time filter would miss the packs
+        # loaded first when the load takes longer than it).
+        columns = ("battery_id, time, soc, soh, voltage, current, temperature, charge_cycles, "
+                   "power_consumption, rul_prediction, failure_probability, rul_p10, rul_p90, "
+                   "anomaly_score, model_version, event_id, scored_at, fault_score, fault_flag")
         conn.execute(
-            "INSERT INTO battery_state (battery_id, time, soc, soh, voltage, current, temperature, "
-            "charge_cycles, power_consumption, rul_prediction, failure_probability, rul_p10, rul_p90, "
-            "anomaly_score, model_version, event_id, scored_at) "
-            "SELECT DISTINCT ON (battery_id) battery_id, time, soc, soh, voltage, current, temperature, "
-            "charge_cycles, power_consumption, rul_prediction, failure_probability, rul_p10, rul_p90, "
-            "anomaly_score, model_version, event_id, scored_at FROM ev_telemetry "
-            "WHERE time > now() - interval '1 minute' ORDER BY battery_id, time DESC "
-            "ON CONFLICT (battery_id) DO NOTHING")
+            f"INSERT INTO battery_state ({columns}) SELECT t.* FROM generate_series(1, %s::int) b, "
+            f"LATERAL (SELECT {columns} FROM ev_telemetry WHERE battery_id = 'BATTERY_' || lpad(b::text, 4, '0') "
+            "ORDER BY time DESC LIMIT 1) t ON CONFLICT (battery_id) DO NOTHING", (packs,))
+        states = conn.execute("SELECT count(*) FROM battery_state").fetchone()
+        if not states or states[0] != packs:
+            raise BenchError(f"battery_state holds {states[0] if states else 0} packs, not {packs}")
         conn.execute(
             "INSERT INTO ev_alerts (alert_id, battery_id, rule, severity, status, value, threshold, "
             "message, event_id, opened_at) SELECT 'bench-' || b, 'BATTERY_' || lpad(b::text, 4, '0'), "
