@@ -270,7 +270,7 @@ class Settings(BaseSettings):
     api_ws_queue: int = Field(
         64, ge=1, le=100_000, description="Frames queued per WebSocket client before it is dropped.")
     api_ws_batch_ms: float = Field(
-        100.0, gt=0, le=5000, description="Window of the WebSocket prediction frames, ms.")
+        50.0, gt=0, le=5000, description="Window of the WebSocket prediction frames, ms.")
     api_ws_send_timeout_s: float = Field(
         5.0, gt=0, description="A WebSocket client taking longer to take one frame is dropped, s.")
 

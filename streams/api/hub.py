@@ -77,7 +77,7 @@ class Client:
 class Hub:
     """Fan-out of live predictions, alerts and reported states to WebSocket clients."""
 
-    def __init__(self, batch_ms: float = 100.0, queue_size: int = 64,
+    def __init__(self, batch_ms: float = 50.0, queue_size: int = 64,
                  send_timeout_s: float = 5.0) -> None:
         self.batch_s = batch_ms / 1000.0
         self.queue_size = queue_size
@@ -271,8 +271,8 @@ class LiveConsumer:
 
     def _run(self) -> None:
         while not self.stop_event.is_set():
-            try:
-                messages = self.consumer.consume(num_messages=2000, timeout=0.05)
+            try:  # a short wait: consume() holds what it has until the timeout or the count
+                messages = self.consumer.consume(num_messages=2000, timeout=0.01)
             except Exception as exc:
                 self.errors += 1
                 log.warning("live consumer: %s", exc)

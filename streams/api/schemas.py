@@ -44,7 +44,7 @@ WebSockets (server -> client JSON text frames, one message per frame):
 * First message ``{"type": "hello", "battery_id": <id or null>, "server_time": <iso>}``
   (:class:`WsHello`).
 * ``{"type": "predictions", "data": [LivePrediction, ...]}`` (:class:`WsPredictions`): the
-  predictions of the last window (``EVTWIN_API_WS_BATCH_MS``, default 100 ms), oldest first; one
+  predictions of the last window (``EVTWIN_API_WS_BATCH_MS``, default 50 ms), oldest first; one
   frame per window with at least one prediction (the fleet page may see several per battery: keep
   the last). ``{"type": "alert", "data": AlertOut}`` (:class:`WsAlert`) for each OPENED/RESOLVED
   record, ``{"type": "reported", "data": DesiredStateView}`` when a pack reports a newly applied

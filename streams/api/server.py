@@ -15,6 +15,7 @@ from typing import Any
 import uvicorn
 
 from streams.api.app import create_app
+from streams.api.wsframes import ws_protocol
 
 
 class ApiServerError(RuntimeError):
@@ -48,9 +49,10 @@ def url_of(sock: socket.socket) -> str:
 
 
 def make_server(settings: Any, endpoints: Any, log_level: str = "warning") -> uvicorn.Server:
-    """A uvicorn server of the full API (WebSocket compression off: frames are sent to many)."""
+    """A uvicorn server of the full API (WebSocket compression off: frames are sent to many, and
+    a large one is serialized once for all of them, :mod:`streams.api.wsframes`)."""
     config = uvicorn.Config(create_app(settings, endpoints), log_level=log_level.lower(),
-                            ws_per_message_deflate=False, lifespan="on", access_log=False,
+                            ws=ws_protocol(), ws_per_message_deflate=False, lifespan="on", access_log=False,
                             timeout_graceful_shutdown=3)
     return uvicorn.Server(config)
 

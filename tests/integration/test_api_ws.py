@@ -158,6 +158,35 @@ def test_follower_gets_its_predictions_within_a_second_and_a_stalled_client_is_d
     fleet_reader.ws.close()
 
 
+def test_fleet_clients_get_the_same_frames_serialized_once(api) -> None:  # type: ignore[no-untyped-def]
+    """Three fleet clients receive the very same frames, and each large frame was serialized once
+    for all of them (streams/api/wsframes.py; the server runs in this process)."""
+    from streams.api.wsframes import FRAMES, SHARED_MIN_CHARS
+
+    url, ep = api
+    clients = [connect(_ws_url(url, "/ws/fleet"), open_timeout=10, max_size=2**26) for _ in range(3)]
+    for ws in clients:
+        json.loads(ws.recv(timeout=10))  # hello
+    serialized, shared = FRAMES.serialized, FRAMES.shared
+    produced = _produce_predictions(ep, seconds=2.0, rate=4000)
+    frames: list[list[str]] = [[], [], []]
+    for ws, got in zip(clients, frames, strict=True):
+        while True:
+            try:
+                text = ws.recv(timeout=2)
+            except TimeoutError:
+                break
+            if json.loads(text)["type"] == "predictions":
+                got.append(text)
+        ws.close()
+    assert frames[0] and frames[0] == frames[1] == frames[2]
+    assert sum(text.count('"battery_id"') for text in frames[0]) == 400 * len(produced)
+    large = [text for text in frames[0] if len(text) >= SHARED_MIN_CHARS]
+    assert large, "no frame large enough to be shared"
+    assert FRAMES.serialized - serialized == len(large)
+    assert FRAMES.shared - shared == 2 * len(large)
+
+
 def test_alerts_are_pushed_to_fleet_and_battery_clients(api) -> None:  # type: ignore[no-untyped-def]
     url, ep = api
     follower = Follower(_ws_url(url, f"/ws/batteries/{FOLLOWED}"))
