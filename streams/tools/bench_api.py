@@ -22,7 +22,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -163,7 +162,9 @@ async def _http_load(url: str, paths: Callable[[], str], clients: int, seconds: 
             "requests_per_s": len(latencies) / wall, "errors": float(errors)}
 
 
-def _produce(ep: Endpoints, rate: int, seconds: float, packs: int, stop: threading.Event) -> int:
+def _produce(ep: Endpoints, rate: int, seconds: float, packs: int) -> int:
+    """Produce ``rate`` predictions/s for ``seconds`` (run in a process of its own: in the bench's
+    process it would share the GIL with the WebSocket readers and fall short of its rate)."""
     from confluent_kafka import Producer
 
     from streams.runtime.codecs import codec_for
@@ -172,17 +173,23 @@ def _produce(ep: Endpoints, rate: int, seconds: float, packs: int, stop: threadi
     producer = Producer({"bootstrap.servers": ep.kafka_bootstrap_servers, "linger.ms": 2})
     sent, t_start = 0, time.monotonic()
     tick_s = 0.02
-    while not stop.is_set() and time.monotonic() - t_start < seconds:
+    rng = np.random.default_rng(1)
+    while time.monotonic() - t_start < seconds:
         tick = time.monotonic()
         now_ms = int(time.time() * 1000)
-        for _ in range(int(rate * tick_s)):
+        due = int(rate * (tick - t_start + tick_s)) - sent
+        values = rng.random((max(due, 0), 8))
+        for v in values:  # values as a live worker writes them: full float64 precision
             b = f"BATTERY_{sent % packs + 1:04d}"
             producer.produce(PREDICTIONS, codec.encode({
-                "event_id": str(sent), "battery_id": b, "timestamp": now_ms, "seq": sent, "soc": 50.0,
-                "soh": 90.0, "voltage": 370.0, "current": 10.0, "temperature": 30.0,
-                "charge_cycles": 100, "power_consumption": 3.7, "rul_cycles": 800.0, "rul_p10": 600.0,
-                "rul_p90": 1000.0, "failure_probability": 0.1, "anomaly_score": 0.01,
-                "model_version": "bench@1", "scored_at": now_ms}), b.encode())
+                "event_id": str(sent), "battery_id": b, "timestamp": now_ms, "seq": sent,
+                "soc": 20 + 70 * v[0], "soh": 80 + 20 * v[1], "voltage": 350 + 50 * v[2],
+                "current": 200 * v[3] - 100, "temperature": 15 + 30 * v[4], "charge_cycles": 100,
+                "power_consumption": 3.7 * v[3], "rul_cycles": 300 + 1500 * v[5],
+                "rul_p10": 200 + 1000 * v[5], "rul_p90": 500 + 1500 * v[5],
+                "failure_probability": float(v[6]), "anomaly_score": 0.2 * v[7],
+                "model_version": "bench@1", "scored_at": now_ms, "fault_score": 0.5 * v[7],
+                "fault_flag": False}), b.encode())
             sent += 1
         producer.poll(0)
         time.sleep(max(0.0, tick_s - (time.monotonic() - tick)))
@@ -190,42 +197,132 @@ def _produce(ep: Endpoints, rate: int, seconds: float, packs: int, stop: threadi
     return sent
 
 
+class _FleetReader(asyncio.Protocol):
+    """A minimal WebSocket client of ``/ws/fleet`` on a raw asyncio protocol: it parses frame
+    headers, reads the oldest prediction's ``scored_at`` near the start of each frame and counts
+    the predictions in it, without assembling messages. A general-purpose client (the
+    ``websockets`` package) spent most of the bench's CPU assembling 200 clients' megabytes per
+    second and was what the fan-out figure measured."""
+
+    MARKER = b'"scored_at": "'
+    COUNT = b'"battery_id"'
+
+    def __init__(self, latencies: list[float], delivered: list[int], closed: list[int]) -> None:
+        self.latencies, self.delivered, self.closed = latencies, delivered, closed
+        self.transport: asyncio.Transport | None = None
+        self.handshake = bytearray()
+        self.open = asyncio.get_running_loop().create_future()
+        self.hdr = bytearray()
+        self.remaining = -1  # payload bytes left of the current frame; -1 = reading a header
+        self.opcode = 0
+        self.head = bytearray()  # the first bytes of the current frame's payload
+        self.tail = b""  # the last bytes of the previous chunk (a pattern may straddle chunks)
+        self.count = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.open.done():
+            self.open.set_exception(exc or ConnectionError("closed during the handshake"))
+
+    def send_frame(self, opcode: int, payload: bytes = b"") -> None:
+        """A masked client frame (payloads under 126 bytes: pong and close)."""
+        mask = os.urandom(4)
+        body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        assert self.transport is not None
+        self.transport.write(bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + body)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.open.done():
+            self.handshake += data
+            end = self.handshake.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if not self.handshake.startswith(b"HTTP/1.1 101"):
+                self.open.set_exception(ConnectionError(bytes(self.handshake[:200]).decode(errors="replace")))
+                return
+            self.open.set_result(None)
+            data = bytes(self.handshake[end + 4:])
+        i, n = 0, len(data)
+        while i < n:
+            if self.remaining < 0:  # header bytes, one at a time (at most 10 per frame)
+                self.hdr.append(data[i])
+                i += 1
+                size = self.hdr[1] & 0x7F if len(self.hdr) >= 2 else 0
+                want = 2 + (2 if size == 126 else 8 if size == 127 else 0)
+                if len(self.hdr) < 2 or len(self.hdr) < want:
+                    continue
+                self.opcode = self.hdr[0] & 0x0F or self.opcode
+                self.remaining = int.from_bytes(self.hdr[2:want], "big") if want > 2 else size
+                self.hdr.clear()
+                self.head.clear()
+                self.tail, self.count = b"", 0
+                if self.remaining == 0:
+                    self._frame_done()
+                continue
+            chunk = data[i:i + self.remaining]
+            i += len(chunk)
+            self.remaining -= len(chunk)
+            if len(self.head) < 4096:
+                self.head += chunk[:4096 - len(self.head)]
+            if self.opcode == 1:
+                self.count += chunk.count(self.COUNT) + (self.tail + chunk[:11]).count(self.COUNT)
+                self.tail = chunk[-11:]
+            if self.remaining == 0:
+                self._frame_done()
+
+    def _frame_done(self) -> None:
+        arrived = time.time()
+        self.remaining = -1
+        if self.opcode == 1:
+            i = self.head.find(self.MARKER)
+            if i >= 0:
+                j = i + len(self.MARKER)
+                stamp = bytes(self.head[j:self.head.index(b'"', j)]).decode()
+                self.latencies.append(arrived - datetime.fromisoformat(stamp).timestamp())
+                self.delivered[0] += self.count
+        elif self.opcode == 8:
+            self.closed.append(int.from_bytes(self.head[:2], "big") if len(self.head) >= 2 else 1005)
+        elif self.opcode == 9:
+            self.send_frame(0xA, bytes(self.head))
+
+
+async def _connect_fleet(host: str, port: int, latencies: list[float], delivered: list[int],
+                         closed: list[int]) -> _FleetReader:
+    import base64
+
+    loop = asyncio.get_running_loop()
+    _, reader = await loop.create_connection(lambda: _FleetReader(latencies, delivered, closed), host, port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    assert reader.transport is not None
+    reader.transport.write((f"GET /ws/fleet HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                            "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    await asyncio.wait_for(reader.open, 30)
+    return reader
+
+
 async def _ws_fanout(url: str, ep: Endpoints, n_clients: int, rate: int, seconds: float,
                      packs: int) -> dict[str, float]:
-    from websockets.asyncio.client import connect
+    import concurrent.futures
+    import multiprocessing
+    from urllib.parse import urlsplit
 
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
     latencies: list[float] = []
     delivered = [0]
     closed_codes: list[int] = []
-    marker = '"scored_at": "'
-    ws_url = "ws" + url.removeprefix("http") + "/ws/fleet"
-    sockets = [await connect(ws_url, max_size=2**26, compression=None, open_timeout=30)
-               for _ in range(n_clients)]
-
-    async def reader(ws: Any) -> None:
-        from websockets.exceptions import ConnectionClosed
-
-        try:
-            async for msg in ws:
-                arrived = time.time()
-                text = msg if isinstance(msg, str) else msg.decode()
-                i = text.find(marker)
-                if i < 0:
-                    continue
-                sent = datetime.fromisoformat(text[i + len(marker): text.index('"', i + len(marker))])
-                latencies.append(arrived - sent.timestamp())
-                delivered[0] += text.count('"battery_id"')
-        except ConnectionClosed as exc:
-            closed_codes.append(exc.rcvd.code if exc.rcvd else 1006)
-
-    tasks = [asyncio.create_task(reader(ws)) for ws in sockets]
+    readers = [await _connect_fleet(host, port, latencies, delivered, closed_codes) for _ in range(n_clients)]
     await asyncio.sleep(1.0)
-    stop = threading.Event()
-    sent = await asyncio.to_thread(_produce, ep, rate, seconds, packs, stop)
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        sent = await asyncio.get_running_loop().run_in_executor(pool, _produce, ep, rate, seconds, packs)
     await asyncio.sleep(2.0)
-    for ws in sockets:
-        await ws.close()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    for r in readers:
+        if r.transport is not None and not r.transport.is_closing():
+            r.send_frame(0x8, (1000).to_bytes(2, "big"))
+            r.transport.close()
     dropped = sum(1 for c in closed_codes if c == 4008)
     return {**{f"ws_delivery_{k}": v for k, v in _pcts(latencies).items()},
             "ws_clients": float(n_clients), "ws_predictions_produced": float(sent),
