@@ -35,6 +35,9 @@ from tests.support.stack_settings import free_port_settings
 FOLLOWED = "WS_" + uuid.uuid4().hex[:6]
 
 
+LIVE: dict[str, Any] = {}  # the API's live consumer (the server runs in this process)
+
+
 @pytest.fixture(scope="module")
 def api(stack, state_root: Path) -> Iterator[tuple[str, Endpoints]]:  # type: ignore[no-untyped-def]
     _, ep = stack
@@ -47,6 +50,7 @@ def api(stack, state_root: Path) -> Iterator[tuple[str, Endpoints]]:  # type: ig
     settings = free_port_settings(state_root / "api-ws", api_rate_per_s=0, api_ws_queue=4,
                                   api_ws_send_timeout_s=2.0, api_ws_batch_ms=100)
     with ThreadedServer(settings, endpoints) as server:
+        LIVE["consumer"] = server.server.config.app.state.api.live
         yield server.url, ep
     drop_database(url)
 
@@ -65,6 +69,7 @@ class Follower(threading.Thread):
         self.arrivals: dict[str, float] = {}  # reading time (ISO) of FOLLOWED -> arrival (Unix s)
         self.alerts: list[dict[str, Any]] = []
         self.closed: int | None = None
+        self.count = 0  # predictions of FOLLOWED received, repeats included
 
     def run(self) -> None:
         try:
@@ -75,6 +80,7 @@ class Follower(threading.Thread):
                     for p in msg["data"]:
                         if p["battery_id"] == FOLLOWED:
                             self.arrivals[p["time"]] = now
+                            self.count += 1
                 elif msg["type"] == "alert":
                     self.alerts.append(msg["data"])
         except ConnectionClosed as exc:
@@ -185,6 +191,37 @@ def test_fleet_clients_get_the_same_frames_serialized_once(api) -> None:  # type
     assert large, "no frame large enough to be shared"
     assert FRAMES.serialized - serialized == len(large)
     assert FRAMES.shared - shared == 2 * len(large)
+
+
+def test_an_idle_consumer_rests_and_loses_nothing_produced_meanwhile(api) -> None:  # type: ignore[no-untyped-def]
+    """Quiet topics: the live consumer gives its partitions up between polls (it would keep the
+    broker busy answering empty fetches); bursts produced while it rests all reach the client,
+    each exactly once."""
+    url, ep = api
+    live = LIVE["consumer"]
+    follower = Follower(_ws_url(url, f"/ws/batteries/{FOLLOWED}"))
+    follower.start()
+    rests = live.rests
+    time.sleep(1.0)
+    assert live.rests - rests >= 4, "an idle consumer should rest several times a second"
+    codec, producer = codec_for(PREDICTIONS, ep), kafka.producer(ep.kafka_bootstrap_servers)
+    base = int(time.time() * 1000) + 10_000
+    stamps = []
+    for burst in range(6):
+        for i in range(5):
+            ts = base + 10 * burst + i
+            stamps.append(ts)
+            producer.produce(PREDICTIONS, codec.encode(prediction(FOLLOWED, ts, scored_at=ts)), FOLLOWED.encode())
+        producer.flush(5)
+        time.sleep(0.07 * (burst + 1))  # land in rests and between them
+    deadline = time.monotonic() + 5
+    while len(follower.arrivals) < len(stamps) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    from datetime import UTC, datetime
+
+    assert sorted(follower.arrivals) == sorted(datetime.fromtimestamp(ts / 1000, UTC).isoformat() for ts in stamps)
+    assert follower.count == len(stamps)  # none twice
+    follower.ws.close()
 
 
 def test_alerts_are_pushed_to_fleet_and_battery_clients(api) -> None:  # type: ignore[no-untyped-def]
