@@ -35,9 +35,6 @@ from tests.support.stack_settings import free_port_settings
 FOLLOWED = "WS_" + uuid.uuid4().hex[:6]
 
 
-LIVE: dict[str, Any] = {}  # the API's live consumer (the server runs in this process)
-
-
 @pytest.fixture(scope="module")
 def api(stack, state_root: Path) -> Iterator[tuple[str, Endpoints]]:  # type: ignore[no-untyped-def]
     _, ep = stack
@@ -50,7 +47,6 @@ def api(stack, state_root: Path) -> Iterator[tuple[str, Endpoints]]:  # type: ig
     settings = free_port_settings(state_root / "api-ws", api_rate_per_s=0, api_ws_queue=4,
                                   api_ws_send_timeout_s=2.0, api_ws_batch_ms=100)
     with ThreadedServer(settings, endpoints) as server:
-        LIVE["consumer"] = server.server.config.app.state.api.live
         yield server.url, ep
     drop_database(url)
 
@@ -69,7 +65,6 @@ class Follower(threading.Thread):
         self.arrivals: dict[str, float] = {}  # reading time (ISO) of FOLLOWED -> arrival (Unix s)
         self.alerts: list[dict[str, Any]] = []
         self.closed: int | None = None
-        self.count = 0  # predictions of FOLLOWED received, repeats included
 
     def run(self) -> None:
         try:
@@ -80,7 +75,6 @@ class Follower(threading.Thread):
                     for p in msg["data"]:
                         if p["battery_id"] == FOLLOWED:
                             self.arrivals[p["time"]] = now
-                            self.count += 1
                 elif msg["type"] == "alert":
                     self.alerts.append(msg["data"])
         except ConnectionClosed as exc:
@@ -193,35 +187,58 @@ def test_fleet_clients_get_the_same_frames_serialized_once(api) -> None:  # type
     assert FRAMES.shared - shared == 2 * len(large)
 
 
-def test_an_idle_consumer_rests_and_loses_nothing_produced_meanwhile(api) -> None:  # type: ignore[no-untyped-def]
-    """Quiet topics: the live consumer gives its partitions up between polls (it would keep the
-    broker busy answering empty fetches); bursts produced while it rests all reach the client,
-    each exactly once."""
-    url, ep = api
-    live = LIVE["consumer"]
-    follower = Follower(_ws_url(url, f"/ws/batteries/{FOLLOWED}"))
-    follower.start()
-    rests = live.rests
-    time.sleep(1.0)
-    assert live.rests - rests >= 4, "an idle consumer should rest several times a second"
-    codec, producer = codec_for(PREDICTIONS, ep), kafka.producer(ep.kafka_bootstrap_servers)
-    base = int(time.time() * 1000) + 10_000
-    stamps = []
-    for burst in range(6):
-        for i in range(5):
-            ts = base + 10 * burst + i
-            stamps.append(ts)
-            producer.produce(PREDICTIONS, codec.encode(prediction(FOLLOWED, ts, scored_at=ts)), FOLLOWED.encode())
-        producer.flush(5)
-        time.sleep(0.07 * (burst + 1))  # land in rests and between them
-    deadline = time.monotonic() + 5
-    while len(follower.arrivals) < len(stamps) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    from datetime import UTC, datetime
+class _RecordingHub:
+    """What the live consumer hands over, recorded; ``clients`` decides whether it may rest."""
 
-    assert sorted(follower.arrivals) == sorted(datetime.fromtimestamp(ts / 1000, UTC).isoformat() for ts in stamps)
-    assert follower.count == len(stamps)  # none twice
-    follower.ws.close()
+    def __init__(self) -> None:
+        self.clients = 0
+        self.predictions: list[dict[str, Any]] = []
+
+    def publish(self, predictions: list[dict[str, Any]], alerts: list[dict[str, Any]]) -> None:
+        self.predictions += predictions
+
+
+def test_an_idle_consumer_rests_and_loses_nothing_produced_meanwhile(api) -> None:  # type: ignore[no-untyped-def]
+    """Quiet topics and no WebSocket client: the live consumer gives its partitions up between
+    polls (it would keep the broker busy answering empty fetches); bursts produced while it rests
+    are all handed over, each exactly once. With a client connected it does not rest."""
+    from streams.api.hub import LiveConsumer
+
+    _, ep = api
+    hub = _RecordingHub()
+    parts = {t: s.partitions for t, s in kafka.list_topics(ep.kafka_bootstrap_servers).items()
+             if t in (PREDICTIONS, ALERTS)}
+    live = LiveConsumer(kafka.consumer(ep.kafka_bootstrap_servers, "evtwin-test-live", **{"fetch.wait.max.ms": 20}),
+                        hub, codec_for(PREDICTIONS, ep), codec_for(ALERTS, ep), parts)  # type: ignore[arg-type]
+    live.start()
+    try:
+        time.sleep(1.0)
+        assert live.rests >= 4, "an idle consumer should rest several times a second"
+        codec, producer = codec_for(PREDICTIONS, ep), kafka.producer(ep.kafka_bootstrap_servers)
+        mine = "REST_" + uuid.uuid4().hex[:6]
+        base = int(time.time() * 1000)
+        stamps = []
+        for burst in range(8):
+            for i in range(5):
+                ts = base + 10 * burst + i
+                stamps.append(ts)
+                producer.produce(PREDICTIONS, codec.encode(prediction(mine, ts, scored_at=ts)), mine.encode())
+            producer.flush(5)
+            time.sleep(0.05 * (burst + 1))  # land in rests of every length and between them
+        deadline = time.monotonic() + 5
+        while len([p for p in hub.predictions if p["battery_id"] == mine]) < len(stamps) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        from datetime import UTC, datetime
+
+        got = sorted(p["time"] for p in hub.predictions if p["battery_id"] == mine)
+        assert got == sorted(datetime.fromtimestamp(ts / 1000, UTC).isoformat() for ts in stamps)  # all, once
+        hub.clients = 1
+        time.sleep(0.5)
+        rests = live.rests
+        time.sleep(1.0)
+        assert live.rests == rests, "a consumer with clients connected must not rest"
+    finally:
+        live.close()
 
 
 def test_alerts_are_pushed_to_fleet_and_battery_clients(api) -> None:  # type: ignore[no-untyped-def]
