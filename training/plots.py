@@ -6,14 +6,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from training.errors import TrainingError
-
-if TYPE_CHECKING:
-    from training.evaluate import PackDetection
 
 
 def require_matplotlib() -> None:
@@ -161,10 +158,13 @@ def roc_plot(path: Path, curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
     return path
 
 
-def fault_detection_plot(path: Path, detection: PackDetection, target_rate: float,
+def fault_detection_plot(path: Path, detection: Any, target_rate: float,
                          title: str = "Per-pack fault detection") -> Path:
     """Days from fault onset to the fault flag per detected pack (by fault type), and the shares of
-    fault packs detected and of healthy packs ever flagged (``target_rate``: the threshold's aim)."""
+    fault packs detected and of healthy packs ever flagged (``target_rate``: the threshold's aim).
+
+    ``detection`` is a :class:`training.evaluate.PackDetection` (not imported: evaluate imports
+    this module, and the units form no import circle)."""
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
 

@@ -95,6 +95,11 @@ class Hub:
     def clients(self) -> int:
         return len(self.fleet) + sum(len(c) for c in self.by_battery.values())
 
+    def has_clients(self) -> bool:
+        """Whether any client is connected; safe from another thread (no iteration: a battery's
+        entry is removed with its last client)."""
+        return bool(self.fleet) or bool(self.by_battery)
+
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._flusher = asyncio.create_task(self._flush_forever(), name="ws-flusher")
@@ -315,9 +320,10 @@ class LiveConsumer:
         while not self.stop_event.is_set():
             try:  # a short wait: consume() holds what it has until the timeout or the count
                 messages = self.consumer.consume(num_messages=2000, timeout=0.01)
+                self.last_poll = time.monotonic()
                 if not messages:
                     idle += 1
-                    if idle >= self.IDLE_POLLS and not self.hub.clients:
+                    if idle >= self.IDLE_POLLS and not self.hub.has_clients():
                         idle = 0
                         self._rest()
                     continue
@@ -328,7 +334,6 @@ class LiveConsumer:
                 continue
             idle = 0
             self.rest_s = self.IDLE_REST_MIN_S
-            self.last_poll = time.monotonic()
             predictions, alerts, reports = [], [], []
             for msg in messages:
                 if msg.error() is not None:

@@ -211,7 +211,8 @@ class ReadModel:
                 "temperature_max, charge_cycles_max AS charge_cycles, rul_avg AS rul_cycles, "
                 "rul_p10_avg AS rul_p10, rul_p90_avg AS rul_p90, "
                 "failure_probability_avg AS failure_probability, anomaly_score_max AS anomaly_score, "
-                "NULL::float8 AS fault_score FROM ev_telemetry_hourly WHERE battery_id = %s AND bucket >= %s AND bucket < %s "
+                "NULL::float8 AS fault_score "  # the rollup (migration 0003) predates the fault score
+                "FROM ev_telemetry_hourly WHERE battery_id = %s AND bucket >= %s AND bucket < %s "
                 "ORDER BY bucket LIMIT %s", (battery_id, start, end, HISTORY_LIMIT))
             return "ev_telemetry_hourly", rows
         rows = await self._all(
@@ -221,7 +222,8 @@ class ReadModel:
             "max(temperature) AS temperature_max, max(charge_cycles) AS charge_cycles, "
             "avg(rul_prediction) AS rul_cycles, avg(rul_p10) AS rul_p10, avg(rul_p90) AS rul_p90, "
             "avg(failure_probability) AS failure_probability, max(anomaly_score) AS anomaly_score, "
-            "max(fault_score) AS fault_score FROM ev_telemetry WHERE battery_id = %s AND time >= %s AND time < %s "
+            "max(fault_score) AS fault_score "
+            "FROM ev_telemetry WHERE battery_id = %s AND time >= %s AND time < %s "
             "GROUP BY 1 ORDER BY 1 LIMIT %s",
             (BUCKETS[resolution], battery_id, start, end, HISTORY_LIMIT))
         return "ev_telemetry", rows

@@ -194,6 +194,9 @@ class _RecordingHub:
         self.clients = 0
         self.predictions: list[dict[str, Any]] = []
 
+    def has_clients(self) -> bool:
+        return self.clients > 0
+
     def publish(self, predictions: list[dict[str, Any]], alerts: list[dict[str, Any]]) -> None:
         self.predictions += predictions
 
