@@ -21,7 +21,6 @@ import asyncio
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -35,6 +34,7 @@ from connectors.embedded.process import free_port, stop_processes
 from connectors.embedded.stack import EmbeddedStack
 from connectors.endpoints import Endpoints
 from streams.settings import REPO_ROOT, Settings
+from streams.tools.scratch import scratch_state
 from streams.topics import PREDICTIONS, topic_specs
 
 LOAD_CHUNK_PACKS = 50
@@ -342,41 +342,40 @@ def _rss_mb(pid: int) -> tuple[float, float]:
 def run_api_bench(packs: int, rows: int, clients: int, seconds: float, ws_clients: int,
                   ws_rate: int, ws_seconds: float, progress: Callable[[str], None]) -> dict[str, Any]:
     """Run the whole bench on a fresh embedded stack; return the figures."""
-    state = Path(tempfile.mkdtemp(prefix="evtwin-bench-api-"))
-    state.chmod(0o755)
-    settings = Settings(state_dir=state, embedded_kafka_port=0, embedded_postgres_port=0,
-                        embedded_mqtt_port=0)
-    result: dict[str, Any] = {"packs": packs}
-    with EmbeddedStack(settings) as ep:
-        from connectors.kafka import ensure_topics
+    with scratch_state("evtwin-bench-api-") as state:
+        settings = Settings(state_dir=state, embedded_kafka_port=0, embedded_postgres_port=0,
+                            embedded_mqtt_port=0)
+        result: dict[str, Any] = {"packs": packs}
+        with EmbeddedStack(settings) as ep:
+            from connectors.kafka import ensure_topics
 
-        ensure_topics(ep.kafka_bootstrap_servers, topic_specs(settings.topic_partitions))
-        assert ep.database_url
-        result.update(load_rows(ep.database_url, packs, rows, progress))
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        proc = _start_api(state, ep, port)
-        try:
-            _wait_api(url, proc)
-            rss_idle = _rss_mb(proc.pid)[0]
-            rng = np.random.default_rng(0)
+            ensure_topics(ep.kafka_bootstrap_servers, topic_specs(settings.topic_partitions))
+            assert ep.database_url
+            result.update(load_rows(ep.database_url, packs, rows, progress))
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            proc = _start_api(state, ep, port)
+            try:
+                _wait_api(url, proc)
+                rss_idle = _rss_mb(proc.pid)[0]
+                rng = np.random.default_rng(0)
 
-            def battery_path() -> str:
-                return f"/api/batteries/BATTERY_{int(rng.integers(1, packs + 1)):04d}"
+                def battery_path() -> str:
+                    return f"/api/batteries/BATTERY_{int(rng.integers(1, packs + 1)):04d}"
 
-            progress(f"GET /api/batteries/{{id}}: {clients} clients for {seconds:g} s")
-            twin = asyncio.run(_http_load(url, battery_path, clients, seconds))
-            result.update({f"battery_{k}": v for k, v in twin.items()})
-            progress(f"GET /api/fleet/summary: {clients} clients for {seconds:g} s")
-            summary = asyncio.run(_http_load(url, lambda: "/api/fleet/summary", clients, seconds))
-            result.update({f"summary_{k}": v for k, v in summary.items()})
-            progress(f"WebSocket: {ws_clients} clients, {ws_rate} predictions/s for {ws_seconds:g} s")
-            result.update(asyncio.run(_ws_fanout(url, ep, ws_clients, ws_rate, ws_seconds, packs)))
-            rss, peak = _rss_mb(proc.pid)
-            result.update(api_rss_idle_mb=rss_idle, api_rss_mb=rss, api_rss_peak_mb=peak)
-        finally:
-            stop_processes([proc])
-    return result
+                progress(f"GET /api/batteries/{{id}}: {clients} clients for {seconds:g} s")
+                twin = asyncio.run(_http_load(url, battery_path, clients, seconds))
+                result.update({f"battery_{k}": v for k, v in twin.items()})
+                progress(f"GET /api/fleet/summary: {clients} clients for {seconds:g} s")
+                summary = asyncio.run(_http_load(url, lambda: "/api/fleet/summary", clients, seconds))
+                result.update({f"summary_{k}": v for k, v in summary.items()})
+                progress(f"WebSocket: {ws_clients} clients, {ws_rate} predictions/s for {ws_seconds:g} s")
+                result.update(asyncio.run(_ws_fanout(url, ep, ws_clients, ws_rate, ws_seconds, packs)))
+                rss, peak = _rss_mb(proc.pid)
+                result.update(api_rss_idle_mb=rss_idle, api_rss_mb=rss, api_rss_peak_mb=peak)
+            finally:
+                stop_processes([proc])
+        return result
 
 
 __all__ = ["BenchError", "load_rows", "run_api_bench"]

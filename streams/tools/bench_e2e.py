@@ -26,7 +26,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -41,6 +40,7 @@ from connectors.embedded.process import stop_processes
 from connectors.embedded.stack import EmbeddedStack
 from streams.errors import BenchError
 from streams.settings import REPO_ROOT, Settings
+from streams.tools.scratch import scratch_state
 from streams.topics import TELEMETRY, topic_specs
 
 MQTT_SAMPLE = 50  # packs whose state messages the bench subscribes to
@@ -178,90 +178,89 @@ def run_e2e_bench(model_dir: Path, batteries: int, rate_hz: float, seconds: floa
     fresh embedded stack; return one flat result object (see the module docstring)."""
     import psycopg
 
-    state = Path(tempfile.mkdtemp(prefix="evtwin-bench-e2e-"))
-    state.chmod(0o755)
-    logs = state / "logs"
-    logs.mkdir()
-    settings = Settings(state_dir=state, embedded_kafka_port=0, embedded_postgres_port=0,
-                        embedded_mqtt_port=0, embedded_schema_registry_port=0,
-                        topic_partitions=partitions)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EVTWIN_")}
-    env.update(EVTWIN_STATE_DIR=str(state), EVTWIN_MODEL_DIR=str(model_dir), EVTWIN_LOG_LEVEL="WARNING",
-               EVTWIN_TOPIC_PARTITIONS=str(partitions), EVTWIN_METRICS_PORT="0")
-    with EmbeddedStack(settings) as ep:
-        bootstrap = ep.kafka_bootstrap_servers
-        assert ep.mqtt_url and ep.database_url  # the embedded stack runs both
-        kafka.ensure_topics(bootstrap, topic_specs(partitions))
-        progress(f"starting {workers} worker(s), the database sink and the MQTT bridge…")
-        consumers = [_start(f"worker-{i}", ["worker"], env, logs) for i in range(workers)]
-        consumers += [_start("sink", ["sink"], env, logs), _start("mqtt-bridge", ["mqtt-bridge"], env, logs)]
-        groups = [settings.app_id, settings.sink_app_id, settings.bridge_app_id]
-        watch = GroupWatch(bootstrap, groups, report=progress)
-        ids = [f"BATTERY_{k:0{max(4, len(str(batteries)))}d}" for k in
-               np.linspace(1, batteries, min(MQTT_SAMPLE, batteries)).astype(int)]
-        mqtt = MqttSample(ep.mqtt_url, ids)
-        offsets = kafka.consumer(bootstrap, "bench-e2e-watch")  # end offsets only, never assigned
-        pids = {getattr(p, "bench_name", "?"): p.pid for p in consumers}
-        pids.update({name: s["pid"] for name, s in ep.services.items() if s.get("pid")})
-        procs = list(consumers)
-        try:
-            _wait_joined(watch, {settings.app_id: workers, settings.sink_app_id: 1,
-                                 settings.bridge_app_id: 1}, consumers, logs, bootstrap)
-            sim = _start("simulator", ["simulate", "--batteries", str(batteries), "--rate", str(rate_hz),
-                                       "--no-commands"], env, logs)
-            procs.append(sim)
-            pids["simulator"] = sim.pid
-            progress(f"{batteries:,} packs at {rate_hz:g} Hz: warm-up {warmup_s:g} s, then {seconds:g} s measured…")
-            _wait(time.monotonic() + warmup_s, procs, watch, logs)
-            w0, cpu0, sent0 = time.time(), {n: _cpu_seconds(p) for n, p in pids.items()}, _end_total(offsets, partitions)
-            _wait(time.monotonic() + seconds, procs, watch, logs)
-            w1, cpu1 = time.time(), {n: _cpu_seconds(p) for n, p in pids.items()}
-            sim_peak = _peak_rss_mb(sim.pid)
-            stop_processes([sim])
-            sent = _end_total(offsets, partitions)
-            with psycopg.connect(ep.database_url, autocommit=True) as conn:
-                rows_at_end = conn.execute("SELECT count(*) FROM ev_telemetry").fetchone()[0]  # type: ignore[index]
-                progress(f"sent {sent:,} events; draining {sent - rows_at_end:,}…")
-                # Drain as long as rows keep arriving (a backlog of millions takes minutes); a
-                # pipeline that writes nothing for STALL_S is stuck, which is an error.
-                drain_started, rows = time.monotonic(), rows_at_end
-                progressed = drain_started
-                while rows < sent and time.monotonic() < progressed + STALL_S:
-                    _wait(time.monotonic() + 2.0, consumers, watch, logs)
-                    now_rows = conn.execute("SELECT count(*) FROM ev_telemetry").fetchone()[0]  # type: ignore[index]
-                    if now_rows > rows:
-                        rows, progressed = now_rows, time.monotonic()
-                drain_s = time.monotonic() - drain_started
-                if rows < sent:
-                    raise BenchError(f"the pipeline stopped writing: {rows:,} of {sent:,} events in the "
-                                     f"table, none for {STALL_S:.0f} s (logs: {logs})")
-                time.sleep(2.0)  # the bridge's last state messages
-                result = _read_table(conn, w0, w1)
-            peak = {n: _peak_rss_mb(p) for n, p in pids.items()}  # VmHWM: the high-water mark
-            peak["simulator"] = sim_peak
-        finally:
-            mqtt.stop()
-            offsets.close()
-            watch.close()
-            stop_processes(procs)
-    window = w1 - w0
-    mqtt_window = np.asarray([ms for t, ms in mqtt.latencies if w0 <= t <= w1] or [float("nan")])
-    out: dict[str, Any] = {
-        "batteries": batteries, "rate_hz": rate_hz, "workers": workers, "partitions": partitions,
-        "seconds": round(window, 1), "events_sent": sent,
-        "send_events_per_s": (sent - sent0) / window,
-        "events_per_s": result["committed_in_window"] / window,
-        "rows": result["rows"], "rows_lost": sent - result["distinct_events"],
-        "rows_duplicated": result["rows"] - result["distinct_events"],
-        "backlog_at_end": sent - rows_at_end, "drain_s": drain_s,
-        "row_p50_ms": result["p50_ms"], "row_p99_ms": result["p99_ms"],
-        "mqtt_p50_ms": float(np.percentile(mqtt_window, 50)),
-        "mqtt_p99_ms": float(np.percentile(mqtt_window, 99)), "mqtt_messages": int(mqtt_window.size),
-    }
-    for name in sorted(pids):
-        out[f"cpu_cores.{name}"] = (cpu1[name] - cpu0[name]) / window
-        out[f"peak_rss_mb.{name}"] = peak[name]
-    return out
+    with scratch_state("evtwin-bench-e2e-") as state:
+        logs = state / "logs"
+        logs.mkdir()
+        settings = Settings(state_dir=state, embedded_kafka_port=0, embedded_postgres_port=0,
+                            embedded_mqtt_port=0, embedded_schema_registry_port=0,
+                            topic_partitions=partitions)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EVTWIN_")}
+        env.update(EVTWIN_STATE_DIR=str(state), EVTWIN_MODEL_DIR=str(model_dir), EVTWIN_LOG_LEVEL="WARNING",
+                   EVTWIN_TOPIC_PARTITIONS=str(partitions), EVTWIN_METRICS_PORT="0")
+        with EmbeddedStack(settings) as ep:
+            bootstrap = ep.kafka_bootstrap_servers
+            assert ep.mqtt_url and ep.database_url  # the embedded stack runs both
+            kafka.ensure_topics(bootstrap, topic_specs(partitions))
+            progress(f"starting {workers} worker(s), the database sink and the MQTT bridge…")
+            consumers = [_start(f"worker-{i}", ["worker"], env, logs) for i in range(workers)]
+            consumers += [_start("sink", ["sink"], env, logs), _start("mqtt-bridge", ["mqtt-bridge"], env, logs)]
+            groups = [settings.app_id, settings.sink_app_id, settings.bridge_app_id]
+            watch = GroupWatch(bootstrap, groups, report=progress)
+            ids = [f"BATTERY_{k:0{max(4, len(str(batteries)))}d}" for k in
+                   np.linspace(1, batteries, min(MQTT_SAMPLE, batteries)).astype(int)]
+            mqtt = MqttSample(ep.mqtt_url, ids)
+            offsets = kafka.consumer(bootstrap, "bench-e2e-watch")  # end offsets only, never assigned
+            pids = {getattr(p, "bench_name", "?"): p.pid for p in consumers}
+            pids.update({name: s["pid"] for name, s in ep.services.items() if s.get("pid")})
+            procs = list(consumers)
+            try:
+                _wait_joined(watch, {settings.app_id: workers, settings.sink_app_id: 1,
+                                     settings.bridge_app_id: 1}, consumers, logs, bootstrap)
+                sim = _start("simulator", ["simulate", "--batteries", str(batteries), "--rate", str(rate_hz),
+                                           "--no-commands"], env, logs)
+                procs.append(sim)
+                pids["simulator"] = sim.pid
+                progress(f"{batteries:,} packs at {rate_hz:g} Hz: warm-up {warmup_s:g} s, then {seconds:g} s measured…")
+                _wait(time.monotonic() + warmup_s, procs, watch, logs)
+                w0, cpu0, sent0 = time.time(), {n: _cpu_seconds(p) for n, p in pids.items()}, _end_total(offsets, partitions)
+                _wait(time.monotonic() + seconds, procs, watch, logs)
+                w1, cpu1 = time.time(), {n: _cpu_seconds(p) for n, p in pids.items()}
+                sim_peak = _peak_rss_mb(sim.pid)
+                stop_processes([sim])
+                sent = _end_total(offsets, partitions)
+                with psycopg.connect(ep.database_url, autocommit=True) as conn:
+                    rows_at_end = conn.execute("SELECT count(*) FROM ev_telemetry").fetchone()[0]  # type: ignore[index]
+                    progress(f"sent {sent:,} events; draining {sent - rows_at_end:,}…")
+                    # Drain as long as rows keep arriving (a backlog of millions takes minutes); a
+                    # pipeline that writes nothing for STALL_S is stuck, which is an error.
+                    drain_started, rows = time.monotonic(), rows_at_end
+                    progressed = drain_started
+                    while rows < sent and time.monotonic() < progressed + STALL_S:
+                        _wait(time.monotonic() + 2.0, consumers, watch, logs)
+                        now_rows = conn.execute("SELECT count(*) FROM ev_telemetry").fetchone()[0]  # type: ignore[index]
+                        if now_rows > rows:
+                            rows, progressed = now_rows, time.monotonic()
+                    drain_s = time.monotonic() - drain_started
+                    if rows < sent:
+                        raise BenchError(f"the pipeline stopped writing: {rows:,} of {sent:,} events in the "
+                                         f"table, none for {STALL_S:.0f} s (logs: {logs})")
+                    time.sleep(2.0)  # the bridge's last state messages
+                    result = _read_table(conn, w0, w1)
+                peak = {n: _peak_rss_mb(p) for n, p in pids.items()}  # VmHWM: the high-water mark
+                peak["simulator"] = sim_peak
+            finally:
+                mqtt.stop()
+                offsets.close()
+                watch.close()
+                stop_processes(procs)
+        window = w1 - w0
+        mqtt_window = np.asarray([ms for t, ms in mqtt.latencies if w0 <= t <= w1] or [float("nan")])
+        out: dict[str, Any] = {
+            "batteries": batteries, "rate_hz": rate_hz, "workers": workers, "partitions": partitions,
+            "seconds": round(window, 1), "events_sent": sent,
+            "send_events_per_s": (sent - sent0) / window,
+            "events_per_s": result["committed_in_window"] / window,
+            "rows": result["rows"], "rows_lost": sent - result["distinct_events"],
+            "rows_duplicated": result["rows"] - result["distinct_events"],
+            "backlog_at_end": sent - rows_at_end, "drain_s": drain_s,
+            "row_p50_ms": result["p50_ms"], "row_p99_ms": result["p99_ms"],
+            "mqtt_p50_ms": float(np.percentile(mqtt_window, 50)),
+            "mqtt_p99_ms": float(np.percentile(mqtt_window, 99)), "mqtt_messages": int(mqtt_window.size),
+        }
+        for name in sorted(pids):
+            out[f"cpu_cores.{name}"] = (cpu1[name] - cpu0[name]) / window
+            out[f"peak_rss_mb.{name}"] = peak[name]
+        return out
 
 
 def _read_table(conn: Any, w0: float, w1: float) -> dict[str, Any]:

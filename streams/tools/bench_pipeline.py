@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -39,6 +38,7 @@ from connectors.endpoints import Endpoints
 from schemas.codec import AvroCodec
 from streams.errors import BenchError
 from streams.settings import REPO_ROOT, Settings
+from streams.tools.scratch import scratch_state
 from streams.topics import PREDICTIONS, TELEMETRY, TopicSpec, topic_specs
 
 RELAY_TOPIC = "bench.relay.v1"
@@ -363,40 +363,39 @@ def run_pipeline_bench(model_dir: Path, events: int, batteries: int, naive_event
                        latency_rate: int, latency_seconds: float, partitions: int,
                        progress: Any = print) -> dict[str, Any]:
     """Run every phase on a fresh embedded stack; return one flat result object."""
-    state = Path(tempfile.mkdtemp(prefix="evtwin-bench-"))
-    state.chmod(0o755)
-    settings = Settings(state_dir=state, embedded_kafka_port=0, database_url="postgresql://unused",
-                        mqtt_url="mqtt://unused:1", topic_partitions=partitions)
-    with EmbeddedStack(settings) as ep:
-        bootstrap = ep.kafka_bootstrap_servers
-        specs = [*topic_specs(partitions),
-                 TopicSpec(RELAY_TOPIC, "telemetry", partitions, 3600_000, "delete", "bench relay"),
-                 TopicSpec(PREDICTIONS + ".naive", "prediction", partitions, 3600_000, "delete", "bench naive")]
-        kafka.ensure_topics(bootstrap, specs)
-        progress(f"loading {events:,} events from {batteries:,} packs…")
-        load_events(bootstrap, events, batteries)
-        progress("relay…")
-        relay = bench_relay(bootstrap, events)
-        progress("pipeline, 1 replica…")
-        one = bench_workers(ep, state, model_dir, events, 1, partitions, progress)
-        progress("pipeline, 2 replicas…")
-        two = bench_workers(ep, state, model_dir, events, 2, partitions, progress)
-        progress(f"naive baseline, {naive_events:,} events…")
-        naive = bench_naive(bootstrap, model_dir, naive_events)
-        progress(f"latency at {latency_rate:,} events/s for {latency_seconds:g} s…")
-        latency = bench_latency(ep, state, model_dir, latency_rate, latency_seconds, partitions)
-    return {
-        "events": events, "batteries": batteries, "partitions": partitions,
-        "events_per_s": one["events_per_s"], "cpu_us_per_event": one["cpu_us_per_event"],
-        "two_replicas_events_per_s": two["events_per_s"],
-        "p50_ms": latency["p50_ms"], "p99_ms": latency["p99_ms"], "latency_rate": latency_rate,
-        "naive_events_per_s": naive["events_per_s"], "naive_cpu_us_per_event": naive["cpu_us_per_event"],
-        "relay_events_per_s": relay["events_per_s"], "relay_cpu_us_per_event": relay["cpu_us_per_event"],
-        "speedup_vs_naive": one["events_per_s"] / naive["events_per_s"],
-        "group_repairs": one["group_repairs"] + two["group_repairs"],
-        # CPU µs per event of each stage of one replica, steady state (see bench_workers).
-        **{k: v for k, v in one.items() if k.endswith("_us_per_event") and k != "cpu_us_per_event"},
-    }
+    with scratch_state("evtwin-bench-") as state:
+        settings = Settings(state_dir=state, embedded_kafka_port=0, database_url="postgresql://unused",
+                            mqtt_url="mqtt://unused:1", topic_partitions=partitions)
+        with EmbeddedStack(settings) as ep:
+            bootstrap = ep.kafka_bootstrap_servers
+            specs = [*topic_specs(partitions),
+                     TopicSpec(RELAY_TOPIC, "telemetry", partitions, 3600_000, "delete", "bench relay"),
+                     TopicSpec(PREDICTIONS + ".naive", "prediction", partitions, 3600_000, "delete", "bench naive")]
+            kafka.ensure_topics(bootstrap, specs)
+            progress(f"loading {events:,} events from {batteries:,} packs…")
+            load_events(bootstrap, events, batteries)
+            progress("relay…")
+            relay = bench_relay(bootstrap, events)
+            progress("pipeline, 1 replica…")
+            one = bench_workers(ep, state, model_dir, events, 1, partitions, progress)
+            progress("pipeline, 2 replicas…")
+            two = bench_workers(ep, state, model_dir, events, 2, partitions, progress)
+            progress(f"naive baseline, {naive_events:,} events…")
+            naive = bench_naive(bootstrap, model_dir, naive_events)
+            progress(f"latency at {latency_rate:,} events/s for {latency_seconds:g} s…")
+            latency = bench_latency(ep, state, model_dir, latency_rate, latency_seconds, partitions)
+        return {
+            "events": events, "batteries": batteries, "partitions": partitions,
+            "events_per_s": one["events_per_s"], "cpu_us_per_event": one["cpu_us_per_event"],
+            "two_replicas_events_per_s": two["events_per_s"],
+            "p50_ms": latency["p50_ms"], "p99_ms": latency["p99_ms"], "latency_rate": latency_rate,
+            "naive_events_per_s": naive["events_per_s"], "naive_cpu_us_per_event": naive["cpu_us_per_event"],
+            "relay_events_per_s": relay["events_per_s"], "relay_cpu_us_per_event": relay["cpu_us_per_event"],
+            "speedup_vs_naive": one["events_per_s"] / naive["events_per_s"],
+            "group_repairs": one["group_repairs"] + two["group_repairs"],
+            # CPU µs per event of each stage of one replica, steady state (see bench_workers).
+            **{k: v for k, v in one.items() if k.endswith("_us_per_event") and k != "cpu_us_per_event"},
+        }
 
 
 __all__ = ["BenchError", "run_pipeline_bench"]
