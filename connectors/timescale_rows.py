@@ -16,6 +16,8 @@ from datetime import UTC, datetime, timedelta
 from operator import itemgetter
 from typing import Any
 
+from schemas.fields import field_defaults
+
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # Prediction fields in staging order, and the table columns they land in.
@@ -27,8 +29,8 @@ PREDICTION_FIELDS = (
 #: Positions in a staging tuple of the scoring time and the sequence number (always last).
 _SCORED = PREDICTION_FIELDS.index("scored_at")
 _SEQ = PREDICTION_FIELDS.index("seq")
-#: Defaults of the fields a record may lack (Avro defaults; older versions resolve to them).
-_DEFAULTS = {"fault_score": 0.0, "fault_flag": False, "seq": 0}
+#: Defaults of the fields a record may lack (the schema's: older versions resolve to them).
+_DEFAULTS = field_defaults("prediction")
 VALUE_COLUMNS = (
     "soc", "soh", "voltage", "current", "temperature", "charge_cycles", "power_consumption",
     "rul_prediction", "failure_probability", "rul_p10", "rul_p90", "anomaly_score",

@@ -29,6 +29,12 @@ def fields_of_type(schema: str, avro_type: str) -> tuple[str, ...]:
     return tuple(f["name"] for f in load_schema(schema)["fields"] if _base_type(f["type"]) == avro_type)
 
 
+def field_defaults(schema: str) -> dict[str, Any]:
+    """The fields of ``schema`` that have a default, with it (what a reader fills in for a record
+    written without them)."""
+    return {f["name"]: f["default"] for f in load_schema(schema)["fields"] if "default" in f}
+
+
 def enum_symbols(schema: str, field: str) -> tuple[str, ...]:
     """The symbols of the enum type of ``field`` in ``schema``."""
     for f in load_schema(schema)["fields"]:
@@ -53,5 +59,5 @@ OPERATING_MODES: tuple[str, ...] = enum_symbols("telemetry", "mode")
 
 __all__ = [
     "CARRIED_FIELDS", "OPERATING_MODES", "PREDICTION_FIELDS", "TELEMETRY_FIELDS",
-    "TELEMETRY_FLOAT_FIELDS", "enum_symbols", "field_names", "fields_of_type",
+    "TELEMETRY_FLOAT_FIELDS", "enum_symbols", "field_defaults", "field_names", "fields_of_type",
 ]
