@@ -279,7 +279,7 @@ def evaluate_saved(dataset: Path, model_dir: Path, plot_dir: Path | None = None)
     if plot_dir is not None:
         name = f"{Path(dataset).name}, {report['batteries']} packs, {scorer.version}"
         try:
-            written = evaluation_plots(Path(plot_dir), td, out, detection, name)
+            written = evaluation_plots(Path(plot_dir), td, out, detection, name, metrics)
         except OSError as exc:
             raise TrainingError(f"cannot write the plots to {plot_dir}: {exc}") from None
         report["plots"] = [str(path) for path in written]
@@ -287,13 +287,13 @@ def evaluate_saved(dataset: Path, model_dir: Path, plot_dir: Path | None = None)
 
 
 def evaluation_plots(plot_dir: Path, td: TrainingData, out: dict[str, np.ndarray], detection: PackDetection | None,
-                     name: str) -> list[Path]:
+                     name: str, metrics: dict[str, float]) -> list[Path]:
     """The PNG plots of a scored dataset, each only when its labels allow it; the files written.
 
     ``rul_pred_vs_true.png`` (P50 vs true RUL with the P10-P90 band), ``rul_physics_baseline.png``
     (error and band coverage by true RUL, learned model vs physics baseline),
     ``failure_calibration.png`` (both classes present), ``anomaly_roc.png`` (fault labels: all faults,
-    observable faults, each fault type; the AUROCs of :func:`anomaly_metrics`) and
+    observable faults, each fault type; AUROC as :func:`anomaly_metrics` computes it) and
     ``fault_detection.png`` (``detection``: delay after onset, packs detected, healthy packs flagged).
 
     Args:
@@ -302,6 +302,7 @@ def evaluation_plots(plot_dir: Path, td: TrainingData, out: dict[str, np.ndarray
         out: The scorer's outputs on all of its rows.
         detection: The fault flag's outcome per pack (None without fault labels).
         name: What was scored, for the titles.
+        metrics: The report's metrics of the same rows (the Brier score in the legend).
     """
     from training import plots
 
@@ -318,10 +319,10 @@ def evaluation_plots(plot_dir: Path, td: TrainingData, out: dict[str, np.ndarray
                                            f"Learned model vs physics baseline: {name}"))
     failure = td.failure.astype(bool)
     if 0 < failure.sum() < len(failure):
-        p = out["failure_probability"]
-        brier = float(np.mean((p - failure) ** 2))
-        written.append(plots.calibration_plot(plot_dir / "failure_calibration.png", failure,
-                                              {f"model (Brier {brier:.3f})": p}, f"Failure calibration: {name}"))
+        written.append(plots.calibration_plot(
+            plot_dir / "failure_calibration.png", failure,
+            {f"model (Brier {metrics['failure_brier']:.3f})": out["failure_probability"]},
+            f"Failure calibration: {name}"))
     if td.kind == "ev_fleet" and "fault" in td.frame.columns:
         fault = td.frame["fault"].to_numpy(dtype=object)
         healthy, score = fault == "none", out["anomaly_score"]
