@@ -20,6 +20,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from streams.api.coalesce import Coalescer
 from streams.api.schemas import RISK_HIGH, RISK_MEDIUM, risk_band
 
 #: Sortable columns of the battery list: query parameter -> column of battery_state.
@@ -59,6 +60,24 @@ _SUMS_JSON = ("'pairs', coalesce(sum(a.pairs), 0), 'abs_error', sum(a.rul_abs_er
 _IN_WINDOW = (f"a.bucket > (SELECT max(bucket) FROM ev_accuracy WHERE battery_id = '{FLEET}') "
               "- %(window_s)s * INTERVAL '1 second'")
 
+#: The twin rows of the packs ``%(b)s`` (an array): one query serves many concurrent requests.
+_TWIN_QUERY = (
+    f"SELECT {_STATE_COLS}, "
+    "(SELECT coalesce(json_agg(a ORDER BY a.opened_at DESC), '[]'::json) FROM "
+    f"  (SELECT {_ALERT_COLS} FROM ev_alerts WHERE battery_id = s.battery_id "
+    "   AND resolved_at IS NULL ORDER BY opened_at DESC LIMIT 50) a) AS alerts, "
+    "d.desired AS d_desired, d.version AS d_version, d.requested_at AS d_requested_at, "
+    "d.reported AS d_reported, d.reported_version AS d_reported_version, "
+    "d.reported_at AS d_reported_at, d.converged_at AS d_converged_at, "
+    "d.battery_id IS NOT NULL AS d_present, "
+    f"(SELECT json_build_object({_SUMS_JSON}) FROM ev_accuracy a "
+    f" WHERE a.battery_id = s.battery_id AND {_IN_WINDOW}) AS acc, "
+    "f.fault AS f_fault, f.onset AS f_onset, f.detected_at AS f_detected_at, "
+    "f.detection_delay_s AS f_delay "
+    "FROM battery_state s LEFT JOIN battery_desired_state d USING (battery_id) "
+    "LEFT JOIN ev_accuracy_faults f USING (battery_id) "
+    "WHERE s.battery_id = ANY(%(b)s)")
+
 
 def choose_resolution(start: datetime, end: datetime, wanted: str) -> str:
     """The resolution a history uses: ``wanted`` unless ``auto``; auto keeps at most
@@ -79,8 +98,10 @@ def choose_resolution(start: datetime, end: datetime, wanted: str) -> str:
 class ReadModel:
     """The API's queries over one connection pool (``psycopg_pool.AsyncConnectionPool``)."""
 
-    def __init__(self, pool: AsyncConnectionPool) -> None:
+    def __init__(self, pool: AsyncConnectionPool, *, twin_batch: int = 64) -> None:
         self.pool = pool
+        self._twins: Coalescer[tuple[str, int], dict[str, Any]] = Coalescer(
+            self._twin_rows, max_batch=twin_batch)
 
     async def _all(self, query: Any, params: Any = None) -> list[dict[str, Any]]:
         async with self.pool.connection() as conn:
@@ -159,25 +180,21 @@ class ReadModel:
                                (battery_id,))
 
     async def battery_twin(self, battery_id: str, accuracy_window_s: int) -> dict[str, Any] | None:
-        """One round trip for the twin page: the pack's state row, its open alerts (``alerts``, a
-        JSON list, newest first, at most 50), its desired-state row (``d_*`` columns), its
-        accuracy sums over the window (``acc``, JSON) and its fault episode (``f_*``)."""
-        return await self._one(
-            f"SELECT {_STATE_COLS}, "
-            "(SELECT coalesce(json_agg(a ORDER BY a.opened_at DESC), '[]'::json) FROM "
-            f"  (SELECT {_ALERT_COLS} FROM ev_alerts WHERE battery_id = s.battery_id "
-            "   AND resolved_at IS NULL ORDER BY opened_at DESC LIMIT 50) a) AS alerts, "
-            "d.desired AS d_desired, d.version AS d_version, d.requested_at AS d_requested_at, "
-            "d.reported AS d_reported, d.reported_version AS d_reported_version, "
-            "d.reported_at AS d_reported_at, d.converged_at AS d_converged_at, "
-            "d.battery_id IS NOT NULL AS d_present, "
-            f"(SELECT json_build_object({_SUMS_JSON}) FROM ev_accuracy a "
-            f" WHERE a.battery_id = s.battery_id AND {_IN_WINDOW}) AS acc, "
-            "f.fault AS f_fault, f.onset AS f_onset, f.detected_at AS f_detected_at, "
-            "f.detection_delay_s AS f_delay "
-            "FROM battery_state s LEFT JOIN battery_desired_state d USING (battery_id) "
-            "LEFT JOIN ev_accuracy_faults f USING (battery_id) "
-            "WHERE s.battery_id = %(b)s", {"b": battery_id, "window_s": accuracy_window_s})
+        """One pack's twin row: its state row, its open alerts (``alerts``, a JSON list, newest
+        first, at most 50), its desired-state row (``d_*`` columns), its accuracy sums over the
+        window (``acc``, JSON) and its fault episode (``f_*``). Concurrent calls share queries
+        (:class:`~streams.api.coalesce.Coalescer`); the row returned may be shared with another
+        caller: read it, do not change it."""
+        return await self._twins.get((battery_id, accuracy_window_s))
+
+    async def _twin_rows(self, keys: list[tuple[str, int]]) -> dict[tuple[str, int], dict[str, Any]]:
+        """The twin rows of many packs, one query per accuracy window (in practice: one)."""
+        found: dict[tuple[str, int], dict[str, Any]] = {}
+        for window_s in {w for _, w in keys}:
+            ids = [b for b, w in keys if w == window_s]
+            for row in await self._all(_TWIN_QUERY, {"b": ids, "window_s": window_s}):
+                found[(row["battery_id"], window_s)] = row
+        return found
 
     async def battery_exists(self, battery_id: str) -> bool:
         return await self._one("SELECT 1 AS x FROM battery_state WHERE battery_id = %s",
