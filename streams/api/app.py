@@ -23,6 +23,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from streams.api.security import KeyChecker, RateLimiter, parse_key_hashes, retry_after
+from streams.runtime.heap import freeze_startup_heap
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         st.reported.store if st.reported else None)
     st.live.stop_event = stop
     st.live.start()
+    freeze_startup_heap()
     try:
         yield
     finally:
@@ -188,7 +190,7 @@ class RateLimitMiddleware:
         self.limiter = limiter
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/api/"):
+        if self.limiter.rate > 0 and scope["type"] == "http" and scope["path"].startswith("/api/"):
             wait = self.limiter.take(_client_identity(Request(scope)))
             if wait > 0:
                 response = JSONResponse({"detail": "rate limit exceeded; retry later"},
