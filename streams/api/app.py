@@ -91,7 +91,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     else:
         log.warning("topic %s missing: reported states are not followed", REPORTED)
     st.live = LiveConsumer(
-        kafka.consumer(ep.kafka_bootstrap_servers, "evtwin-api-live", **{"fetch.wait.max.ms": 20}),
+        kafka.consumer(ep.kafka_bootstrap_servers, "evtwin-api-live", **LiveConsumer.FETCH_CONFIG),
         st.hub, codec_for(PREDICTIONS, ep), codec_for(ALERTS, ep), parts,
         codec_for(REPORTED, ep) if st.reported else None,
         st.reported.store if st.reported else None)
