@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     embedded_schema_registry: bool = Field(
         False, description="Run the embedded schema registry (records then use the Confluent framing)."
     )
+    embedded_kafka_retention_s: int = Field(
+        600, ge=0, description="Longest time the embedded broker keeps a record of a delete-policy "
+        "topic (noida-db saves everything it holds again and again: its cost grows with it); "
+        "0 = the topics' own retention (days).")
     embedded_kafka_port: int = Field(9092, ge=0, le=65535, description="0 = any free port.")
     embedded_postgres_port: int = Field(5432, ge=0, le=65535, description="0 = any free port.")
     embedded_mqtt_port: int = Field(1883, ge=0, le=65535, description="0 = any free port.")

@@ -22,6 +22,7 @@ from connectors.embedded.kafka_broker import KafkaBroker
 from connectors.embedded.mqtt_broker import MqttBroker, choose_mqtt_broker
 from connectors.embedded.postgres_server import PostgresServer
 from connectors.embedded.process import ChildService, ensure_writable_dir, python_child_env
+from connectors.embedded.retention import RetentionCap
 from connectors.endpoints import Endpoints
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class EmbeddedStack:
         self.endpoints: Endpoints | None = None
         self.timings: dict[str, float] = {}
         self._lock_fd: int | None = None
+        self.retention: RetentionCap | None = None
 
     def _plan(self) -> None:
         s, d = self.settings, self.state_dir
@@ -113,6 +115,9 @@ class EmbeddedStack:
             self.stop()
             raise
         self.timings["total"] = time.monotonic() - t0
+        retention_s = getattr(self.settings, "embedded_kafka_retention_s", 0)
+        if self.settings.kafka_bootstrap_servers is None and retention_s > 0:
+            self.retention = RetentionCap(self.kafka.bootstrap_servers, retention_s * 1000).start()
         self.endpoints = self._endpoints()
         self.endpoints.write(self.settings.stack_file)
         log.info("embedded stack ready in %.2f s", self.timings["total"])
@@ -140,6 +145,9 @@ class EmbeddedStack:
 
     def stop(self) -> None:
         """Stop every service in reverse order and remove ``stack.json``."""
+        if self.retention is not None:
+            self.retention.stop()
+            self.retention = None
         for service in reversed(self.services):
             try:
                 service.stop()
