@@ -13,7 +13,6 @@ import faust
 
 from streams.runtime.batching import TwinApp
 from streams.runtime.health import HEALTH
-from streams.runtime.heap import freeze_startup_heap
 
 
 def make_app(settings: Any, bootstrap: str, app_id: str, batch_size: int) -> TwinApp:
@@ -58,7 +57,6 @@ def _report_health(app: TwinApp) -> None:
     """Ready (/readyz) once the app has joined its consumer group (its streams resumed after the
     first rebalance, with or without partitions); live (/healthz) while its event loop turns."""
     HEALTH.expect("group")
-    HEALTH.on_next_ready(freeze_startup_heap)  # group joined (and model loaded): start-up is over
 
     async def joined(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         HEALTH.met("group")

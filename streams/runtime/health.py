@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
 from http.server import ThreadingHTTPServer
 from typing import Any
 
@@ -36,7 +35,6 @@ class Health:
         self._lock = threading.Lock()
         self._conditions: dict[str, bool] = {}
         self._beat: float | None = None
-        self._on_ready: list[Callable[[], object]] = []
 
     def expect(self, *conditions: str) -> None:
         """Declare conditions that must be met before the process is ready (not met yet)."""
@@ -48,17 +46,6 @@ class Health:
         """Report ``condition`` met (or, with ``ok=False``, lost)."""
         with self._lock:
             self._conditions[condition] = ok
-            hooks: list[Callable[[], object]] = []
-            if all(self._conditions.values()):
-                hooks, self._on_ready = self._on_ready, []
-        for hook in hooks:
-            hook()
-
-    def on_next_ready(self, hook: Callable[[], object]) -> None:
-        """Call ``hook`` once, the next time a condition is met and with it all declared ones
-        (for a stream app: its start-up is over)."""
-        with self._lock:
-            self._on_ready.append(hook)
 
     def beat(self) -> None:
         """The process's loop is turning (call it periodically from the loop)."""

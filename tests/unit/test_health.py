@@ -63,18 +63,3 @@ def test_metrics_are_served_on_the_same_port(served: tuple[Health, int]) -> None
     _, port = served
     status, body = _get(port, "/metrics")
     assert status == 200 and "# TYPE" in body
-
-
-def test_ready_hook_runs_once_when_the_last_condition_is_met() -> None:
-    health = Health()
-    health.met("model")  # met before anything waits for it: no hook yet
-    calls: list[str] = []
-    health.expect("group")
-    health.on_next_ready(lambda: calls.append("ready"))
-    health.met("model")
-    assert calls == []  # the group is still missing
-    health.met("group")
-    assert calls == ["ready"]
-    health.met("group", ok=False)
-    health.met("group")  # a rejoin after a rebalance is not a second start-up
-    assert calls == ["ready"]
