@@ -204,7 +204,7 @@ class _FleetReader(asyncio.Protocol):
     ``websockets`` package) spent most of the bench's CPU assembling 200 clients' megabytes per
     second and was what the fan-out figure measured."""
 
-    MARKER = b'"scored_at": "'
+    MARKER = b'"scored_at":'
     COUNT = b'"battery_id"'
 
     def __init__(self, latencies: list[float], delivered: list[int], closed: list[int]) -> None:
@@ -278,7 +278,7 @@ class _FleetReader(asyncio.Protocol):
         if self.opcode == 1:
             i = self.head.find(self.MARKER)
             if i >= 0:
-                j = i + len(self.MARKER)
+                j = self.head.index(b'"', i + len(self.MARKER)) + 1  # with or without a space
                 stamp = bytes(self.head[j:self.head.index(b'"', j)]).decode()
                 self.latencies.append(arrived - datetime.fromisoformat(stamp).timestamp())
                 self.delivered[0] += self.count

@@ -171,3 +171,29 @@ def test_applier_applies_newer_versions_only_and_reports() -> None:
     reports = [reported.decode(v) for _, v, _ in producer.records]
     assert [(r["battery_id"], r["version"], r["status"], r["max_soc"]) for r in reports] == [
         (bid, 2, "APPLIED", 70.0)]
+
+
+def test_live_values_are_rounded_below_what_sensors_resolve_and_frames_are_compact() -> None:
+    record = prediction("B1", 1_000, soc=55.82812345678912, voltage=357.20812345678, current=None,
+                        failure_probability=0.827712345678, rul_cycles=935.04999999, charge_cycles=7)
+    live = live_prediction(record)
+    assert live["soc"] == 55.828 and live["voltage"] == 357.208
+    assert live["failure_probability"] == 0.82771 and live["rul_cycles"] == 935.0
+    assert live["current"] is None and live["charge_cycles"] == 7  # nothing invented, ints kept
+
+    async def one_frame() -> str:
+        hub = Hub(batch_ms=1000, queue_size=4)
+        await hub.start()
+        ws = FakeWs()
+        task = asyncio.create_task(hub.serve(ws, None))
+        await asyncio.sleep(0.01)
+        hub._ingest([live], [])
+        hub.flush()
+        await asyncio.sleep(0.01)
+        await hub.stop()
+        task.cancel()
+        return ws.sent[-1]
+
+    frame = asyncio.run(one_frame())
+    assert ", " not in frame and '": ' not in frame  # no spaces after separators
+    assert json.loads(frame)["data"] == [live]
