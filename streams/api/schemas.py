@@ -445,7 +445,8 @@ class TopicRecords(_Model):
 
 
 class LivePrediction(PredictionRow):
-    """A prediction as it streams (the reading's values with the estimate)."""
+    """A prediction as it streams (the reading's values with the estimate); measurements rounded to
+    ``streams.api.hub.LIVE_DECIMALS`` places (the REST API has them at full precision)."""
 
     soc: float | None = None
     soh: float | None = None
