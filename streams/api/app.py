@@ -23,7 +23,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from streams.api.security import KeyChecker, RateLimiter, parse_key_hashes, retry_after
-from streams.runtime.heap import freeze_startup_heap
+from streams.runtime.heap import freeze_heap
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         st.reported.store if st.reported else None)
     st.live.stop_event = stop
     st.live.start()
-    freeze_startup_heap()
+    freeze_heap()
     try:
         yield
     finally:

@@ -11,7 +11,6 @@ is waited out for the time it asks, without counting as a failure).
 from __future__ import annotations
 
 import asyncio
-import gc
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -19,6 +18,7 @@ from typing import Any
 
 from streams.errors import SinkBackpressureError
 from streams.runtime import metrics
+from streams.runtime.heap import freeze_heap
 
 log = logging.getLogger(__name__)
 
@@ -56,21 +56,6 @@ async def handle_until_done(handle: Handler, chunk: Sequence[Any], what: str = "
                         getattr(first, "partition", "?"), getattr(first, "offset", "?"))
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_BACKOFF_S)
-
-
-def freeze_heap() -> None:
-    """Exempt every object alive now from garbage collection (``gc.freeze``).
-
-    Called once a stream app has handled its first fetch: its heap is then mostly modules, models,
-    Faust, aiokafka and the clients, all living as long as the process. A full (generation 2)
-    collection walks every tracked object; with that heap it took 130–250 ms on a 2×-slowed
-    machine, once every few seconds, stalling the event loop and with it every record in flight —
-    that was the p99 latency of the score worker. Frozen objects are never walked again, so a full
-    collection only sees what the batches leave behind (2–8 ms measured). Frozen objects are still
-    freed by reference counting.
-    """
-    gc.collect()
-    gc.freeze()
 
 
 def batch_agent(app: Any, topic: str, name: str, handle: Handler, *, partitions: int,
@@ -111,4 +96,4 @@ def batch_agent(app: Any, topic: str, name: str, handle: Handler, *, partitions:
     app.agent(fetches, name=name)(run)
 
 
-__all__ = ["Handler", "batch_agent", "freeze_heap", "handle_until_done"]
+__all__ = ["Handler", "batch_agent", "handle_until_done"]

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import gc
 
-from streams.runtime.heap import freeze_startup_heap
+from streams.runtime.heap import freeze_heap
 
 
 def test_freezing_the_startup_heap_takes_live_objects_out_of_full_collections() -> None:
     kept = [[i] for i in range(10_000)]  # noqa: F841 (alive while frozen)
     try:
-        assert freeze_startup_heap() >= 10_000
+        assert freeze_heap() >= 10_000
         assert gc.get_freeze_count() >= 10_000
     finally:
         gc.unfreeze()
