@@ -16,12 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from streams.api.metrics import ApiMetrics, RequestMetricsMiddleware
 from streams.api.security import KeyChecker, RateLimiter, parse_key_hashes, retry_after
 from streams.runtime.heap import freeze_heap
 
@@ -156,6 +158,7 @@ def create_app(settings: Any = None, endpoints: Any = None,
                                allow_methods=["GET", "PUT", "POST"],
                                allow_headers=["X-API-Key", "Authorization", "Content-Type"])
         app.add_middleware(RateLimitMiddleware, limiter=app.state.api.limiter)
+        _add_metrics(app, ApiMetrics(app.state.api))
         from streams.api import routes_accuracy, routes_live, routes_read, routes_write
 
         app.include_router(routes_read.router)
@@ -165,6 +168,16 @@ def create_app(settings: Any = None, endpoints: Any = None,
     if web_dir is not None and web_dir.is_dir():
         app.mount("/", StaticFiles(directory=web_dir, html=True), name="web")
     return app
+
+
+def _add_metrics(app: FastAPI, metrics: ApiMetrics) -> None:
+    """``GET /metrics`` (Prometheus text format) and the middleware that counts every request
+    (outermost: a 429 of the rate limiter is counted too)."""
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def _add_docs(app: FastAPI) -> None:

@@ -40,13 +40,15 @@ class Coalescer(Generic[K, V]):
         self._inflight = 0
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
-        #: Queries sent and keys looked up (the mean batch is their ratio).
+        #: Calls of :meth:`get`, queries sent, and the distinct keys those queries asked for.
+        self.lookups = 0
         self.batches = 0
         self.keys = 0
 
     async def get(self, key: K) -> V | None:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[V | None] = loop.create_future()
+        self.lookups += 1
         self._waiting.setdefault(key, []).append(future)
         if not self._scheduled and self._inflight < self.max_inflight:
             self._scheduled = True

@@ -100,7 +100,8 @@ class ReadModel:
 
     def __init__(self, pool: AsyncConnectionPool, *, twin_batch: int = 64) -> None:
         self.pool = pool
-        self._twins: Coalescer[tuple[str, int], dict[str, Any]] = Coalescer(
+        #: Concurrent twin lookups share queries (its ``keys``/``batches`` are exported as metrics).
+        self.twin_loader: Coalescer[tuple[str, int], dict[str, Any]] = Coalescer(
             self._twin_rows, max_batch=twin_batch)
 
     async def _all(self, query: Any, params: Any = None) -> list[dict[str, Any]]:
@@ -185,7 +186,7 @@ class ReadModel:
         window (``acc``, JSON) and its fault episode (``f_*``). Concurrent calls share queries
         (:class:`~streams.api.coalesce.Coalescer`); the row returned may be shared with another
         caller: read it, do not change it."""
-        return await self._twins.get((battery_id, accuracy_window_s))
+        return await self.twin_loader.get((battery_id, accuracy_window_s))
 
     async def _twin_rows(self, keys: list[tuple[str, int]]) -> dict[tuple[str, int], dict[str, Any]]:
         """The twin rows of many packs, one query per accuracy window (in practice: one)."""

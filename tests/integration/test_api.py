@@ -372,3 +372,44 @@ def test_openapi_and_docs(client: httpx.Client) -> None:
                  "/api/battery/configure", "/api/fleet/summary", "/api/export", "/api/health"):
         assert path in spec["paths"]
     assert client.get("/docs").status_code == 200
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample of a Prometheus text exposition (0 when absent)."""
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    head = f"{name}{{{want}}}" if labels else name
+    for line in text.splitlines():
+        if line.startswith(head + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_metrics_count_requests_by_route_and_twin_lookups_by_query(api: str) -> None:
+    import asyncio
+
+    route = "/api/batteries/{battery_id}"
+    with httpx.Client(base_url=api, timeout=30) as c:
+        before = c.get("/metrics").text
+        assert c.get("/api/batteries/APITEST_0003").status_code == 200
+        assert c.get("/api/batteries/NO_SUCH_PACK").status_code == 404
+
+    async def concurrent() -> list[int]:
+        async with httpx.AsyncClient(base_url=api, timeout=30) as ac:
+            got = await asyncio.gather(*(ac.get(f"/api/batteries/APITEST_{i % N_BATTERIES:04d}") for i in range(60)))
+            return [r.status_code for r in got]
+
+    assert asyncio.run(concurrent()) == [200] * 60
+    with httpx.Client(base_url=api, timeout=30) as c:
+        response = c.get("/metrics")
+    after = response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    ok = _metric(after, "evtwin_api_requests_total", method="GET", route=route, status="200")
+    assert ok - _metric(before, "evtwin_api_requests_total", method="GET", route=route, status="200") == 61
+    missing = _metric(after, "evtwin_api_requests_total", method="GET", route=route, status="404")
+    assert missing - _metric(before, "evtwin_api_requests_total", method="GET", route=route, status="404") == 1
+    assert _metric(after, "evtwin_api_request_seconds_count", method="GET", route=route) >= 62
+    lookups = _metric(after, "evtwin_api_twin_lookups_total") - _metric(before, "evtwin_api_twin_lookups_total")
+    queries = _metric(after, "evtwin_api_twin_queries_total") - _metric(before, "evtwin_api_twin_queries_total")
+    assert lookups == 62 and 1 <= queries < lookups  # the 60 concurrent ones shared queries
+    assert _metric(after, "evtwin_api_ws_clients", stream="fleet") == 0
+    assert _metric(after, "process_resident_memory_bytes") > 10e6
