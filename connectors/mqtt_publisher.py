@@ -28,13 +28,16 @@ from __future__ import annotations
 import json
 import logging
 import re
+import ssl
 import threading
 import time
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 import paho.mqtt.client as mqtt
 
@@ -54,18 +57,83 @@ class MqttPublishError(ConnectorError):
     """A message cannot be published (bad battery id, bad URL, publisher stopped)."""
 
 
-def parse_mqtt_url(url: str) -> tuple[str, int, str | None, str | None]:
-    """``mqtt://[user:password@]host:port`` → ``(host, port, user, password)``.
+@dataclass(frozen=True)
+class MqttEndpoint:
+    """Where an MQTT broker is and how to talk to it, from its URL.
+
+    ``mqtt://[user:password@]host[:1883]`` is plain TCP; ``mqtts://…host[:8883]`` is TLS,
+    verified against the system's CAs, or against ``?ca_file=PATH`` (PEM) — e.g. a private CA —
+    with a client certificate when ``&cert_file=PATH&key_file=PATH`` are given (mutual TLS).
+    The certificate must name the host (no "insecure" mode: a twin's alerts are not sent to
+    whoever answers).
+    """
+
+    host: str
+    port: int
+    user: str | None = None
+    password: str | None = None
+    tls: bool = False
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The client-side TLS context (verifies the broker's certificate and host name)."""
+        context = ssl.create_default_context(cafile=self.ca_file)
+        if self.cert_file:
+            context.load_cert_chain(self.cert_file, self.key_file)
+        return context
+
+    def configure(self, client: Any) -> None:
+        """Set the credentials and, for ``mqtts``, TLS on a paho-mqtt client."""
+        if self.user:
+            client.username_pw_set(self.user, self.password)
+        if self.tls:
+            client.tls_set_context(self.ssl_context())
+
+
+_TLS_PARAMS = ("ca_file", "cert_file", "key_file")
+
+
+def mqtt_endpoint(url: str) -> MqttEndpoint:
+    """Parse an ``mqtt://`` or ``mqtts://`` URL (see :class:`MqttEndpoint`).
 
     Raises:
-        MqttPublishError: not an ``mqtt://`` URL with a host.
+        MqttPublishError: another scheme, no host, an unknown parameter, TLS files given for a
+            plain ``mqtt://`` URL, a file that does not exist, or a certificate without its key.
     """
     parts = urlparse(url)
-    if parts.scheme != "mqtt" or not parts.hostname:
-        raise MqttPublishError(f"MQTT URL must look like mqtt://[user:password@]host:port, not {parts.scheme}://…")
-    user = unquote(parts.username) if parts.username else None
-    password = unquote(parts.password) if parts.password else None
-    return parts.hostname, parts.port or 1883, user, password
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise MqttPublishError("MQTT URL must look like mqtt://[user:password@]host:port or "
+                               f"mqtts://…host:port?ca_file=PATH, not {parts.scheme}://…")
+    query = parse_qs(parts.query)
+    unknown = sorted(set(query) - set(_TLS_PARAMS))
+    if unknown:
+        raise MqttPublishError(f"MQTT URL: unknown parameter(s) {', '.join(unknown)}; "
+                               f"known: {', '.join(_TLS_PARAMS)} (mqtts:// only)")
+    files = {k: unquote(v[-1]) for k, v in query.items()}
+    tls = parts.scheme == "mqtts"
+    if files and not tls:
+        raise MqttPublishError(f"MQTT URL: {', '.join(sorted(files))} need TLS: use mqtts://")
+    for name, path in files.items():
+        if not Path(path).is_file():
+            raise MqttPublishError(f"MQTT URL: {name} {path} does not exist")
+    if ("cert_file" in files) != ("key_file" in files):
+        raise MqttPublishError("MQTT URL: a client certificate needs both cert_file and key_file")
+    return MqttEndpoint(host=parts.hostname, port=parts.port or (8883 if tls else 1883),
+                        user=unquote(parts.username) if parts.username else None,
+                        password=unquote(parts.password) if parts.password else None,
+                        tls=tls, **files)
+
+
+def parse_mqtt_url(url: str) -> tuple[str, int, str | None, str | None]:
+    """``mqtt[s]://[user:password@]host:port`` → ``(host, port, user, password)``.
+
+    Raises:
+        MqttPublishError: not a valid MQTT URL (see :func:`mqtt_endpoint`).
+    """
+    ep = mqtt_endpoint(url)
+    return ep.host, ep.port, ep.user, ep.password
 
 
 def _json_default(value: Any) -> Any:
@@ -84,7 +152,7 @@ class MqttPublisher:
     """Publishes twin state, alerts and the fleet summary; see the module docstring for topics.
 
     Args:
-        mqtt_url: ``mqtt://[user:password@]host:port``.
+        mqtt_url: ``mqtt://[user:password@]host:port`` or ``mqtts://…`` (:class:`MqttEndpoint`).
         client_id: MQTT client id; default ``evtwin-bridge-<random>`` (replicas need distinct ids).
         max_inflight: Most QoS 1 messages awaiting PUBACK at once.
         buffer_size: Most alerts waiting to be sent (oldest dropped beyond it).
@@ -96,7 +164,8 @@ class MqttPublisher:
     def __init__(self, mqtt_url: str, *, client_id: str | None = None, max_inflight: int = 100,
                  buffer_size: int = 10_000, max_pending_states: int = 100_000,
                  keepalive_s: int = 30, reconnect_delay_s: tuple[int, int] = (1, 30)) -> None:
-        self.host, self.port, user, password = parse_mqtt_url(mqtt_url)
+        self.endpoint = mqtt_endpoint(mqtt_url)
+        self.host, self.port = self.endpoint.host, self.endpoint.port
         self.max_inflight = max_inflight
         self.keepalive_s = keepalive_s
         #: Messages handed to the broker, by kind (``state``, ``alert``, ``fleet_summary``).
@@ -119,8 +188,7 @@ class MqttPublisher:
         self._pump: threading.Thread | None = None
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                                    client_id=client_id or f"evtwin-bridge-{uuid.uuid4().hex[:8]}")
-        if user:
-            self._client.username_pw_set(user, password)
+        self.endpoint.configure(self._client)
         self._client.max_inflight_messages_set(max_inflight)
         self._client.reconnect_delay_set(*reconnect_delay_s)
         self._client.on_connect = self._on_connect
@@ -294,5 +362,5 @@ def _checked(battery_id: str) -> str:
 
 __all__ = [
     "ALERT_QOS", "ALERT_TOPIC", "FLEET_SUMMARY_TOPIC", "STATE_QOS", "STATE_TOPIC", "MqttPublishError",
-    "MqttPublisher", "parse_mqtt_url",
+    "MqttEndpoint", "MqttPublisher", "mqtt_endpoint", "parse_mqtt_url",
 ]

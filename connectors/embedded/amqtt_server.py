@@ -1,4 +1,5 @@
-"""Run the amqtt MQTT broker on a loopback port: ``python -m connectors.embedded.amqtt_server --port N``.
+"""Run the amqtt MQTT broker on a loopback port: ``python -m connectors.embedded.amqtt_server --port N``
+(``--certfile C --keyfile K``: MQTT over TLS).
 
 The embedded stack starts this as a child process (see :mod:`connectors.embedded.mqtt_broker`), so the
 broker gets the same lifecycle as the other services.
@@ -12,12 +13,15 @@ import logging
 import signal
 
 
-async def _serve(host: str, port: int) -> None:
+async def _serve(host: str, port: int, certfile: str | None = None, keyfile: str | None = None) -> None:
     from amqtt.broker import Broker
 
+    listener: dict[str, object] = {"type": "tcp", "bind": f"{host}:{port}"}
+    if certfile:  # MQTT over TLS (mqtts://) with this certificate
+        listener.update(ssl=True, certfile=certfile, keyfile=keyfile)
     broker = Broker(
         {
-            "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},
+            "listeners": {"default": listener},
             "plugins": {
                 "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
             },
@@ -28,7 +32,7 @@ async def _serve(host: str, port: int) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    print(f"amqtt listening on {host}:{port}", flush=True)
+    print(f"amqtt listening on {host}:{port}{' (TLS)' if certfile else ''}", flush=True)
     await stop.wait()
     try:  # amqtt's shutdown can wait on a lingering client session for good; bound it
         await asyncio.wait_for(broker.shutdown(), timeout=3.0)
@@ -40,9 +44,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--certfile", help="PEM certificate (chain): listen with TLS (mqtts)")
+    parser.add_argument("--keyfile", help="PEM private key of --certfile")
     args = parser.parse_args()
+    if bool(args.certfile) != bool(args.keyfile):
+        parser.error("--certfile and --keyfile go together")
     logging.basicConfig(level=logging.WARNING)
-    asyncio.run(_serve(args.host, args.port))
+    asyncio.run(_serve(args.host, args.port, args.certfile, args.keyfile))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, HTTPException, Query, Request, WebSocket
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -46,10 +45,13 @@ async def _broker(st: Any) -> str:
 
 
 async def _mqtt(url: str) -> str:
-    parts = urlsplit(url)
-    _, writer = await asyncio.open_connection(parts.hostname or "127.0.0.1", parts.port or 1883)
+    from connectors.mqtt_publisher import mqtt_endpoint
+
+    ep = mqtt_endpoint(url)  # mqtts: the TLS handshake and the broker's certificate are checked too
+    _, writer = await asyncio.open_connection(ep.host, ep.port,
+                                              ssl=ep.ssl_context() if ep.tls else None)
     writer.close()
-    return f"{parts.hostname}:{parts.port or 1883} accepts connections"
+    return f"{ep.host}:{ep.port} accepts {'TLS ' if ep.tls else ''}connections"
 
 
 async def _model(st: Any) -> str:

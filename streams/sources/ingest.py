@@ -10,7 +10,6 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlparse
 
 from schemas import EncodeError
 from schemas.codec import AvroCodec
@@ -98,10 +97,11 @@ def run_bridge(bridge: IngestBridge, mqtt_url: str, stop: threading.Event,
     """
     import paho.mqtt.client as mqtt
 
-    url = urlparse(mqtt_url)
+    from connectors.mqtt_publisher import mqtt_endpoint
+
+    endpoint = mqtt_endpoint(mqtt_url)
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
-    if url.username:
-        client.username_pw_set(url.username, url.password)
+    endpoint.configure(client)
     HEALTH.expect("mqtt")  # ready (/readyz) while subscribed on the broker
 
     def on_connect(c: Any, u: Any, flags: Any, rc: Any, props: Any = None) -> None:
@@ -119,7 +119,7 @@ def run_bridge(bridge: IngestBridge, mqtt_url: str, stop: threading.Event,
 
     client.on_message = on_message
     client.reconnect_delay_set(1, 10)
-    client.connect(url.hostname or "127.0.0.1", url.port or 1883, keepalive=30)
+    client.connect(endpoint.host, endpoint.port, keepalive=30)
     client.loop_start()
     try:
         while not stop.wait(0.5):
