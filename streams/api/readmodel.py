@@ -100,7 +100,7 @@ class ReadModel:
 
     def __init__(self, pool: AsyncConnectionPool, *, twin_batch: int = 64) -> None:
         self.pool = pool
-        #: Concurrent twin lookups share queries (its ``keys``/``batches`` are exported as metrics).
+        #: Concurrent twin lookups share queries (``lookups`` and ``batches`` go to /metrics).
         self.twin_loader: Coalescer[tuple[str, int], dict[str, Any]] = Coalescer(
             self._twin_rows, max_batch=twin_batch)
 
