@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -43,58 +42,6 @@ def consumer(bootstrap_servers: str, group_id: str, **overrides: Any) -> Consume
     }
     config.update(overrides)
     return Consumer(config)
-
-
-class IdleRest:
-    """Pause an assigned consumer's partitions while its topics are quiet (a wrapper of
-    ``consume``).
-
-    noida-db answers every fetch at once — with nothing, when nothing is new — so librdkafka's
-    fetcher fetches back to back: an idle consumer of 12 partitions cost ~47 % of a core, and the
-    broker ~38 % answering it (measured; ``fetch.wait.max.ms``, ``fetch.min.bytes``,
-    ``fetch.error.backoff.ms``, ``enable.partition.eof`` and ``queued.min.messages`` changed
-    nothing). Paused partitions are not fetched: with a 200–500 ms rest after each empty poll,
-    0.7 % and 0.5 %. In ``evtwin up`` two such consumers (the simulator's commands, the live view's
-    alerts) and the broker spent about a core doing nothing.
-
-    After an empty ``consume`` the partitions are paused for ``rest_s``; calls during the rest
-    return ``[]`` without touching the consumer; the first call after it resumes them and waits up
-    to ``wake_s`` for the first fetch. Pausing keeps the position (librdkafka fetches from the
-    next unconsumed offset on resume), so nothing produced meanwhile is lost; it arrives at most
-    ``rest_s`` (plus the caller's own interval) late. For consumers that wait for rare records
-    (commands, alerts of a terminal view), not for a stream that must flow.
-    """
-
-    def __init__(self, consumer: Consumer, rest_s: float = 0.5, wake_s: float = 0.02) -> None:
-        self.consumer = consumer
-        self.rest_s = rest_s
-        self.wake_s = wake_s
-        self._paused: list[Any] = []
-        self._resume_at = 0.0
-        #: Rests taken (each after an empty poll).
-        self.rests = 0
-
-    @property
-    def resting(self) -> bool:
-        return bool(self._paused)
-
-    def consume(self, num_messages: int, timeout: float) -> list[Any]:
-        now = time.monotonic()
-        if self._paused:
-            if now < self._resume_at:
-                return []
-            self.consumer.resume(self._paused)
-            self._paused = []
-            timeout = max(timeout, self.wake_s)
-        messages: list[Any] = self.consumer.consume(num_messages=num_messages, timeout=timeout)
-        if not messages:
-            assigned = self.consumer.assignment()
-            if assigned:
-                self.consumer.pause(assigned)
-                self._paused = assigned
-                self._resume_at = time.monotonic() + self.rest_s
-                self.rests += 1
-        return messages
 
 
 @dataclass(frozen=True)
@@ -156,4 +103,4 @@ def ensure_topics(bootstrap_servers: str, specs: Iterable[Any], replication: int
     return created
 
 
-__all__ = ["IdleRest", "TopicState", "consumer", "ensure_topics", "list_topics", "producer"]
+__all__ = ["TopicState", "consumer", "ensure_topics", "list_topics", "producer"]
