@@ -126,16 +126,6 @@ def mqtt_endpoint(url: str) -> MqttEndpoint:
                         tls=tls, **files)
 
 
-def parse_mqtt_url(url: str) -> tuple[str, int, str | None, str | None]:
-    """``mqtt[s]://[user:password@]host:port`` → ``(host, port, user, password)``.
-
-    Raises:
-        MqttPublishError: not a valid MQTT URL (see :func:`mqtt_endpoint`).
-    """
-    ep = mqtt_endpoint(url)
-    return ep.host, ep.port, ep.user, ep.password
-
-
 def _json_default(value: Any) -> Any:
     if hasattr(value, "item"):  # numpy scalars
         return value.item()
@@ -165,7 +155,6 @@ class MqttPublisher:
                  buffer_size: int = 10_000, max_pending_states: int = 100_000,
                  keepalive_s: int = 30, reconnect_delay_s: tuple[int, int] = (1, 30)) -> None:
         self.endpoint = mqtt_endpoint(mqtt_url)
-        self.host, self.port = self.endpoint.host, self.endpoint.port
         self.max_inflight = max_inflight
         self.keepalive_s = keepalive_s
         #: Messages handed to the broker, by kind (``state``, ``alert``, ``fleet_summary``).
@@ -199,7 +188,7 @@ class MqttPublisher:
 
     def start(self) -> None:
         """Start connecting in the background; returns at once (the broker may still be down)."""
-        self._client.connect_async(self.host, self.port, keepalive=self.keepalive_s)
+        self._client.connect_async(self.endpoint.host, self.endpoint.port, keepalive=self.keepalive_s)
         self._client.loop_start()
         self._pump = threading.Thread(target=self._run_pump, name="mqtt-publisher", daemon=True)
         self._pump.start()
@@ -291,11 +280,11 @@ class MqttPublisher:
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                     properties: Any = None) -> None:
         if reason.is_failure:
-            log.warning("mqtt: %s:%d refused the connection: %s", self.host, self.port, reason)
+            log.warning("mqtt: %s:%d refused the connection: %s", self.endpoint.host, self.endpoint.port, reason)
             return
         if self._ever_connected:
             self.reconnects += 1
-            log.info("mqtt: reconnected to %s:%d", self.host, self.port)
+            log.info("mqtt: reconnected to %s:%d", self.endpoint.host, self.endpoint.port)
         self._ever_connected = True
         self._connected.set()
         self._wake.set()
@@ -310,7 +299,7 @@ class MqttPublisher:
                        properties: Any = None) -> None:
         self._connected.clear()
         if not self._stopping.is_set():
-            log.warning("mqtt: lost %s:%d (%s); reconnecting", self.host, self.port, reason)
+            log.warning("mqtt: lost %s:%d (%s); reconnecting", self.endpoint.host, self.endpoint.port, reason)
 
     def _run_pump(self) -> None:
         while not self._stopping.is_set():
@@ -362,5 +351,5 @@ def _checked(battery_id: str) -> str:
 
 __all__ = [
     "ALERT_QOS", "ALERT_TOPIC", "FLEET_SUMMARY_TOPIC", "STATE_QOS", "STATE_TOPIC", "MqttPublishError",
-    "MqttEndpoint", "MqttPublisher", "mqtt_endpoint", "parse_mqtt_url",
+    "MqttEndpoint", "MqttPublisher", "mqtt_endpoint",
 ]

@@ -49,20 +49,23 @@ class RetentionCap:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._warned = False
+        self._admin: Any = None
 
     def apply(self) -> list[str]:
         """One pass: cap every topic that needs it; return the names capped in this pass."""
         from confluent_kafka.admin import (
-            AdminClient,
             AlterConfigOpType,
             ConfigEntry,
             ConfigResource,
             ResourceType,
         )
 
-        client = AdminClient({"bootstrap.servers": self.bootstrap_servers})
-        names = [t for t in client.list_topics(timeout=10).topics
-                 if t not in self.capped and not t.startswith("__")]
+        from connectors.kafka import admin, list_topics
+
+        if self._admin is None:
+            self._admin = admin(self.bootstrap_servers)
+        client = self._admin
+        names = [t for t in list_topics(self.bootstrap_servers) if t not in self.capped]
         if not names:
             return []
         described = client.describe_configs([ConfigResource(ResourceType.TOPIC, t) for t in names],

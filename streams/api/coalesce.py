@@ -40,10 +40,9 @@ class Coalescer(Generic[K, V]):
         self._inflight = 0
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
-        #: Calls of :meth:`get`, queries sent, and the distinct keys those queries asked for.
+        #: Calls of :meth:`get`, and the queries that served them.
         self.lookups = 0
         self.batches = 0
-        self.keys = 0
 
     async def get(self, key: K) -> V | None:
         loop = asyncio.get_running_loop()
@@ -63,7 +62,6 @@ class Coalescer(Generic[K, V]):
                 batch[key] = self._waiting.pop(key)
             self._inflight += 1
             self.batches += 1
-            self.keys += len(batch)
             task = asyncio.get_running_loop().create_task(self._run(batch))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)

@@ -1,6 +1,7 @@
 """The API's Prometheus metrics, served at ``GET /metrics`` on the API's own port.
 
-Per request (a pure-ASGI middleware, ~3 µs of a ~200 µs request): ``evtwin_api_requests_total``
+Per request (a pure-ASGI middleware: 4.7 µs measured around a bare ASGI app, against the ~200 µs
+a twin request costs the API at 5,000 requests/s): ``evtwin_api_requests_total``
 and ``evtwin_api_request_seconds`` by method, route *template* (``/api/batteries/{battery_id}``,
 never the raw path: the label set stays bounded; ``other`` = the web pages and paths no route
 matches) and status. Read at scrape time from the objects
@@ -58,7 +59,7 @@ class _LiveCollector:
             clients = GaugeMetricFamily("evtwin_api_ws_clients", "Connected WebSocket clients, by stream",
                                         labels=["stream"])
             clients.add_metric(["fleet"], len(hub.fleet))
-            clients.add_metric(["battery"], sum(len(c) for c in hub.by_battery.values()))
+            clients.add_metric(["battery"], hub.clients - len(hub.fleet))
             yield clients
             yield CounterMetricFamily("evtwin_api_ws_frames", "Prediction frames sent to the fleet clients",
                                       value=hub.frames)
@@ -101,9 +102,7 @@ class RequestMetricsMiddleware:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None)
-            label = (template or "/") if template is not None else "other"
+            label = getattr(scope.get("route"), "path", None) or "other"
             method = scope["method"]
             self.metrics.requests.labels(method, label, str(status[0])).inc()
             self.metrics.seconds.labels(method, label).observe(time.perf_counter() - t0)

@@ -99,17 +99,16 @@ class MqttSample:
     def __init__(self, url: str, battery_ids: list[str]) -> None:
         import paho.mqtt.client as mqtt
 
-        from connectors.mqtt_publisher import parse_mqtt_url
+        from connectors.mqtt_publisher import mqtt_endpoint
 
-        host, port, user, password = parse_mqtt_url(url)
+        endpoint = mqtt_endpoint(url)
         self.latencies: list[tuple[float, float]] = []  # (receipt time s, latency ms)
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="evtwin-bench-e2e")
-        if user:
-            self.client.username_pw_set(user, password)
+        endpoint.configure(self.client)
         self.client.on_message = self._on_message
         topics = [(f"ev/battery/{b}/state", 0) for b in battery_ids]
         self.client.on_connect = lambda c, *_: c.subscribe(topics)
-        self.client.connect(host, port)
+        self.client.connect(endpoint.host, endpoint.port)
         self.client.loop_start()
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:

@@ -16,14 +16,15 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from connectors.embedded.process import free_port
-from connectors.mqtt_publisher import MqttPublisher, MqttPublishError, parse_mqtt_url
+from connectors.mqtt_publisher import MqttPublisher, MqttPublishError, mqtt_endpoint
 
 
 class Subscriber:
     """An independent paho client that records what arrives (topic, payload, retain flag)."""
 
     def __init__(self, url: str, topic_filter: str) -> None:
-        host, port, _, _ = parse_mqtt_url(url)
+        ep = mqtt_endpoint(url)
+        host, port = ep.host, ep.port
         self.topic_filter = topic_filter
         self.messages: list[tuple[str, dict[str, Any], bool]] = []
         self._lock = threading.Lock()
@@ -193,11 +194,12 @@ def test_bad_battery_ids_and_urls_are_refused(publisher: MqttPublisher) -> None:
             publisher.publish_alert(bad, {})
     with pytest.raises(MqttPublishError, match="mqtt://"):
         MqttPublisher("http://127.0.0.1:1883")
-    assert parse_mqtt_url("mqtt://twin:p%40ss@broker:1884") == ("broker", 1884, "twin", "p@ss")
+    ep = mqtt_endpoint("mqtt://twin:p%40ss@broker:1884")
+    assert (ep.host, ep.port, ep.user, ep.password, ep.tls) == ("broker", 1884, "twin", "p@ss", False)
 
 
 def test_alerts_and_state_published_during_a_broker_loss_arrive_afterwards(mqtt_url: str) -> None:
-    _, broker_port, _, _ = parse_mqtt_url(mqtt_url)
+    broker_port = mqtt_endpoint(mqtt_url).port
     proxy = TcpProxy(broker_port)
     proxy.start()
     bid = _bid()

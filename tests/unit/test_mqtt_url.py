@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from connectors.mqtt_publisher import MqttPublishError, mqtt_endpoint, parse_mqtt_url
+from connectors.mqtt_publisher import MqttPublishError, mqtt_endpoint
 
 
 def test_plain_and_tls_urls(tmp_path: Path) -> None:
@@ -18,7 +18,7 @@ def test_plain_and_tls_urls(tmp_path: Path) -> None:
     tls = mqtt_endpoint(f"mqtts://broker.example?ca_file={ca}")
     assert (tls.host, tls.port, tls.tls, tls.ca_file, tls.cert_file) == ("broker.example", 8883, True, str(ca), None)
     assert mqtt_endpoint("mqtts://broker:9999").port == 9999
-    assert parse_mqtt_url("mqtts://u:p@h:1") == ("h", 1, "u", "p")
+    assert mqtt_endpoint("mqtts://u:p@h:1") == mqtt_endpoint("mqtts://u:p@h:1?")  # nothing else set
 
 
 @pytest.mark.parametrize(("url", "message"), [
