@@ -272,8 +272,8 @@ class LiveConsumer:
     ``fetch.queue.backoff.ms`` (:attr:`FETCH_CONFIG`): librdkafka otherwise fetches back to back,
     and a broker that answers at once (noida-db ignores ``fetch.wait.max.ms`` and
     ``fetch.min.bytes``) returns a few records per fetch — measured at 5,000 records/s, the
-    consumer's fetch loop cost 50 % of a core and the broker 45 % more; with a 20 ms pause, 10 % and
-    ~15 % (same records/s), for at most 20 ms added to a prediction's way to the page (frames go
+    consumer's fetch loop cost 50–52 % of a core and the broker 30–47 % more; with a 20 ms pause,
+    10 % and 10–13 % more (same records/s; a standalone consumer, 3 runs), for at most 20 ms added to a prediction's way to the page (frames go
     every 50 ms).
 
     Args:

@@ -10,7 +10,8 @@ them all, stalling the event loop and everything in flight:
 - score worker: 130–250 ms per full collection on a 2×-slowed machine, once every few seconds —
   that was its p99 latency; after :func:`freeze_heap`, 2–8 ms;
 - API: 31 full collections in 20 s of ``GET /api/batteries/{id}`` load, up to 65 ms each — the
-  twin's p99 (``evtwin bench api``: p99 62–75 ms → 20–25 ms, 3,900 → 5,300 requests/s).
+  twin's p99 (the HTTP load of ``evtwin bench api`` against a held 1 M-row stack: p99 62–75 ms →
+  20–25 ms, 3,900 → 4,800–5,400 requests/s).
 
 :func:`freeze_heap` collects once and moves what survives to the permanent generation
 (:func:`gc.freeze`), which full collections skip: a full collection then walks only what was
