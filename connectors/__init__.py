@@ -6,7 +6,8 @@ Exceptions::
     ConnectorError              root of this package
     ├── ServiceStartError       an embedded service did not start (port in use, binary missing, …)
     ├── StackNotRunningError    no stack is running and no service URL is set
-    └── KafkaAdminError         the broker refused a topic operation
+    ├── KafkaAdminError         the broker refused a topic operation
+    └── KafkaSecurityError      the Kafka TLS/SASL settings cannot work together
 """
 
 from __future__ import annotations
@@ -30,4 +31,8 @@ class KafkaAdminError(ConnectorError):
     """The broker refused or failed a topic operation."""
 
 
-__all__ = ["ConnectorError", "KafkaAdminError", "ServiceStartError", "StackNotRunningError"]
+class KafkaSecurityError(ConnectorError):
+    """The Kafka connection's security settings are incomplete or contradict each other."""
+
+
+__all__ = ["ConnectorError", "KafkaAdminError", "KafkaSecurityError", "ServiceStartError", "StackNotRunningError"]

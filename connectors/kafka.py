@@ -1,45 +1,167 @@
-"""Kafka clients (confluent-kafka) tuned for our topics, and topic administration."""
+"""Kafka clients (confluent-kafka) tuned for our topics, topic administration, and the
+connection's security (TLS, SASL) that every client of the process uses.
+
+Security is set once per process (:func:`use_security`, from the ``EVTWIN_KAFKA_SECURITY_*``,
+``EVTWIN_KAFKA_SASL_*`` and ``EVTWIN_KAFKA_SSL_*`` settings, by the CLI at start-up); every client
+built here applies it, and the Faust apps take the same settings as aiokafka credentials
+(:func:`streams.runtime.faust_app.faust_credentials`). The embedded brokers speak PLAINTEXT.
+"""
 
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from connectors import KafkaAdminError
+from connectors import KafkaAdminError, KafkaSecurityError
 
 log = logging.getLogger(__name__)
+
+PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """How a client authenticates to the brokers and protects the connection.
+
+    Attributes:
+        protocol: ``PLAINTEXT``, ``SSL`` (TLS), ``SASL_PLAINTEXT`` or ``SASL_SSL`` (SASL over TLS:
+            what Confluent Cloud, MSK and Redpanda Cloud ask for).
+        sasl_mechanism: ``PLAIN``, ``SCRAM-SHA-256`` or ``SCRAM-SHA-512``.
+        sasl_username: SASL user (``SASL_*`` protocols).
+        sasl_password: Its password (never logged, never in ``repr``).
+        ca_file: PEM bundle of the CAs that sign the brokers' certificates; ``None`` = the
+            system's trust store. The broker's host name is always checked against its certificate.
+        cert_file: Client certificate (PEM) for brokers that ask for one (mutual TLS).
+        key_file: The client certificate's private key (PEM, unencrypted).
+    """
+
+    protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "SCRAM-SHA-512"
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self.protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def sasl(self) -> bool:
+        return self.protocol.startswith("SASL_")
+
+    def check(self) -> None:
+        """Raise :class:`KafkaSecurityError` (one line: what is wrong, which setting fixes it) when
+        the settings cannot work together or a file is missing."""
+        if self.protocol not in PROTOCOLS:
+            raise KafkaSecurityError(f"EVTWIN_KAFKA_SECURITY_PROTOCOL={self.protocol!r} is not one of "
+                                     f"{', '.join(PROTOCOLS)}")
+        if self.sasl:
+            if self.sasl_mechanism not in SASL_MECHANISMS:
+                raise KafkaSecurityError(f"EVTWIN_KAFKA_SASL_MECHANISM={self.sasl_mechanism!r} is not one "
+                                         f"of {', '.join(SASL_MECHANISMS)}")
+            if not self.sasl_username or not self.sasl_password:
+                raise KafkaSecurityError(
+                    f"{self.protocol} needs a user and a password: set EVTWIN_KAFKA_SASL_USERNAME and "
+                    "EVTWIN_KAFKA_SASL_PASSWORD (or EVTWIN_KAFKA_SASL_PASSWORD_FILE)")
+        files = {"EVTWIN_KAFKA_SSL_CA_FILE": self.ca_file, "EVTWIN_KAFKA_SSL_CERT_FILE": self.cert_file,
+                 "EVTWIN_KAFKA_SSL_KEY_FILE": self.key_file}
+        given = [name for name, path in files.items() if path is not None]
+        if given and not self.tls:
+            raise KafkaSecurityError(f"{', '.join(given)} given but EVTWIN_KAFKA_SECURITY_PROTOCOL is "
+                                     f"{self.protocol}: set it to SSL or SASL_SSL to use TLS")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise KafkaSecurityError("a client certificate needs both EVTWIN_KAFKA_SSL_CERT_FILE and "
+                                     "EVTWIN_KAFKA_SSL_KEY_FILE")
+        for name, path in files.items():
+            if path is not None and not Path(path).is_file():
+                raise KafkaSecurityError(f"{name}={path}: no such file")
+
+    def client_config(self) -> dict[str, Any]:
+        """The librdkafka (confluent-kafka) properties; empty for PLAINTEXT."""
+        if self.protocol == "PLAINTEXT":
+            return {}
+        config: dict[str, Any] = {"security.protocol": self.protocol}
+        if self.sasl:
+            config.update({"sasl.mechanism": self.sasl_mechanism, "sasl.username": self.sasl_username,
+                           "sasl.password": self.sasl_password})
+        if self.tls:
+            config["ssl.endpoint.identification.algorithm"] = "https"
+            if self.ca_file is not None:
+                config["ssl.ca.location"] = str(self.ca_file)
+            if self.cert_file is not None:
+                config["ssl.certificate.location"] = str(self.cert_file)
+                config["ssl.key.location"] = str(self.key_file)
+        return config
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """A client TLS context (for aiokafka) that verifies the brokers' certificates and names;
+        ``None`` when the protocol has no TLS."""
+        if not self.tls:
+            return None
+        context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+        if self.cert_file is not None:
+            context.load_cert_chain(str(self.cert_file), str(self.key_file))
+        return context
+
+
+_security = KafkaSecurity()
+
+
+def use_security(security: KafkaSecurity) -> None:
+    """Make every client this process builds connect with ``security`` (checked first).
+
+    Raises:
+        KafkaSecurityError: the settings cannot work (see :meth:`KafkaSecurity.check`).
+    """
+    global _security
+    security.check()
+    _security = security
+
+
+def security() -> KafkaSecurity:
+    """The process's connection security (PLAINTEXT until :func:`use_security`)."""
+    return _security
+
+
+def client_config(bootstrap_servers: str, **config: Any) -> dict[str, Any]:
+    """``config`` for a confluent-kafka client of ``bootstrap_servers``, with the process's
+    security settings."""
+    return {"bootstrap.servers": bootstrap_servers, **_security.client_config(), **config}
 
 
 def producer(bootstrap_servers: str, **overrides: Any) -> Producer:
     """A producer that batches: linger 5 ms, lz4, idempotence off (the embedded brokers differ in
     their support), acks=all."""
-    config: dict[str, Any] = {
-        "bootstrap.servers": bootstrap_servers,
+    config = client_config(bootstrap_servers, **{
         "linger.ms": 5,
         "batch.num.messages": 10000,
         "compression.type": "lz4",
         "acks": "all",
         "queue.buffering.max.messages": 500000,
-    }
+    })
     config.update(overrides)
     return Producer(config)
 
 
 def consumer(bootstrap_servers: str, group_id: str, **overrides: Any) -> Consumer:
     """A consumer with manual commits and a short session timeout (fast rebalances)."""
-    config: dict[str, Any] = {
-        "bootstrap.servers": bootstrap_servers,
+    config = client_config(bootstrap_servers, **{
         "group.id": group_id,
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
         "session.timeout.ms": 6000,
         "fetch.wait.max.ms": 50,
-    }
+    })
     config.update(overrides)
     return Consumer(config)
 
@@ -52,16 +174,30 @@ class TopicState:
     partitions: int
 
 
-def admin(bootstrap_servers: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap_servers})
+def admin(bootstrap_servers: str, **overrides: Any) -> AdminClient:
+    return AdminClient(client_config(bootstrap_servers, **overrides))
 
 
 def list_topics(bootstrap_servers: str, timeout_s: float = 10.0) -> dict[str, TopicState]:
-    """Return the topics on the broker (internal ``__`` topics excluded)."""
+    """Return the topics on the broker (internal ``__`` topics excluded).
+
+    Raises:
+        KafkaAdminError: no answer in ``timeout_s``; when the broker refused the TLS handshake or
+            the login, the message says so (librdkafka would otherwise only time out).
+    """
+    refused: list[str] = []
+
+    def on_error(err: KafkaError) -> None:
+        if err.code() in (KafkaError._AUTHENTICATION, KafkaError._SSL):
+            refused.append(err.str())
+
+    client = admin(bootstrap_servers, error_cb=on_error)
     try:
-        meta = admin(bootstrap_servers).list_topics(timeout=timeout_s)
+        meta = client.list_topics(timeout=timeout_s)
     except KafkaException as exc:
-        raise KafkaAdminError(f"cannot list topics on {bootstrap_servers}: {exc}") from exc
+        client.poll(0.2)  # librdkafka hands its connection errors to error_cb only here
+        reason = f"{refused[-1]} (check the EVTWIN_KAFKA_SASL_*/SSL_* settings)" if refused else str(exc)
+        raise KafkaAdminError(f"cannot list topics on {bootstrap_servers}: {reason}") from exc
     return {
         name: TopicState(name, len(t.partitions))
         for name, t in meta.topics.items()
@@ -103,4 +239,5 @@ def ensure_topics(bootstrap_servers: str, specs: Iterable[Any], replication: int
     return created
 
 
-__all__ = ["TopicState", "consumer", "ensure_topics", "list_topics", "producer"]
+__all__ = ["KafkaSecurity", "TopicState", "admin", "client_config", "consumer", "ensure_topics", "list_topics",
+           "producer", "security", "use_security"]

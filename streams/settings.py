@@ -13,6 +13,9 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from connectors import KafkaSecurityError
+from connectors.kafka import KafkaSecurity
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -60,6 +63,28 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = Field(
         None, description="MLflow tracking URI; default a SQLite file in the state directory."
     )
+
+    # --- Kafka connection security (for an external cluster; the embedded brokers speak PLAINTEXT).
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL (SASL over TLS)."
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "SCRAM-SHA-512", description="SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512."
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user.")
+    kafka_sasl_password: SecretStr | None = Field(
+        None, description="SASL password (or EVTWIN_KAFKA_SASL_PASSWORD_FILE)."
+    )
+    kafka_sasl_password_file: Path | None = Field(
+        None, description="File holding the SASL password (a mounted secret); trailing newline ignored."
+    )
+    kafka_ssl_ca_file: Path | None = Field(
+        None, description="PEM file of the CAs that sign the brokers' certificates; default the system's."
+    )
+    kafka_ssl_cert_file: Path | None = Field(
+        None, description="Client certificate (PEM) for brokers that require mutual TLS."
+    )
+    kafka_ssl_key_file: Path | None = Field(None, description="The client certificate's private key (PEM).")
 
     # --- Embedded stack.
     state_dir: Path = Field(default_factory=default_state_dir, description="Service state, logs, stack.json.")
@@ -307,6 +332,29 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    def kafka_security(self) -> KafkaSecurity:
+        """The Kafka connection security these settings describe (not yet checked: see
+        :func:`connectors.kafka.use_security`).
+
+        Raises:
+            KafkaSecurityError: both a password and a password file, or the file cannot be read.
+        """
+        password = self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else None
+        if self.kafka_sasl_password_file is not None:
+            if password is not None:
+                raise KafkaSecurityError("set EVTWIN_KAFKA_SASL_PASSWORD or EVTWIN_KAFKA_SASL_PASSWORD_FILE, "
+                                         "not both")
+            try:
+                password = self.kafka_sasl_password_file.read_text().rstrip("\r\n")
+            except OSError as exc:
+                raise KafkaSecurityError(f"EVTWIN_KAFKA_SASL_PASSWORD_FILE={self.kafka_sasl_password_file}: "
+                                         f"{exc.strerror}") from exc
+        return KafkaSecurity(
+            protocol=self.kafka_security_protocol, sasl_mechanism=self.kafka_sasl_mechanism,
+            sasl_username=self.kafka_sasl_username, sasl_password=password,
+            ca_file=self.kafka_ssl_ca_file, cert_file=self.kafka_ssl_cert_file, key_file=self.kafka_ssl_key_file,
+        )
 
     @property
     def stack_file(self) -> Path:

@@ -13,6 +13,7 @@ from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartiti
 from confluent_kafka.admin import AdminClient
 from fastapi import Path
 
+from connectors import kafka
 from streams.api.schemas import (
     GroupLag,
     PartitionInfo,
@@ -32,13 +33,12 @@ class UnknownTopicError(LookupError):
 
 
 def _consumer(bootstrap: str) -> Consumer:
-    return Consumer({"bootstrap.servers": bootstrap, "group.id": f"evtwin-api-peek-{uuid.uuid4().hex[:8]}",
-                     "enable.auto.commit": False, "fetch.wait.max.ms": 50})
+    return kafka.consumer(bootstrap, f"evtwin-api-peek-{uuid.uuid4().hex[:8]}")
 
 
 def overview(bootstrap: str) -> TopicsOverview:
     """Every topic with its partitions' offsets, and every consumer group's lag per topic."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = kafka.admin(bootstrap)
     meta = admin.list_topics(timeout=TIMEOUT_S)
     consumer = _consumer(bootstrap)
     topics, ends = [], {}
@@ -118,7 +118,7 @@ def last_records(endpoints: Any, topic: str, limit: int, partition: int | None) 
         UnknownTopicError: the broker has no such topic.
     """
     bootstrap = endpoints.kafka_bootstrap_servers
-    meta = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=TIMEOUT_S)
+    meta = kafka.admin(bootstrap).list_topics(timeout=TIMEOUT_S)
     if topic not in meta.topics or meta.topics[topic].error is not None:
         raise UnknownTopicError(f"no topic {topic!r} on the broker")
     parts = sorted(meta.topics[topic].partitions)

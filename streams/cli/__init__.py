@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from connectors import KafkaSecurityError, kafka
 from connectors.embedded.process import exit_when_orphaned
 from schemas.errors import EvTwinError
 from streams.errors import CliError
@@ -101,6 +102,21 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
+def use_kafka_security(settings: Settings) -> None:
+    """Make every Kafka client of this process connect as the settings say (TLS, SASL).
+
+    Raises:
+        KafkaSecurityError: the settings cannot work together, a file is missing, or a secured
+            connection is asked of the embedded broker (which speaks PLAINTEXT only).
+    """
+    security = settings.kafka_security()
+    if security.protocol != "PLAINTEXT" and settings.kafka_bootstrap_servers is None:
+        raise KafkaSecurityError(
+            f"EVTWIN_KAFKA_SECURITY_PROTOCOL={security.protocol} is for an external cluster: set "
+            "EVTWIN_KAFKA_BOOTSTRAP_SERVERS too (the embedded broker speaks PLAINTEXT only)")
+    kafka.use_security(security)
+
+
 def _validation_message(exc: ValidationError) -> str:
     first = exc.errors()[0]
     field = ".".join(str(p) for p in first["loc"])
@@ -113,7 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = build_parser(os.environ)
         args = parser.parse_args(argv)
         settings = settings_from(args)
-    except CliError as exc:
+        use_kafka_security(settings)
+    except (CliError, KafkaSecurityError) as exc:
         print(f"evtwin: error: {exc}", file=sys.stderr)
         return 2
     except ValidationError as exc:

@@ -10,7 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from faust.types.auth import CredentialsT
 
+from connectors import kafka
+from connectors.kafka import KafkaSecurity
 from streams.runtime.batching import TwinApp
 from streams.runtime.health import HEALTH
 
@@ -30,6 +33,7 @@ def make_app(settings: Any, bootstrap: str, app_id: str, batch_size: int) -> Twi
     app = TwinApp(
         app_id,
         broker=[f"kafka://{h}" for h in bootstrap.split(",")],
+        broker_credentials=faust_credentials(kafka.security()),
         topic_partitions=settings.topic_partitions,
         topic_allow_declare=False,
         topic_disable_leader=True,
@@ -51,6 +55,17 @@ def make_app(settings: Any, bootstrap: str, app_id: str, batch_size: int) -> Twi
     )
     _report_health(app)
     return app
+
+
+def faust_credentials(security: KafkaSecurity) -> CredentialsT | None:
+    """The process's Kafka security as Faust (aiokafka) credentials: the same protocol, SASL user
+    and TLS trust as the confluent-kafka clients; ``None`` for PLAINTEXT."""
+    if security.protocol == "PLAINTEXT":
+        return None
+    if security.sasl:
+        return faust.SASLCredentials(username=security.sasl_username, password=security.sasl_password,
+                                     mechanism=security.sasl_mechanism, ssl_context=security.ssl_context())
+    return faust.SSLCredentials(security.ssl_context())
 
 
 def _report_health(app: TwinApp) -> None:
@@ -102,4 +117,4 @@ def run_app(app: TwinApp, log_level: str) -> None:
                  redirect_stdouts=False).execute_from_commandline()
 
 
-__all__ = ["export_lag", "make_app", "raw_topic", "run_app"]
+__all__ = ["export_lag", "faust_credentials", "make_app", "raw_topic", "run_app"]
