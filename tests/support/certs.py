@@ -9,7 +9,8 @@ from pathlib import Path
 
 def make_ca_and_server_cert(directory: Path) -> dict[str, Path]:
     """Write ``ca.pem`` (the CA), ``server.pem`` + ``server.key`` (signed by it, for 127.0.0.1 and
-    localhost) and ``other-ca.pem`` (an unrelated CA) into ``directory``; return their paths."""
+    localhost), ``client.pem`` + ``client.key`` (a client certificate signed by it, for mutual
+    TLS) and ``other-ca.pem`` (an unrelated CA) into ``directory``; return their paths."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -47,8 +48,22 @@ def make_ca_and_server_cert(directory: Path) -> dict[str, Path]:
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
                            critical=False)
             .sign(ca_key, hashes.SHA256()))
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client_cert = (x509.CertificateBuilder().subject_name(name("evtwin-client")).issuer_name(ca_cert.subject)
+                   .public_key(client_key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+                   .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+                   .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                                  critical=False)
+                   .sign(ca_key, hashes.SHA256()))
     paths = {"ca": directory / "ca.pem", "other_ca": directory / "other-ca.pem",
-             "cert": directory / "server.pem", "key": directory / "server.key"}
+             "cert": directory / "server.pem", "key": directory / "server.key",
+             "client_cert": directory / "client.pem", "client_key": directory / "client.key"}
+    paths["client_cert"].write_bytes(client_cert.public_bytes(serialization.Encoding.PEM))
+    paths["client_key"].write_bytes(client_key.private_bytes(serialization.Encoding.PEM,
+                                                             serialization.PrivateFormat.PKCS8,
+                                                             serialization.NoEncryption()))
+    paths["client_key"].chmod(0o600)
     paths["ca"].write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     paths["other_ca"].write_bytes(other_cert.public_bytes(serialization.Encoding.PEM))
     paths["cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))

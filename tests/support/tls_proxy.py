@@ -12,16 +12,20 @@ from pathlib import Path
 
 
 class TlsTerminator:
-    """Listen on ``port`` (TLS, certificate ``cert``/``key``) and relay to ``127.0.0.1:upstream``.
+    """Listen on ``port`` (TLS, certificate ``cert``/``key``) and relay to ``127.0.0.1:upstream``;
+    with ``client_ca``, only clients with a certificate signed by that CA get through (mutual TLS).
 
     Use as a context manager; it runs its own event loop in a thread.
     """
 
-    def __init__(self, port: int, upstream: int, cert: Path, key: Path) -> None:
+    def __init__(self, port: int, upstream: int, cert: Path, key: Path, client_ca: Path | None = None) -> None:
         self.port = port
         self.upstream = upstream
         self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.context.load_cert_chain(str(cert), str(key))
+        if client_ca is not None:
+            self.context.verify_mode = ssl.CERT_REQUIRED
+            self.context.load_verify_locations(str(client_ca))
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="tls-terminator", daemon=True)
         self._server: asyncio.Server | None = None
