@@ -85,6 +85,11 @@ class KafkaSecurity:
         for name, path in files.items():
             if path is not None and not Path(path).is_file():
                 raise KafkaSecurityError(f"{name}={path}: no such file")
+        try:
+            self.ssl_context()  # the files are PEM, the key matches the certificate
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise KafkaSecurityError(f"{', '.join(given)}: cannot be used for TLS ({exc}); they must "
+                                     "be PEM files, the key the certificate's, unencrypted") from exc
 
     def client_config(self) -> dict[str, Any]:
         """The librdkafka (confluent-kafka) properties; empty for PLAINTEXT."""

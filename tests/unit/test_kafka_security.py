@@ -26,11 +26,12 @@ def _plaintext_after() -> Iterator[None]:
 
 @pytest.fixture
 def pem(tmp_path: Path) -> dict[str, Path]:
-    """Stand-in PEM files: the checks look for the files, the clients are not started here."""
-    paths = {name: tmp_path / f"{name}.pem" for name in ("ca", "cert", "key")}
-    for path in paths.values():
-        path.write_text("-----BEGIN CERTIFICATE-----\n")
-    return paths
+    """A CA and a client certificate with its key (PEM files from a throwaway CA)."""
+    from tests.support.certs import make_ca_and_server_cert
+
+    made = make_ca_and_server_cert(tmp_path)
+    return {"ca": made["ca"], "cert": made["client_cert"], "key": made["client_key"],
+            "server_key": made["key"]}
 
 
 def test_sasl_ssl_maps_to_librdkafka_properties(pem: dict[str, Path]) -> None:
@@ -63,10 +64,12 @@ def test_every_client_gets_the_process_security(pem: dict[str, Path]) -> None:
     ({"protocol": "PLAINTEXT", "ca_file": "CA"}, "set it to SSL or SASL_SSL"),
     ({"protocol": "SSL", "cert_file": "CERT"}, "EVTWIN_KAFKA_SSL_KEY_FILE"),
     ({"protocol": "SSL", "ca_file": Path("/nonexistent/ca.pem")}, "EVTWIN_KAFKA_SSL_CA_FILE=/nonexistent/ca.pem"),
+    ({"protocol": "SSL", "cert_file": "CERT", "key_file": "SERVER_KEY"}, "the key the certificate's"),
+    ({"protocol": "SSL", "ca_file": "KEY"}, "cannot be used for TLS"),
 ])
 def test_settings_that_cannot_work_are_refused_with_the_fix(fields: dict, says: str,
                                                             pem: dict[str, Path]) -> None:
-    fields = {k: pem[v.lower()] if v in ("CA", "CERT") else v for k, v in fields.items()}
+    fields = {k: pem[v.lower()] if v in ("CA", "CERT", "KEY", "SERVER_KEY") else v for k, v in fields.items()}
     with pytest.raises(KafkaSecurityError, match=says.replace("(", r"\(")):
         kafka.use_security(KafkaSecurity(**fields))
     assert kafka.security() == KafkaSecurity()  # the refused settings were not taken
