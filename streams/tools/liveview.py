@@ -55,6 +55,7 @@ class LiveView:
         self.admin = kafka.consumer(bootstrap, group)
         self.alerts = kafka.consumer(bootstrap, f"{group}-liveview")
         self.alerts.assign([TopicPartition(ALERTS, p, OFFSET_BEGINNING) for p in range(partitions)])
+        self.alerts_idle = kafka.IdleRest(self.alerts)  # between refreshes: rest, do not spin
         self.alert_codec = AvroCodec("alert")
         self.open: set[str] = set()
         self.previous: Snapshot | None = None
@@ -69,7 +70,7 @@ class LiveView:
         return max(0, end_telemetry - sum(max(tp.offset, 0) for tp in committed))
 
     def _read_alerts(self) -> None:
-        for msg in self.alerts.consume(10000, 0.05):
+        for msg in self.alerts_idle.consume(10000, 0.05):
             if msg.error():
                 continue
             alert = self.alert_codec.decode(msg.value())
