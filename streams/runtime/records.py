@@ -98,6 +98,12 @@ class ScoredBatch:
         partitions: The source partition of each record (partition state is kept per partition).
         fault_score: The battery's fault score after each record (0-1; all 0 without
             per-battery state).
+        taken: Whether the battery's state took each record (bool). False for a record at or
+            before the last one the state holds: a redelivery (the state, restored after a
+            handover or a crash, can be ahead of the committed offsets, since it is made durable
+            before the batch is acknowledged and offsets are committed later), a duplicate or a
+            late reading. The alert rules skip those, as the state does. Empty = all taken
+            (scoring without per-battery state).
     """
 
     records: list[dict[str, Any]] = field(default_factory=list)
@@ -111,6 +117,7 @@ class ScoredBatch:
     timestamp: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     partitions: list[int] = field(default_factory=list)
     fault_score: np.ndarray = field(default_factory=_empty)
+    taken: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=bool))
 
     def __len__(self) -> int:
         return len(self.records)

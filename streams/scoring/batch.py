@@ -175,6 +175,8 @@ def score_batch(ctx: ScoringContext, batch: Sequence[RawRecord]) -> ScoredBatch:
         encoded.append(value)
     result = ScoredBatch.of(records, scores, version, encoded, partitions)
     result.fault_score = fault
+    if taken is not None:
+        result.taken = np.asarray(taken, dtype=bool)
     result.dead = dead
     clock.lap("encode")  # the prediction values and the columns the alerts and metrics read
     return result

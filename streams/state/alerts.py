@@ -214,10 +214,19 @@ class AlertEngine:
         return out
 
     def evaluate(self, batch: ScoredBatch) -> list[dict[str, Any]]:
-        """Return the alert records (OPENED / RESOLVED) that ``batch`` causes, in order."""
+        """Return the alert records (OPENED / RESOLVED) that ``batch`` causes, in order.
+
+        Readings the battery's state did not take (``batch.taken``: redelivered after a handover
+        or a crash, duplicated, late) are skipped: the episodes restored with the partition
+        already counted them, and counting them again would move a debounce — after a
+        redelivery that starts between an episode's first bad readings, it would open a second
+        episode for the same crossing."""
         out: list[dict[str, Any]] = []
         records, partitions = batch.records, batch.partitions
-        battery_ids = batch.battery_ids
+        battery_ids: Sequence[str | None] = batch.battery_ids
+        taken = batch.taken if len(batch.taken) and not batch.taken.all() else None
+        if taken is not None:  # a battery id no rule watches
+            battery_ids = [b if t else None for b, t in zip(battery_ids, taken.tolist(), strict=True)]
         with_state: dict[str, set[str]] = {}
         for _, key, _ in self.episodes.items():
             battery, rule_name = key.rsplit("/", 1)
@@ -227,8 +236,8 @@ class AlertEngine:
             bad = values > rule.open_at if rule.above else values < rule.open_at
             # Every reading of a battery that is bad in this batch or already has state: a good
             # reading between bad ones must reset the debounce count.
-            watch = set(with_state.get(rule.name, ()))
-            watch.update(battery_ids[i] for i in np.flatnonzero(bad).tolist())
+            watch: set[str | None] = set(with_state.get(rule.name, ()))
+            watch.update(battery_ids[i] for i in np.flatnonzero(bad if taken is None else bad & taken).tolist())
             if not watch:
                 continue
             for i in (i for i, b in enumerate(battery_ids) if b in watch):

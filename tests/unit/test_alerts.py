@@ -50,6 +50,38 @@ def test_restore_continues_an_episode_opened_elsewhere() -> None:
     assert [(a["alert_id"], a["status"]) for a in alerts] == [("a-1", "RESOLVED")]
 
 
+def test_a_redelivery_the_state_already_took_opens_no_second_episode() -> None:
+    """The state restored with a partition can be ahead of the committed offsets (it is durable
+    before the ack, offsets are committed later): the new owner is handed readings the state
+    already took. Counted again, a redelivery starting between the first bad readings would open
+    a second episode (another opened_at, another alert id) for the same crossing."""
+    soc = [30, 14, 13, 12, 11, 10, 20, 21, 22, 30]
+    first = _engine()
+    alerts = first.evaluate(_batch(soc))
+    assert [(a["status"], a["opened_at"]) for a in alerts] == [("OPENED", 3_000), ("RESOLVED", 3_000)]
+    redelivered = _batch(soc[2:], start=2)  # from an offset between the first bad readings
+
+    counted_again = _engine()
+    assert [a["opened_at"] for a in counted_again.evaluate(redelivered)
+            if a["status"] == "OPENED"] == [4_000]  # what skipping prevents: a second episode
+
+    new_owner = _engine()  # restored: the episode is over (its state was deleted), nothing pending
+    redelivered.taken = np.zeros(len(redelivered), dtype=bool)  # the battery's state took them all
+    assert new_owner.evaluate(redelivered) == []
+    fresh = _batch([14, 13, 12, 20, 21, 22], start=10)  # a new crossing after them: one episode
+    fresh.taken = np.ones(len(fresh), dtype=bool)
+    assert [(a["status"], a["opened_at"]) for a in new_owner.evaluate(fresh)] == \
+        [("OPENED", 12_000), ("RESOLVED", 12_000)]
+
+
+def test_a_duplicate_reading_does_not_count_twice_towards_the_debounce() -> None:
+    engine = _engine()
+    batch = _batch([14, 14, 13], start=0)
+    batch.taken = np.array([True, False, True])  # the second is the first again (redelivered)
+    assert engine.evaluate(batch) == []  # two distinct bad readings: not yet three
+    assert [a["status"] for a in engine.evaluate(_batch([12], start=3))] == ["OPENED"]
+
+
 def test_each_rule_fires_on_its_signal() -> None:
     engine = _engine()
     batch = _batch([50.0] * 3)
