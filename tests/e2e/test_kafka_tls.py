@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,15 +20,13 @@ from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from connectors import kafka
 from connectors.endpoints import Endpoints
 from connectors.kafka import KafkaSecurity
-from models.physics.fleet import Fleet
-from schemas.codec import AvroCodec
 from streams.runtime.codecs import codec_for
-from streams.sources.simulator import FleetSimulator
 from streams.topics import PREDICTIONS, topic_specs
 from tests.support.certs import make_ca_and_server_cert
 from tests.support.cli import EVTWIN, cli_env, run_cli
 from tests.support.paths import REPO
 from tests.support.receivers import free_port
+from tests.support.simulate import simulate
 from tests.support.tls_proxy import TlsTerminator
 
 PARTITIONS = 3
@@ -82,19 +79,7 @@ def test_a_worker_scores_over_tls_and_a_wrong_ca_is_refused(tls_kafka, trained_m
     log = open(state_dir / "worker.log", "wb")  # noqa: SIM115
     worker = subprocess.Popen(EVTWIN + ["worker"], env=env, cwd=REPO, stdout=log, stderr=log)
     try:
-        prefix = f"TLS{uuid.uuid4().hex[:5]}_"
-        fleet = Fleet(20, seed=5, start_time_s=time.time(), id_prefix=prefix)
-        ids: list[str] = []
-        codec = AvroCodec("telemetry")
-
-        class Recording:
-            def encode(self, record: dict) -> bytes:
-                ids.append(record["event_id"])
-                return codec.encode(record)
-
-        sim = FleetSimulator(fleet, kafka.producer(bootstrap), Recording(), None, 1.0, 24.0)  # type: ignore[arg-type]
-        sim.run(threading.Event(), max_events=400, realtime=False)
-
+        ids = simulate(bootstrap, f"TLS{uuid.uuid4().hex[:5]}_", 20, 400, seed=5)
         scored = _prediction_ids(bootstrap, set(ids), timeout=120)
         assert worker.poll() is None, (state_dir / "worker.log").read_text()[-3000:]
         assert scored == set(ids), f"{len(scored)} of {len(ids)} scored; " + \

@@ -19,30 +19,13 @@ from collections import defaultdict
 from pathlib import Path
 
 from connectors import kafka
-from models.physics.fleet import Fleet
 from schemas.codec import AvroCodec
 from streams.runtime.codecs import codec_for
-from streams.sources.simulator import FleetSimulator
 from streams.topics import ALERTS, PREDICTIONS, TELEMETRY, TELEMETRY_DLQ
+from tests.support.simulate import simulate
 from tests.support.topic_reader import read_topic
 
 PRED = AvroCodec("prediction")  # writes single-object; reading needs the registry (codec_for)
-
-
-def _simulate(bootstrap: str, prefix: str, batteries: int, events: int) -> list[str]:
-    """Produce ``events`` simulator readings; return their event ids."""
-    ids: list[str] = []
-    codec = AvroCodec("telemetry")
-
-    class Recording:
-        def encode(self, record: dict) -> bytes:
-            ids.append(record["event_id"])
-            return codec.encode(record)
-
-    fleet = Fleet(batteries, seed=11, start_time_s=time.time(), id_prefix=prefix)
-    sim = FleetSimulator(fleet, kafka.producer(bootstrap), Recording(), None, 1.0, 24.0)  # type: ignore[arg-type]
-    sim.run(threading.Event(), max_events=events, realtime=False)
-    return ids
 
 
 def _predictions(ep, prefix: str, want: int, timeout: float = 90,  # type: ignore[no-untyped-def]
@@ -67,7 +50,7 @@ def test_one_prediction_per_event_in_order_per_battery(stack, workers) -> None: 
     _, ep = stack
     prefix = f"ORD{uuid.uuid4().hex[:5]}_"
     workers.start(1)
-    ids = _simulate(ep.kafka_bootstrap_servers, prefix, 50, 3000)
+    ids = simulate(ep.kafka_bootstrap_servers, prefix, 50, 3000)
     preds = _predictions(ep, prefix, len(ids))
     assert sorted(p["event_id"] for p in preds) == sorted(ids)  # each exactly once
     by_battery: dict[str, list[int]] = defaultdict(list)
@@ -191,7 +174,7 @@ def test_a_replica_killed_under_load_loses_no_event(stack, workers) -> None:  # 
     time.sleep(6)  # both join the group
     ids: list[str] = []
     feeder = threading.Thread(target=lambda: ids.extend(
-        _simulate(ep.kafka_bootstrap_servers, prefix, 200, 40_000)))
+        simulate(ep.kafka_bootstrap_servers, prefix, 200, 40_000)))
     feeder.start()
     time.sleep(1.0)  # mid-load: the simulator is still producing, both replicas scoring
     first.send_signal(signal.SIGKILL)
@@ -243,11 +226,11 @@ def test_promoted_model_is_used_without_restart(stack, workers, tmp_path: Path) 
     workers.model_dir = model_dir
     workers.start(1, EVTWIN_MODEL_POLL_S="0.5")
     prefix = f"HOT{uuid.uuid4().hex[:5]}_"
-    _simulate(ep.kafka_bootstrap_servers, prefix + "a", 10, 200)
+    simulate(ep.kafka_bootstrap_servers, prefix + "a", 10, 200)
     before = {p["model_version"] for p in _predictions(ep, prefix + "a", 200)}
     train(None, model_dir, quick=True, seed=1, batteries=30, promote=True)  # a new current model
     time.sleep(3)
-    _simulate(ep.kafka_bootstrap_servers, prefix + "b", 10, 200)
+    simulate(ep.kafka_bootstrap_servers, prefix + "b", 10, 200)
     after = {p["model_version"] for p in _predictions(ep, prefix + "b", 200)}
     assert len(before) == 1 and len(after) == 1 and before != after
 
@@ -259,7 +242,7 @@ def test_metrics_endpoint_reports_predictions_and_batteries(stack, workers) -> N
     port = free_port()
     workers.start(1, EVTWIN_METRICS_PORT=str(port))
     prefix = f"MET{uuid.uuid4().hex[:5]}_"
-    _simulate(ep.kafka_bootstrap_servers, prefix, 5, 100)
+    simulate(ep.kafka_bootstrap_servers, prefix, 5, 100)
     _predictions(ep, prefix, 100)
     deadline, text = time.monotonic() + 20, ""
     while time.monotonic() < deadline and f'battery_soc{{battery_id="{prefix}0001"}}' not in text:
