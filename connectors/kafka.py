@@ -191,9 +191,11 @@ class IdleRest:
     Pausing keeps librdkafka's position, so records fetched but purged by the pause are fetched
     again. For consumers assigned from the log start or from offsets they passed to ``assign``
     (``position`` starts there); not for subscriptions (a rebalance would lose the pause).
+    A check waits at most ``timeout_s`` for the broker (a healthy one answers in milliseconds);
+    without an answer it keeps fetching, as a consumer without rests would.
     """
 
-    def __init__(self, consumer: Consumer, rest_s: float = 0.5, timeout_s: float = 2.0) -> None:
+    def __init__(self, consumer: Consumer, rest_s: float = 0.5, timeout_s: float = 0.5) -> None:
         self.consumer = consumer
         self.rest_s = rest_s
         self.timeout_s = timeout_s
