@@ -45,6 +45,7 @@ from streams.topics import TELEMETRY, topic_specs
 
 MQTT_SAMPLE = 50  # packs whose state messages the bench subscribes to
 STALL_S = 90.0  # no new row for this long while draining: the pipeline is stuck
+JOIN_RESTARTS = 3  # times a process that exits while the groups join is started again
 
 
 def _proc_tree(pid: int) -> list[int]:
@@ -130,9 +131,33 @@ class MqttSample:
 
 def _start(name: str, argv: list[str], env: dict[str, str], logs: Path) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen([sys.executable, "-m", "streams.cli", *argv], env=env, cwd=REPO_ROOT,
-                            stdout=subprocess.DEVNULL, stderr=open(logs / f"{name}.log", "wb"))  # noqa: SIM115
+                            stdout=subprocess.DEVNULL, stderr=open(logs / f"{name}.log", "ab"))  # noqa: SIM115
     proc.bench_name = name  # type: ignore[attr-defined]
+    proc.bench_start = (argv, env)  # type: ignore[attr-defined]
     return proc
+
+
+def _restart_exited(procs: list[subprocess.Popen[bytes]], logs: Path, restarts: dict[str, int],
+                    watch: GroupWatch, group_of: dict[str, str], progress: Any) -> None:
+    """Start again, in place, a process of ``procs`` that exited (at most :data:`JOIN_RESTARTS`
+    times each), as ``evtwin up``'s supervisor does: noida-db now and then answers a group join
+    with a SyncGroup that aiokafka cannot decode, and the process exits on purpose; its group
+    is cleared first (noida-db keeps a dead member). Only while the groups join, before anything
+    is measured."""
+    for i, proc in enumerate(procs):
+        if proc.poll() is None:
+            continue
+        name = getattr(proc, "bench_name", "?")
+        if restarts.get(name, 0) >= JOIN_RESTARTS:
+            _check([proc], logs)  # raises with the log's tail
+        restarts[name] = restarts.get(name, 0) + 1
+        progress(f"{name} exited with status {proc.returncode} while joining; starting it again "
+                 f"({restarts[name]} of {JOIN_RESTARTS}; log: {logs / name}.log)")
+        group = group_of.get(name.split("-")[0] if name.startswith("worker-") else name)
+        if group is not None:
+            watch.clear(group, f"{name} died in it")
+        argv, env = proc.bench_start  # type: ignore[attr-defined]
+        procs[i] = _start(name, argv, env, logs)
 
 
 def _check(procs: list[subprocess.Popen[bytes]], logs: Path) -> None:
@@ -153,13 +178,21 @@ def _wait(until: float, procs: list[subprocess.Popen[bytes]], watch: GroupWatch,
 
 
 def _wait_joined(watch: GroupWatch, members: dict[str, int], procs: list[subprocess.Popen[bytes]],
-                 logs: Path, bootstrap: str, timeout_s: float = 240.0) -> None:
-    """Wait until every consumer group is stable with its expected number of members."""
+                 logs: Path, bootstrap: str, group_of: dict[str, str], timeout_s: float = 240.0,
+                 progress: Any = print) -> None:
+    """Wait until every consumer group is stable with its expected number of members; a process
+    that exits meanwhile is started again in ``procs`` (:func:`_restart_exited`; ``group_of``:
+    process name, ``worker`` for the workers, → its consumer group)."""
     from connectors.embedded.groups import group_member_ids
 
     deadline = time.monotonic() + timeout_s
+    restarts: dict[str, int] = {}
     while time.monotonic() < deadline:
-        _wait(time.monotonic() + 1.0, procs, watch, logs)
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            _restart_exited(procs, logs, restarts, watch, group_of, progress)
+            watch.check()
+            time.sleep(0.25)
         try:
             states = watch.states()
             if all(states.get(g) == "STABLE" and len(group_member_ids(bootstrap, g)) == n
@@ -199,12 +232,15 @@ def run_e2e_bench(model_dir: Path, batteries: int, rate_hz: float, seconds: floa
                    np.linspace(1, batteries, min(MQTT_SAMPLE, batteries)).astype(int)]
             mqtt = MqttSample(ep.mqtt_url, ids)
             offsets = kafka.consumer(bootstrap, "bench-e2e-watch")  # end offsets only, never assigned
-            pids = {getattr(p, "bench_name", "?"): p.pid for p in consumers}
-            pids.update({name: s["pid"] for name, s in ep.services.items() if s.get("pid")})
-            procs = list(consumers)
+            procs = consumers  # the same list: a process started again during the join replaces its entry
             try:
                 _wait_joined(watch, {settings.app_id: workers, settings.sink_app_id: 1,
-                                     settings.bridge_app_id: 1}, consumers, logs, bootstrap)
+                                     settings.bridge_app_id: 1}, consumers, logs, bootstrap,
+                             {"worker": settings.app_id, "sink": settings.sink_app_id,
+                              "mqtt-bridge": settings.bridge_app_id}, progress=progress)
+                procs = list(consumers)
+                pids = {getattr(p, "bench_name", "?"): p.pid for p in consumers}
+                pids.update({name: s["pid"] for name, s in ep.services.items() if s.get("pid")})
                 sim = _start("simulator", ["simulate", "--batteries", str(batteries), "--rate", str(rate_hz),
                                            "--no-commands"], env, logs)
                 procs.append(sim)
