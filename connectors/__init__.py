@@ -7,6 +7,7 @@ Exceptions::
     ├── ServiceStartError       an embedded service did not start (port in use, binary missing, …)
     ├── StackNotRunningError    no stack is running and no service URL is set
     ├── KafkaAdminError         the broker refused a topic operation
+    ├── KafkaDeliveryError      produced records did not reach the broker
     └── KafkaSecurityError      the Kafka TLS/SASL settings cannot work together
 """
 
@@ -31,8 +32,12 @@ class KafkaAdminError(ConnectorError):
     """The broker refused or failed a topic operation."""
 
 
+class KafkaDeliveryError(ConnectorError):
+    """Records produced were refused by the broker or not delivered in time."""
+
+
 class KafkaSecurityError(ConnectorError):
     """The Kafka connection's security settings are incomplete or contradict each other."""
 
 
-__all__ = ["ConnectorError", "KafkaAdminError", "KafkaSecurityError", "ServiceStartError", "StackNotRunningError"]
+__all__ = ["ConnectorError", "KafkaAdminError", "KafkaDeliveryError", "KafkaSecurityError", "ServiceStartError", "StackNotRunningError"]

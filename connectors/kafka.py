@@ -20,7 +20,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from connectors import KafkaAdminError, KafkaSecurityError
+from connectors import KafkaAdminError, KafkaDeliveryError, KafkaSecurityError
 
 log = logging.getLogger(__name__)
 
@@ -145,9 +145,7 @@ def client_config(bootstrap_servers: str, **config: Any) -> dict[str, Any]:
     return {"bootstrap.servers": bootstrap_servers, **_security.client_config(), **config}
 
 
-def producer(bootstrap_servers: str, **overrides: Any) -> Producer:
-    """A producer that batches: linger 5 ms, lz4, idempotence off (the embedded brokers differ in
-    their support), acks=all."""
+def _producer_config(bootstrap_servers: str, overrides: dict[str, Any]) -> dict[str, Any]:
     config = client_config(bootstrap_servers, **{
         "linger.ms": 5,
         "batch.num.messages": 10000,
@@ -156,7 +154,54 @@ def producer(bootstrap_servers: str, **overrides: Any) -> Producer:
         "queue.buffering.max.messages": 500000,
     })
     config.update(overrides)
-    return Producer(config)
+    return config
+
+
+def producer(bootstrap_servers: str, **overrides: Any) -> Producer:
+    """A producer that batches: linger 5 ms, lz4, idempotence off (the embedded brokers differ in
+    their support), acks=all."""
+    return Producer(_producer_config(bootstrap_servers, overrides))
+
+
+class CheckedProducer(Producer):
+    """A producer (:func:`producer`'s configuration) whose :meth:`flush_delivered` says whether
+    everything produced since the last call reached the broker.
+
+    ``Producer.flush`` counts a record it gave up on as done: a record refused for good (an
+    unknown partition or topic, a record too large for the broker, a denied write, a message
+    time-out) leaves the queue as an error report, and ``flush`` returns 0 as if it was
+    delivered. Here those reports (only failures are reported: nothing to serve per success)
+    are collected and :meth:`flush_delivered` raises on them, so a caller that acknowledges its
+    input after the flush does not acknowledge outputs that were lost.
+    """
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__({**config, "delivery.report.only.error": True, "on_delivery": self._failed})
+        self.failures: list[str] = []
+
+    def _failed(self, err: KafkaError | None, msg: Any) -> None:
+        if err is not None:
+            self.failures.append(f"{msg.topic()} partition {msg.partition()}: {err.str()}")
+
+    def flush_delivered(self, timeout_s: float = 30.0) -> None:
+        """Wait until every record produced is on the broker.
+
+        Raises:
+            KafkaDeliveryError: some were refused (the failures are forgotten: produce them
+                again), or some were still queued after ``timeout_s``.
+        """
+        remaining = self.flush(timeout_s)
+        failed, self.failures = self.failures, []
+        if failed:
+            more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+            raise KafkaDeliveryError(f"{len(failed)} record(s) not delivered: {failed[0]}{more}")
+        if remaining:
+            raise KafkaDeliveryError(f"{remaining} record(s) not on the broker after {timeout_s:g} s")
+
+
+def checked_producer(bootstrap_servers: str, **overrides: Any) -> CheckedProducer:
+    """:func:`producer`, as a :class:`CheckedProducer`."""
+    return CheckedProducer(_producer_config(bootstrap_servers, overrides))
 
 
 def consumer(bootstrap_servers: str, group_id: str, **overrides: Any) -> Consumer:

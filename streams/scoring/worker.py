@@ -51,7 +51,7 @@ class ScoreWorker:
         self.alerts = AlertEngine(default_rules(settings), settings.alert_debounce,
                                   settings.alert_silence_s, changelog=changelogs[0].name)
         self._fault_thresholds(self.ctx.scorer)
-        self.producer = kafka.producer(endpoints.kafka_bootstrap_servers, **{"linger.ms": 2})
+        self.producer = kafka.checked_producer(endpoints.kafka_bootstrap_servers, **{"linger.ms": 2})
         self.partitions: set[int] = set()
         self.battery_partition: dict[bytes | None, int] = {}
         metrics.MODEL_INFO.labels(self.ctx.scorer.version).set(1)
@@ -89,9 +89,9 @@ class ScoreWorker:
         clock.export()
 
     def _flush(self) -> None:
-        remaining = self.producer.flush(30)
-        if remaining:
-            raise RuntimeError(f"{remaining} records not delivered in 30 s; not acknowledging the batch")
+        """Wait until the batch's outputs are on the broker; raise (the batch is retried, not
+        acknowledged) when some were refused or are not there after 30 s."""
+        self.producer.flush_delivered(30)
 
     def _observe(self, batch: Sequence[RawRecord], result: ScoredBatch, started: float) -> None:
         n = len(result.records)

@@ -75,19 +75,21 @@ class DeadLetters:
         return SinkBatch(self.topic, records, kept)
 
     def _send(self, dead: list[tuple[Any, str, str]]) -> None:
-        from connectors import kafka
+        from connectors import KafkaDeliveryError, kafka
         from streams.scoring.deadletter import dead_letter
 
         if self.producer is None:
-            self.producer = kafka.producer(self.endpoints.kafka_bootstrap_servers)
+            self.producer = kafka.checked_producer(self.endpoints.kafka_bootstrap_servers)
         for m, reason, kind in dead:
             value, headers = dead_letter(self.codec, reason=reason, error_type=kind, source_topic=self.topic,
                                          partition=m.partition, offset=m.offset, key=m.key, value=m.value)
             self.producer.produce(self.target, value, m.key, headers=headers)
             log.warning("dead letter to %s: %s (topic %s partition %s offset %s key %r)", self.target,
                         reason, self.topic, m.partition, m.offset, m.key)
-        if self.producer.flush(30) > 0:  # retried with the fetch, which is not acknowledged
-            raise SinkError(f"could not write {len(dead)} dead letters to {self.target}")
+        try:
+            self.producer.flush_delivered(30)
+        except KafkaDeliveryError as exc:  # retried with the fetch, which is not acknowledged
+            raise SinkError(f"could not write {len(dead)} dead letters to {self.target}: {exc}") from exc
         for _, _, kind in dead:
             metrics.DEAD_LETTERS.labels(kind).inc()
 

@@ -275,12 +275,12 @@ class Notifier(Sink):
 
     def _dead_letter(self, message: Message, batch: SinkBatch, reason: str) -> None:
         """Send each alert of ``message`` to ``ev.alerts.dlq.v1``, whole, with why."""
-        from connectors import kafka
+        from connectors import KafkaDeliveryError, kafka
         from streams.runtime.codecs import codec_for
         from streams.scoring.deadletter import dead_letter
 
         if self._producer is None:
-            self._producer = kafka.producer(self.endpoints.kafka_bootstrap_servers)
+            self._producer = kafka.checked_producer(self.endpoints.kafka_bootstrap_servers)
         codec = codec_for(ALERTS_DLQ, self.endpoints)
         where = {delivery_key(r): m for r, m in zip(batch.records, batch.messages, strict=False)}
         for alert in message.alerts:
@@ -291,8 +291,10 @@ class Notifier(Sink):
                 offset=getattr(msg, "offset", -1), key=alert["battery_id"].encode(),
                 value=json.dumps(alert).encode())
             self._producer.produce(ALERTS_DLQ, value, alert["battery_id"].encode(), headers=headers)
-        if self._producer.flush(30) > 0:
-            raise TemporaryDeliveryError("could not write dead letters to ev.alerts.dlq.v1")
+        try:
+            self._producer.flush_delivered(30)
+        except KafkaDeliveryError as exc:
+            raise TemporaryDeliveryError(f"could not write dead letters to ev.alerts.dlq.v1: {exc}") from exc
         self.dead_letters += len(message.alerts)
         NOTIFY_DEAD.labels(self.name).inc(len(message.alerts))
 
