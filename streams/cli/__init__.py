@@ -29,12 +29,14 @@ class OptionAdder:
     def __init__(self, environ: Mapping[str, str]) -> None:
         self.environ = environ
 
-    def setting(self, parser: argparse.ArgumentParser, flag: str, field: str, help: str,
+    def setting(self, parser: argparse.ArgumentParser, flag: str | tuple[str, ...], field: str, help: str,
                 **kwargs: Any) -> None:
-        """An option that overrides the setting ``field`` (env ``EVTWIN_<FIELD>``)."""
+        """An option that overrides the setting ``field`` (env ``EVTWIN_<FIELD>``); ``flag`` may
+        name several spellings (the first is the one shown first)."""
         info = Settings.model_fields[field]
         default = info.default if info.default_factory is None else "see --help of evtwin"
-        parser.add_argument(flag, dest=field, default=None,
+        flags = (flag,) if isinstance(flag, str) else flag
+        parser.add_argument(*flags, dest=field, default=None,
                             help=f"{help} (env EVTWIN_{field.upper()}; default: {default})", **kwargs)
 
     def env(self, parser: argparse.ArgumentParser, flag: str, var: str, help: str, *,

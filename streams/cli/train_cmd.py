@@ -40,7 +40,7 @@ def register(sub: Any, opt: Any) -> None:
                        "(500 packs, ~1 min); with --quick: a small fleet simulated in memory (<1 min).")
     opt.env(p, "--dataset", "EVTWIN_TRAIN_DATASET", "dataset file or directory (generated fleet or "
             "the Kaggle CSV)", default=None, type=str)
-    opt.setting(p, "--out", "model_dir", f"model registry to add the version to ({DEPRECATED_OUT} is a "
+    opt.setting(p, ("--model-dir", "--out"), "model_dir", f"model registry to add the version to ({DEPRECATED_OUT} is a "
                 "deprecated alias of its variable)")
     opt.flag(p, "--promote", "EVTWIN_TRAIN_PROMOTE", "make the new version current: workers switch to it "
              "(default: it stays a candidate; `evtwin model promote` later)")
@@ -59,7 +59,7 @@ def register(sub: Any, opt: Any) -> None:
                        "and print the metrics of training. Use a dataset the models have not seen "
                        "(another seed): training rows would flatter them.")
     opt.env(e, "--dataset", "EVTWIN_EVALUATE_DATASET", "dataset file or directory", default=None, type=str)
-    opt.setting(e, "--models", "model_dir", f"model registry (or one model's directory; {DEPRECATED_OUT} "
+    opt.setting(e, ("--model-dir", "--models"), "model_dir", f"model registry (or one model's directory; {DEPRECATED_OUT} "
                 "is a deprecated alias of its variable)")
     opt.env(e, "--version", "EVTWIN_EVALUATE_VERSION", "version of the registry to score (default: the "
             "current one)", default=None, type=str)

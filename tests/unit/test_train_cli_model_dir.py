@@ -61,3 +61,13 @@ def test_help_names_the_variables(capsys: pytest.CaptureFixture[str]) -> None:
     out = " ".join(capsys.readouterr().out.split())
     for var in ("EVTWIN_MODEL_DIR", "EVTWIN_TRAIN_PROMOTE", "EVTWIN_TRAIN_OUT", "EVTWIN_MODEL_NO_MLFLOW"):
         assert var in out, var
+
+
+def test_every_command_takes_model_dir(tmp_path: Path) -> None:
+    """One spelling for the registry everywhere (as worker, bench and retrain spell it); train's
+    --out and evaluate's --models stay."""
+    for argv in (["train"], ["evaluate"], ["model", "list"], ["model", "promote"], ["model", "rollback"]):
+        args = _parse([*argv, "--model-dir", str(tmp_path / "r")], {})
+        assert train_cmd.model_dir(args, settings_from(args)) == tmp_path / "r", argv
+    args = _parse(["evaluate", "--models", str(tmp_path / "m")], {})
+    assert train_cmd.model_dir(args, settings_from(args)) == tmp_path / "m"
