@@ -23,6 +23,7 @@ from streams.scoring.fastencode import PredictionEncoder
 from streams.scoring.validation import (
     MAX_RECORD_BYTES,
     DuplicateEvents,
+    key_problem,
     oversized,
     telemetry_problem,
 )
@@ -101,6 +102,9 @@ def decode_and_validate(ctx: ScoringContext, batch: Sequence[RawRecord], now_ms:
         problem = telemetry_problem(record, now_ms, ctx.max_future_ms, ctx.max_age_ms)
         if problem is not None:
             _reject(ctx, dead, raw, problem, "validation_error", now_ms)
+            continue
+        if raw.key != record["battery_id"].encode():
+            _reject(ctx, dead, raw, key_problem(raw.key, record["battery_id"]) or "", "key_mismatch", now_ms)
             continue
         problem = duplicate(record["event_id"], raw.partition, raw.offset)
         if problem is not None:

@@ -70,6 +70,21 @@ def telemetry_problem(record: dict[str, Any], now_ms: int, max_future_ms: int,
     return None
 
 
+def key_problem(key: bytes | None, battery_id: str) -> str | None:
+    """Why a valid reading's Kafka record ``key`` does not fit it, or ``None``.
+
+    The key must be the reading's ``battery_id`` (UTF-8): the partition follows the key, and a
+    pack's twin state (``streams.state``) and alert episodes live in the partition its readings
+    arrive on — a reading under another key, or none, would land elsewhere and start a second,
+    empty twin of the same pack.
+    """
+    if key is not None and key == battery_id.encode():
+        return None
+    shown = "no key" if key is None else f"key {key[:60]!r}"
+    return (f"{shown} for battery_id {battery_id!r}: the record key must be the battery_id, so that "
+            "all readings of a pack share a partition (and its twin state)")
+
+
 def oversized(value: bytes | None) -> str | None:
     """Why ``value`` is too large to be a telemetry record, or ``None``."""
     if value is not None and len(value) > MAX_RECORD_BYTES:
@@ -113,5 +128,5 @@ class DuplicateEvents:
                 f"offset {first >> 16}")
 
 
-__all__ = ["BATTERY_ID", "EVENT_ID_MAX", "MAX_RECORD_BYTES", "RANGES", "DuplicateEvents", "oversized",
-           "telemetry_problem"]
+__all__ = ["BATTERY_ID", "EVENT_ID_MAX", "MAX_RECORD_BYTES", "RANGES", "DuplicateEvents", "key_problem",
+           "oversized", "telemetry_problem"]

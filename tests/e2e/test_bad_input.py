@@ -104,6 +104,10 @@ def _bad_records(tag: str, registry_url: str) -> dict[str, tuple[bytes | None, s
         "event_id_long": (bad("event_id_long", event_id="e" * 300), invalid, "event_id of 300 characters"),
         "event_id_empty": (bad("event_id_empty", event_id=""), invalid, "event_id is empty"),
         "oversized": (bad("oversized", event_id="x" * 200_000), "oversized_record", "bytes, more than the"),
+        # A valid reading under another pack's key: it would land in another partition than
+        # its pack's readings and start a second twin of the pack.
+        "key_other": (codec.encode(_reading(f"{tag}_some_pack")), "key_mismatch",
+                      f"for battery_id '{tag}_some_pack': the record key must be the battery_id"),
     }
 
 

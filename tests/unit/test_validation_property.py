@@ -18,6 +18,7 @@ from streams.scoring.validation import (
     MAX_RECORD_BYTES,
     RANGES,
     DuplicateEvents,
+    key_problem,
     oversized,
     telemetry_problem,
 )
@@ -137,3 +138,14 @@ def test_ids_are_forgotten_after_two_generations_only() -> None:
     for i in range(4, 7):
         seen.problem(f"e{i}", 0, i)  # a third generation: e0..e2 are gone
     assert seen.problem("e0", 1, 99) is None
+
+
+@given(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,49}", fullmatch=True), st.one_of(st.none(), st.binary(max_size=60)))
+def test_the_record_key_must_be_the_battery_id(battery_id: str, key: bytes | None) -> None:
+    assert key_problem(battery_id.encode(), battery_id) is None
+    problem = key_problem(key, battery_id)
+    if key == battery_id.encode():
+        assert problem is None
+    else:
+        assert problem is not None and f"for battery_id {battery_id!r}: the record key must be" in problem
+        assert problem.startswith("no key" if key is None else "key ")
