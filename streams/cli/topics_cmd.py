@@ -14,7 +14,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
-from connectors import kafka
+from connectors import KafkaDeliveryError, kafka
 from connectors.endpoints import Endpoints, resolve_endpoints
 from schemas import DecodeError, EncodeError
 from schemas.codec import AvroCodec
@@ -139,13 +139,8 @@ def run_produce(args: argparse.Namespace, settings: Settings) -> int:
     endpoints = resolve_endpoints(settings)
     codec = _codec(spec, endpoints, args.framing)
     _require_topic(endpoints, spec)
-    producer = kafka.producer(endpoints.kafka_bootstrap_servers)
+    producer = kafka.checked_producer(endpoints.kafka_bootstrap_servers)
     failures: list[str] = []
-
-    def delivered(err: Any, msg: Any) -> None:
-        if err is not None:
-            failures.append(str(err))
-
     count = 0
     try:
         for number, line in _lines(args.file):
@@ -162,11 +157,12 @@ def run_produce(args: argparse.Namespace, settings: Settings) -> int:
             producer.poll(0)
             count += 1
     finally:
-        remaining = producer.flush(30)
-        if remaining:
-            failures.append(f"{remaining} record(s) still unsent after 30 s")
+        try:
+            producer.flush_delivered(30)
+        except KafkaDeliveryError as exc:
+            failures.append(str(exc))
     if failures:
-        raise CliError(f"delivery failed for {len(failures)} record(s): {failures[0]}")
+        raise CliError(f"delivery failed: {failures[0]}")
     print(f"produced {count} record(s) to {spec.name} ({codec.framing} framing)", file=sys.stderr)
     return 0
 
