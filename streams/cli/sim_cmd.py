@@ -96,13 +96,14 @@ def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
         raise CliError("no MQTT broker: set EVTWIN_MQTT_URL or start the stack with `evtwin services`")
     stop = stop_on_signals()
     _serve_health(settings, "mqtt")  # ready once subscribed on the MQTT broker
-    bridge = IngestBridge(kafka.producer(endpoints.kafka_bootstrap_servers),
+    bridge = IngestBridge(kafka.checked_producer(endpoints.kafka_bootstrap_servers),
                           codec_for(TELEMETRY, endpoints), codec_for(TELEMETRY_DLQ, endpoints),
                           int(settings.max_future_skew_s * 1000), int(settings.max_event_age_s * 1000))
     print(f"bridging {endpoints.mqtt_url} ev/battery/+/telemetry → {TELEMETRY}", file=sys.stderr)
     stats = run_bridge(bridge, endpoints.mqtt_url, stop)
-    print(f"forwarded {stats.forwarded}, dead-lettered {stats.dead_lettered}", file=sys.stderr)
-    return 0
+    lost = f", lost {stats.lost} (not delivered to Kafka; see the log)" if stats.lost else ""
+    print(f"forwarded {stats.forwarded}, dead-lettered {stats.dead_lettered}{lost}", file=sys.stderr)
+    return 1 if stats.lost else 0
 
 
 def _serve_health(settings: Settings, *conditions: str) -> None:

@@ -1,6 +1,8 @@
 """MQTT ingest bridge: devices publish JSON readings to ``ev/battery/<id>/telemetry``; the bridge
 validates each one and forwards it as Avro to ``ev.telemetry.v1`` — or, when it is invalid, the
-original bytes with the reason to ``ev.telemetry.dlq.v1``. Nothing is dropped silently."""
+original bytes with the reason to ``ev.telemetry.dlq.v1``. Nothing is dropped silently: a record
+the Kafka producer gives up on (refused, or not delivered within its time-out) is logged as an
+error and counted (``evtwin_ingest_lost_total``, ``IngestStats.lost``)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Any
+
+from prometheus_client import Counter
 
 from schemas import EncodeError
 from schemas.codec import AvroCodec
@@ -22,19 +26,22 @@ from streams.topics import TELEMETRY, TELEMETRY_DLQ
 log = logging.getLogger(__name__)
 
 MQTT_TELEMETRY_FILTER = "ev/battery/+/telemetry"
+INGEST_LOST = Counter("evtwin_ingest_lost", "Readings from MQTT the Kafka producer gave up on (refused or timed out)")
 
 
 @dataclass
 class IngestStats:
     forwarded: int = 0
     dead_lettered: int = 0
+    lost: int = 0
 
 
 class IngestBridge:
     """Turns MQTT telemetry messages into Kafka records.
 
     Args:
-        producer: A confluent-kafka producer.
+        producer: A confluent-kafka producer; a :class:`connectors.kafka.CheckedProducer` makes
+            records it gives up on visible (:meth:`check_delivery`).
         telemetry_codec: Codec of the ``telemetry`` schema.
         dlq_codec: Codec of the ``dead_letter`` schema.
         max_future_ms: Readings further ahead of now are invalid, milliseconds.
@@ -73,6 +80,20 @@ class IngestBridge:
         self.producer.poll(0)
         self.stats.forwarded += 1
         return True
+
+    def check_delivery(self) -> int:
+        """Serve the producer's delivery reports; log and count the records it gave up on since
+        the last call (a :class:`connectors.kafka.CheckedProducer` collects them). Returns how many."""
+        self.producer.poll(0)
+        failures = getattr(self.producer, "failures", None)
+        if not failures:
+            return 0
+        self.producer.failures = []
+        self.stats.lost += len(failures)
+        INGEST_LOST.inc(len(failures))
+        log.error("%d reading(s) from MQTT not delivered to Kafka and lost (the MQTT messages were "
+                  "acknowledged): %s", len(failures), failures[0])
+        return len(failures)
 
     def _reject(self, mqtt_topic: str, payload: bytes, key: str | None, reason: str,
                 error_type: str) -> bool:
@@ -123,12 +144,13 @@ def run_bridge(bridge: IngestBridge, mqtt_url: str, stop: threading.Event,
     client.loop_start()
     try:
         while not stop.wait(0.5):
-            bridge.producer.poll(0)
+            bridge.check_delivery()
             HEALTH.beat()
     finally:
         client.loop_stop()
         client.disconnect()
         bridge.producer.flush(30)
+        bridge.check_delivery()
     return bridge.stats
 
 
