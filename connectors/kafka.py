@@ -183,6 +183,13 @@ class CheckedProducer(Producer):
         if err is not None:
             self.failures.append(f"{msg.topic()} partition {msg.partition()}: {err.str()}")
 
+    def take_failures(self) -> list[str]:
+        """The records given up on since the last call (``topic partition p: reason``), forgotten
+        here. Serves pending delivery reports first."""
+        self.poll(0)
+        failed, self.failures = self.failures, []
+        return failed
+
     def flush_delivered(self, timeout_s: float = 30.0) -> None:
         """Wait until every record produced is on the broker.
 
@@ -191,7 +198,7 @@ class CheckedProducer(Producer):
                 again), or some were still queued after ``timeout_s``.
         """
         remaining = self.flush(timeout_s)
-        failed, self.failures = self.failures, []
+        failed = self.take_failures()
         if failed:
             more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
             raise KafkaDeliveryError(f"{len(failed)} record(s) not delivered: {failed[0]}{more}")

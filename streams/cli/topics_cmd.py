@@ -140,7 +140,7 @@ def run_produce(args: argparse.Namespace, settings: Settings) -> int:
     codec = _codec(spec, endpoints, args.framing)
     _require_topic(endpoints, spec)
     producer = kafka.checked_producer(endpoints.kafka_bootstrap_servers)
-    failures: list[str] = []
+    failure: str | None = None
     count = 0
     try:
         for number, line in _lines(args.file):
@@ -160,9 +160,9 @@ def run_produce(args: argparse.Namespace, settings: Settings) -> int:
         try:
             producer.flush_delivered(30)
         except KafkaDeliveryError as exc:
-            failures.append(str(exc))
-    if failures:
-        raise CliError(f"delivery failed: {failures[0]}")
+            failure = str(exc)
+    if failure is not None:
+        raise CliError(f"delivery failed: {failure}")
     print(f"produced {count} record(s) to {spec.name} ({codec.framing} framing)", file=sys.stderr)
     return 0
 

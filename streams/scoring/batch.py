@@ -103,8 +103,9 @@ def decode_and_validate(ctx: ScoringContext, batch: Sequence[RawRecord], now_ms:
         if problem is not None:
             _reject(ctx, dead, raw, problem, "validation_error", now_ms)
             continue
-        if raw.key != record["battery_id"].encode():
-            _reject(ctx, dead, raw, key_problem(raw.key, record["battery_id"]) or "", "key_mismatch", now_ms)
+        problem = key_problem(raw.key, record["battery_id"])
+        if problem is not None:
+            _reject(ctx, dead, raw, problem, "key_mismatch", now_ms)
             continue
         problem = duplicate(record["event_id"], raw.partition, raw.offset)
         if problem is not None:

@@ -40,8 +40,8 @@ class IngestBridge:
     """Turns MQTT telemetry messages into Kafka records.
 
     Args:
-        producer: A confluent-kafka producer; a :class:`connectors.kafka.CheckedProducer` makes
-            records it gives up on visible (:meth:`check_delivery`).
+        producer: A :class:`connectors.kafka.CheckedProducer` (it reports the records it gives
+            up on: :meth:`check_delivery`).
         telemetry_codec: Codec of the ``telemetry`` schema.
         dlq_codec: Codec of the ``dead_letter`` schema.
         max_future_ms: Readings further ahead of now are invalid, milliseconds.
@@ -83,12 +83,10 @@ class IngestBridge:
 
     def check_delivery(self) -> int:
         """Serve the producer's delivery reports; log and count the records it gave up on since
-        the last call (a :class:`connectors.kafka.CheckedProducer` collects them). Returns how many."""
-        self.producer.poll(0)
-        failures = getattr(self.producer, "failures", None)
+        the last call. Returns how many."""
+        failures = self.producer.take_failures()
         if not failures:
             return 0
-        self.producer.failures = []
         self.stats.lost += len(failures)
         INGEST_LOST.inc(len(failures))
         log.error("%d reading(s) from MQTT not delivered to Kafka and lost (the MQTT messages were "

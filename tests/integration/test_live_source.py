@@ -58,7 +58,7 @@ def test_simulator_readings_decode_with_the_published_schema(stack) -> None:  # 
 def test_ingest_bridge_forwards_valid_and_dead_letters_invalid(stack) -> None:  # type: ignore[no-untyped-def]
     _, ep = stack
     battery = f"DEV{uuid.uuid4().hex[:6]}"
-    bridge = IngestBridge(kafka.producer(ep.kafka_bootstrap_servers), AvroCodec("telemetry"),
+    bridge = IngestBridge(kafka.checked_producer(ep.kafka_bootstrap_servers), AvroCodec("telemetry"),
                           AvroCodec("dead_letter"), max_future_ms=300_000, max_age_ms=86_400_000)
     stop = threading.Event()
     thread = threading.Thread(target=run_bridge, args=(bridge, ep.mqtt_url, stop, f"test-{battery}"))
