@@ -56,6 +56,10 @@ spread_recent         mV      cell-voltage spread, average over ~7 days (this da
 spread_trend          mV      spread_recent - its ~90-day baseline (a weakening cell)
 thermal_peak          K       highest daily thermal residual, decaying over ~90 days (this day included):
                               a failed cooling loop shows on hot or loaded days only; the twin remembers
+thermal_excess        K       highest daily mean of ``max(0, temperature - hot spot - 30 °C)`` on quiet
+                              readings (not DC charging, losses under 300 W), decaying over ~90 days
+                              (this day included): heat above the set point a working loop holds a
+                              quiet pack to (``models.state``, slot ``excess_peak``)
 ====================  ======  ==========================================================================
 
 :func:`features_from_records` (telemetry-schema field names) and :func:`features_from_frame` (dataset
@@ -84,7 +88,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "sqrt_cycles_left",
     "soh_filtered", "soh_bias", "fade_sd", "physics_rul", "physics_rul_sd", "efc_per_day_recent",
     "hot_share", "high_soc_share", "dc_share", "abs_c_rate_mean", "thermal_residual", "thermal_trend",
-    "spread_recent", "spread_trend", "thermal_peak",
+    "spread_recent", "spread_trend", "thermal_peak", "thermal_excess",
 )
 """Model inputs, in column order (units in the module docstring)."""
 READING_FEATURES = 24
@@ -208,7 +212,9 @@ def _state_features(s: np.ndarray, per_day: np.ndarray) -> np.ndarray:
     out[:, 12] = spread
     out[:, 13] = spread - np.where(np.isnan(s[:, st.SPREAD_SLOW]), spread, s[:, st.SPREAD_SLOW])
     gap = np.nan_to_num(np.maximum(s[:, st.DAY] - s[:, st.CLOSED_DAY], 0.0), nan=0.0)
-    out[:, 14] = np.fmax(s[:, st.THERMAL_PEAK] * np.exp(-gap / st.TAU_SLOW_D), s[:, st.B_THERMAL_MAX])
+    decay = np.exp(-gap / st.TAU_SLOW_D)
+    out[:, 14] = np.fmax(s[:, st.THERMAL_PEAK] * decay, s[:, st.B_THERMAL_MAX])
+    out[:, 15] = s[:, st.EXCESS_PEAK] * decay
     return out
 
 

@@ -14,7 +14,7 @@ sparse dataset (4 readings per sampled day, days apart) give the same values:
 - features read the filters as of the last finished day plus, for the fast averages, the
   provisional contribution of the current day (``models.features``).
 
-Pure Python on a list of floats (one :data:`State`, :data:`SIZE` float64 values, 8 bytes each: 336
+Pure Python on a list of floats (one :data:`State`, :data:`SIZE` float64 values, 8 bytes each: 360
 bytes packed, see :func:`pack`), so one reading costs a few microseconds in the worker.
 
 Quantities (slot names in :data:`SLOTS`; unit; meaning):
@@ -73,6 +73,19 @@ f_ema           0-1      moving average (:data:`TAU_FAULT_D`) of the daily mean 
                          as of the last finished day
 f_closed_day    d        service day of that last finished day
 f_flag          0/1      the battery is flagged faulty (hysteresis on the fault score)
+b_excess        K        sum of the set-point excess of the open day's quiet readings (below)
+b_excess_n      1        quiet readings of the open day (not DC charging, losses below
+                         :data:`QUIET_HEAT_W`)
+excess_peak     K        highest daily mean set-point excess, decaying over :data:`TAU_SLOW_D`:
+                         ``max(0, temperature - k*heat - T_set)`` on quiet readings, the pack's
+                         temperature above the set point a working cooling loop holds it to.
+                         A healthy loop keeps a quiet pack at or below ``T_set`` (the daily mean
+                         stayed under 1 K on all but one healthy pack of the 400-pack training
+                         fleet, seed 0); a failed loop lets it follow a warm ambient or its own
+                         heat (``C dT/dt = Q - hA (T - T_amb)`` without the cooling term,
+                         ``models.physics.thermal``). Unlike the thermal residual it needs no
+                         ambient and is not raised by the cold-weather gap below ``T_set``; DC
+                         charging is left out: a healthy loop cannot hold its kilowatts either
 ==============  =======  =====================================================================
 
 The fade-law prior (mean and spread of ``a`` and ``b`` over the fleet, ``c`` from the BMS bias)
@@ -93,13 +106,15 @@ SLOTS: tuple[str, ...] = (
     "efc_per_day", "hot_share", "high_soc_share", "dc_share", "abs_c_rate",
     "thermal_fast", "thermal_slow", "spread_fast", "spread_slow", "b_thermal_max", "thermal_peak",
     "f_day", "f_n", "f_sum", "f_ema", "f_closed_day", "f_flag",
+    "b_excess", "b_excess_n", "excess_peak",
 )
 """Names of the state's slots, in order (units in the module docstring)."""
 SIZE = len(SLOTS)
 (DAY, LAST_DAYS, LAST_TS, READINGS, B_N, B_SOH, B_HOT, B_HIGH_SOC, B_DC, B_ABS_C, B_THERMAL, B_SPREAD,
  CLOSED_DAY, CLOSED_EFC, EFC, DAYS_CLOSED, FADE_C, FADE_A, FADE_B, P_CC, P_CA, P_CB, P_AA, P_AB, P_BB,
  EFC_PER_DAY, HOT_SHARE, HIGH_SOC_SHARE, DC_SHARE, ABS_C_RATE, THERMAL_FAST, THERMAL_SLOW,
- SPREAD_FAST, SPREAD_SLOW, B_THERMAL_MAX, THERMAL_PEAK, F_DAY, F_N, F_SUM, F_EMA, F_CLOSED_DAY, F_FLAG) = range(SIZE)
+ SPREAD_FAST, SPREAD_SLOW, B_THERMAL_MAX, THERMAL_PEAK, F_DAY, F_N, F_SUM, F_EMA, F_CLOSED_DAY, F_FLAG,
+ B_EXCESS, B_EXCESS_N, EXCESS_PEAK) = range(SIZE)
 
 State = list[float]
 """One battery's state: :data:`SIZE` floats, slots :data:`SLOTS`."""
@@ -113,6 +128,9 @@ T_SET_C = 30.0
 """Cooling set point of the pack (°C, ``models.physics.params.ThermalParams.t_cooling_on_c``)."""
 HOTSPOT_K_PER_W = 0.0015
 """Max-sensor rise per W of losses (K/W, ``ThermalParams.hotspot_k_per_w``)."""
+QUIET_HEAT_W = 300.0
+"""Losses (W, abs) below which a reading counts for the set-point excess: a parked, gently driven
+or AC-charged pack (a healthy loop holds those at ``T_set``; DC charging's kilowatts it cannot)."""
 CAPACITY_AH = 216.0
 """Nominal pack capacity (Ah), for the C-rate."""
 DC_MODE = 4
@@ -147,7 +165,7 @@ def new_state() -> State:
     s = [0.0] * SIZE
     c0, a0, b0, sc, sa, sb = PRIOR
     for k in (DAY, LAST_DAYS, LAST_TS, CLOSED_DAY, CLOSED_EFC, F_DAY, F_CLOSED_DAY, F_EMA, B_THERMAL_MAX,
-              THERMAL_PEAK):
+              THERMAL_PEAK, EXCESS_PEAK):
         s[k] = NAN
     for k in (EFC_PER_DAY, HOT_SHARE, HIGH_SOC_SHARE, DC_SHARE, ABS_C_RATE, THERMAL_FAST, THERMAL_SLOW,
               SPREAD_FAST, SPREAD_SLOW):
@@ -195,6 +213,14 @@ def _close_day(s: State) -> None:
     peak = s[THERMAL_PEAK]
     peak = peak * math.exp(-gap / TAU_SLOW_D) if peak == peak else s[B_THERMAL_MAX]
     s[THERMAL_PEAK] = peak if peak > s[B_THERMAL_MAX] else s[B_THERMAL_MAX]
+    peak = s[EXCESS_PEAK]
+    if peak == peak:
+        peak *= math.exp(-gap / TAU_SLOW_D)
+    if s[B_EXCESS_N] > 0.0:
+        excess = s[B_EXCESS] / s[B_EXCESS_N]
+        if not excess <= peak:  # also when the peak is still NaN
+            peak = excess
+    s[EXCESS_PEAK] = peak
     # Kalman update of the (static) fade-law coefficients with the day's mean BMS fade.
     x1, x2 = law_inputs(day, efc)
     z = 100.0 - s[B_SOH] * inv
@@ -213,6 +239,7 @@ def _close_day(s: State) -> None:
     s[CLOSED_DAY], s[CLOSED_EFC] = day, efc
     s[DAYS_CLOSED] += 1.0
     s[B_N] = s[B_SOH] = s[B_HOT] = s[B_HIGH_SOC] = s[B_DC] = s[B_ABS_C] = s[B_THERMAL] = s[B_SPREAD] = 0.0
+    s[B_EXCESS] = s[B_EXCESS_N] = 0.0
     s[B_THERMAL_MAX] = NAN
 
 
@@ -261,10 +288,13 @@ def update(s: State, days: float, efc: float, ts: float, soh: float, soc: float,
     if mode == DC_MODE:
         s[B_DC] += 1.0
     s[B_ABS_C] += abs(current) / CAPACITY_AH
-    residual = temperature - (ambient if ambient < T_SET_C else T_SET_C)
-    if heat_w > 0.0:
-        residual -= HOTSPOT_K_PER_W * heat_w
+    hotspot = HOTSPOT_K_PER_W * heat_w if heat_w > 0.0 else 0.0
+    residual = temperature - (ambient if ambient < T_SET_C else T_SET_C) - hotspot
     s[B_THERMAL] += residual
+    if mode != DC_MODE and -QUIET_HEAT_W < heat_w < QUIET_HEAT_W:  # an unknown (NaN) heat does not count
+        excess = temperature - hotspot - T_SET_C
+        s[B_EXCESS] += excess if excess > 0.0 else 0.0
+        s[B_EXCESS_N] += 1.0
     if not residual <= s[B_THERMAL_MAX]:  # also when the day's max is still NaN
         s[B_THERMAL_MAX] = residual
     if spread_mv == spread_mv:

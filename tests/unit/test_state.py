@@ -38,10 +38,29 @@ def test_dense_and_sparse_readings_of_the_same_days_give_the_same_averages() -> 
     dense = [_reading(d, k, temperature=20 + d % 7) for d in days for k in range(4)]
     a, b = _states(sparse)[-1], _states(dense)[-1]
     for slot in ("efc_per_day", "hot_share", "dc_share", "abs_c_rate", "thermal_fast", "thermal_slow",
-                 "spread_fast", "spread_slow", "thermal_peak", "closed_day", "days_closed"):
+                 "spread_fast", "spread_slow", "thermal_peak", "excess_peak", "closed_day", "days_closed"):
         k = st.SLOTS.index(slot)
         assert a[k] == pytest.approx(b[k], rel=1e-12), slot
     assert a[st.READINGS] == len(days) and b[st.READINGS] == 4 * len(days)
+
+
+def test_a_quiet_pack_above_the_cooling_set_point_shows_as_thermal_excess_after_its_day() -> None:
+    """A failed loop lets a parked or gently driven pack follow a hot day above 30 °C; a working
+    one holds it there, and DC charging's heat is no sign of either (a healthy loop cannot hold it)."""
+    k = FEATURE_NAMES.index("thermal_excess")
+    dc = {"mode": "CHARGING_DC", "current": -300.0, "voltage": 400.0}
+    days = [_reading(d, j, temperature=30.0) for d in (0, 1) for j in range(3)]  # held at the set point
+    days += [_reading(2, j, temperature=36.0 if j < 2 else 30.0) for j in range(4)]  # mean excess 3 K
+    days += [_reading(3, j, temperature=45.0, **dc) for j in range(3)]  # DC: not counted
+    days += [_reading(33, 0, temperature=25.0)]
+    cols, mode = record_columns(days)
+    states = _states(days)
+    excess = features_from_columns(cols, mode, states)[:, k]
+    assert np.isnan(excess[0]) and excess[5] == 0.0  # nothing closed yet; then held at 30 °C
+    assert excess[6:10].max() == 0.0  # day 2 counts once it is over, not reading by reading
+    assert excess[10] == pytest.approx(3.0 * math.exp(-1 / st.TAU_SLOW_D), rel=1e-6)  # the hot quiet day (a day ago)
+    assert states[12, st.EXCESS_PEAK] == pytest.approx(3.0)  # day 3 (DC only) left the peak as it was
+    assert excess[-1] == pytest.approx(3.0 * math.exp(-31 / st.TAU_SLOW_D), rel=1e-6)  # remembered, fading
 
 
 def test_a_reading_not_newer_than_the_last_changes_nothing() -> None:
