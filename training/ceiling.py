@@ -17,7 +17,11 @@ a link dropout (the fault removes readings, it does not alter them) and a failed
 pack at or below the cooling set point (a healthy loop is off there too). ``anomaly_auroc_ceiling``
 is the AUROC of an oracle that ranks every other fault reading above every healthy one and ties
 these with healthy readings; ``failure_positives_traceless_fraction`` is the share of the failure
-label's positives that are such readings or a fault that has not started yet.
+label's positives that are such readings or a fault that has not started yet;
+``fault_packs_detectable_ceiling`` is the share of the packs with a fault other than the dropout
+(the packs ``fault_packs_detected`` counts) that have any fault reading with a trace at all — a
+pack whose loop failed but which never rose above the set point afterwards is, to every
+observable, a healthy pack, so no detector can flag more packs than this without false alarms.
 """
 
 from __future__ import annotations
@@ -105,8 +109,22 @@ def ceiling_report(dataset: Path, hp: HyperParams | None = None, seed: int = 0) 
     positive = data.failure.astype(bool)
     not_started = positive & ~fault & _fault_ahead(frame)
     metrics["failure_positives_traceless_fraction"] = float((hidden | not_started)[positive].mean())
+    metrics["fault_packs_detectable_ceiling"] = detectable_fault_packs(frame)
     return {"dataset": str(dataset), "rows": int(len(frame)), "test_batteries": int(len(np.unique(data.groups[test]))),
             "metrics": metrics}
+
+
+def detectable_fault_packs(frame: pd.DataFrame) -> float:
+    """Share of the packs with a fault other than the silent ones (``training.data.SILENT_FAULTS``)
+    that have at least one fault reading not :func:`traceless` (NaN without such packs)."""
+    from training.data import SILENT_FAULTS
+
+    fault = frame["fault"].to_numpy(dtype=object)
+    visible = (fault != "none") & ~np.isin(fault, SILENT_FAULTS)
+    if not visible.any():
+        return float("nan")
+    seen = (~traceless(frame))[visible]
+    return float(pd.Series(seen).groupby(frame["battery_id"].to_numpy()[visible]).any().mean())
 
 
 def _fault_ahead(frame: pd.DataFrame) -> np.ndarray:
@@ -116,4 +134,5 @@ def _fault_ahead(frame: pd.DataFrame) -> np.ndarray:
     return np.asarray(later, dtype=bool) & ~fault
 
 
-__all__ = ["CEILING_HP", "ceiling_report", "future_cycles_per_day", "history_features", "traceless"]
+__all__ = ["CEILING_HP", "ceiling_report", "detectable_fault_packs", "future_cycles_per_day", "history_features",
+           "traceless"]

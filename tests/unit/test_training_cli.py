@@ -97,3 +97,18 @@ def test_evaluate_ceiling_reports_what_the_data_allows(dataset: Path, capsys: py
     assert 0.0 < metrics["fault_readings_traceless_fraction"] < 1.0
     assert 0.5 < metrics["anomaly_auroc_ceiling"] < 1.0
     assert 0.0 <= metrics["failure_positives_traceless_fraction"] < 1.0
+    assert 0.0 < metrics["fault_packs_detectable_ceiling"] <= 1.0
+
+
+def test_a_failed_loop_that_never_ran_warm_is_counted_as_undetectable() -> None:
+    import pandas as pd
+
+    from training.ceiling import detectable_fault_packs
+
+    frame = pd.DataFrame({
+        "battery_id": ["COOL_COLD"] * 2 + ["COOL_WARM"] * 2 + ["SHORT"] * 2 + ["DROP", "OK"],
+        "fault": ["cooling_failure"] * 4 + ["internal_short"] * 2 + ["sensor_dropout", "none"],
+        "Battery_Temperature": [24.0, 29.5, 28.0, 33.0, 25.0, 26.0, 40.0, 41.0],
+    })
+    # the cold pack's loop failure leaves no trace; the dropout pack is not counted at all
+    assert detectable_fault_packs(frame) == pytest.approx(2 / 3)
