@@ -58,6 +58,10 @@ class HyperParams:
         colsample: Column subsampling per tree.
         iforest_trees: Trees of the IsolationForest.
         iforest_samples: Rows per IsolationForest tree.
+        threshold_folds: Folds (by battery) of the training packs refitted for the fault flag's
+            threshold: each fold's packs are scored by a fault detector fitted without them, so
+            that the threshold is placed on every healthy pack not fitted on (the calibration
+            packs and these) instead of the ~50 calibration packs alone; 0 = calibration only.
         nthread: Threads while training (scoring uses one). 1 by default: on this 2-core machine,
             shared with the running pipeline, OpenMP threads spin at barriers and 2 threads were
             up to 9x slower than 1 (failure model on 500 packs: 18.5 s vs 2.1 s under load).
@@ -79,6 +83,7 @@ class HyperParams:
     colsample: float = 0.8
     iforest_trees: int = 100
     iforest_samples: int = 256
+    threshold_folds: int = 4
     nthread: int = 1
     seed: int = 0
 

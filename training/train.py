@@ -117,12 +117,34 @@ def _fit_all(td: data.TrainingData, split: data.Split, hp: fit.HyperParams,
         detector = "xgb" if auc_xgb > auc_if else "iforest"
     objects[FEATURES_FILE] = list(FEATURE_NAMES)
     choices: dict[str, Any] = {"anomaly_detector": detector, "rul_band_offset": offset}
-    if td.kind == "ev_fleet":  # the battery-level fault flag: thresholds from calibration packs
-        cal_scorer = Scorer({**choices, "rul_transform": "log1p" if hp.rul_log else "none"}, objects, "")
-        anomaly = cal_scorer.score(X[cal])["anomaly_score"]
+    if td.kind == "ev_fleet":  # the battery-level fault flag: thresholds from packs not fitted on
+        card = {**choices, "rul_transform": "log1p" if hp.rul_log else "none"}
+        rows, anomaly = [cal], [Scorer(card, objects, "").score(X[cal])["anomaly_score"]]
+        labels = td.anomaly
+        if detector == "xgb" and labels is not None:
+            for fold in _battery_folds(td.groups, tr, hp.threshold_folds, hp.seed):
+                rest = np.setdiff1d(tr, fold)
+                seen = rest[~td.silent[rest]]
+                if labels[seen].all() or not labels[seen].any():
+                    continue  # a tiny fleet: this fold's complement has one class only
+                det = fit.fit_classifier(X[seen], labels[seen], hp.anomaly_trees, hp.anomaly_depth, hp,
+                                         blind=hp.anomaly_blind)
+                rows.append(fold)
+                anomaly.append(Scorer(card, {**objects, ANOMALY_XGB_FILE: det}, "").score(X[fold])["anomaly_score"])
         choices["fault_score_open"], choices["fault_score_clear"] = evaluate.choose_fault_thresholds(
-            anomaly, td.frame.iloc[cal])
+            np.concatenate(anomaly), td.frame.iloc[np.concatenate(rows)])
     return objects, choices
+
+
+def _battery_folds(groups: np.ndarray, rows: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
+    """``rows`` split into ``k`` folds by battery (each battery's rows in one fold, in row order)."""
+    if k < 2:
+        return []
+    batteries = np.unique(groups[rows])
+    np.random.default_rng(seed).shuffle(batteries)
+    fold_of = {b: n % k for n, b in enumerate(batteries.tolist())}
+    which = np.fromiter((fold_of[b] for b in groups[rows].tolist()), dtype=np.int64, count=len(rows))
+    return [rows[which == n] for n in range(k) if (which == n).any()]
 
 
 def _evaluate(scorer: Scorer, objects: dict[str, Any], td: data.TrainingData,
