@@ -60,6 +60,9 @@ thermal_excess        K       highest daily mean of ``max(0, temperature - hot s
                               readings (not DC charging, losses under 300 W), decaying over ~90 days
                               (this day included): heat above the set point a working loop holds a
                               quiet pack to (``models.state``, slot ``excess_peak``)
+history_days          d       service days the twin has followed the pack (since its first reading): a
+                              twin attached mid-life has not seen the early life that pins the BMS
+                              bias, so its ``fade_sd`` is wide for a reason other than youth
 ====================  ======  ==========================================================================
 
 :func:`features_from_records` (telemetry-schema field names) and :func:`features_from_frame` (dataset
@@ -88,7 +91,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "sqrt_cycles_left",
     "soh_filtered", "soh_bias", "fade_sd", "physics_rul", "physics_rul_sd", "efc_per_day_recent",
     "hot_share", "high_soc_share", "dc_share", "abs_c_rate_mean", "thermal_residual", "thermal_trend",
-    "spread_recent", "spread_trend", "thermal_peak", "thermal_excess",
+    "spread_recent", "spread_trend", "thermal_peak", "thermal_excess", "history_days",
 )
 """Model inputs, in column order (units in the module docstring)."""
 READING_FEATURES = 24
@@ -215,6 +218,7 @@ def _state_features(s: np.ndarray, per_day: np.ndarray) -> np.ndarray:
     decay = np.exp(-gap / st.TAU_SLOW_D)
     out[:, 14] = np.fmax(s[:, st.THERMAL_PEAK] * decay, s[:, st.B_THERMAL_MAX])
     out[:, 15] = s[:, st.EXCESS_PEAK] * decay
+    out[:, 16] = s[:, st.LAST_DAYS] - s[:, st.FIRST_DAYS]
     return out
 
 

@@ -86,6 +86,8 @@ excess_peak     K        highest daily mean set-point excess, decaying over :dat
                          ``models.physics.thermal``). Unlike the thermal residual it needs no
                          ambient and is not raised by the cold-weather gap below ``T_set``; DC
                          charging is left out: a healthy loop cannot hold its kilowatts either
+first_days      d        service days of the first reading the twin took (a twin attached to a pack
+                         mid-life, as live workers mostly are, has not seen its early life)
 ==============  =======  =====================================================================
 
 The fade-law prior (mean and spread of ``a`` and ``b`` over the fleet, ``c`` from the BMS bias)
@@ -106,7 +108,7 @@ SLOTS: tuple[str, ...] = (
     "efc_per_day", "hot_share", "high_soc_share", "dc_share", "abs_c_rate",
     "thermal_fast", "thermal_slow", "spread_fast", "spread_slow", "b_thermal_max", "thermal_peak",
     "f_day", "f_n", "f_sum", "f_ema", "f_closed_day", "f_flag",
-    "b_excess", "b_excess_n", "excess_peak",
+    "b_excess", "b_excess_n", "excess_peak", "first_days",
 )
 """Names of the state's slots, in order (units in the module docstring)."""
 SIZE = len(SLOTS)
@@ -114,7 +116,7 @@ SIZE = len(SLOTS)
  CLOSED_DAY, CLOSED_EFC, EFC, DAYS_CLOSED, FADE_C, FADE_A, FADE_B, P_CC, P_CA, P_CB, P_AA, P_AB, P_BB,
  EFC_PER_DAY, HOT_SHARE, HIGH_SOC_SHARE, DC_SHARE, ABS_C_RATE, THERMAL_FAST, THERMAL_SLOW,
  SPREAD_FAST, SPREAD_SLOW, B_THERMAL_MAX, THERMAL_PEAK, F_DAY, F_N, F_SUM, F_EMA, F_CLOSED_DAY, F_FLAG,
- B_EXCESS, B_EXCESS_N, EXCESS_PEAK) = range(SIZE)
+ B_EXCESS, B_EXCESS_N, EXCESS_PEAK, FIRST_DAYS) = range(SIZE)
 
 State = list[float]
 """One battery's state: :data:`SIZE` floats, slots :data:`SLOTS`."""
@@ -165,7 +167,7 @@ def new_state() -> State:
     s = [0.0] * SIZE
     c0, a0, b0, sc, sa, sb = PRIOR
     for k in (DAY, LAST_DAYS, LAST_TS, CLOSED_DAY, CLOSED_EFC, F_DAY, F_CLOSED_DAY, F_EMA, B_THERMAL_MAX,
-              THERMAL_PEAK, EXCESS_PEAK):
+              THERMAL_PEAK, EXCESS_PEAK, FIRST_DAYS):
         s[k] = NAN
     for k in (EFC_PER_DAY, HOT_SHARE, HIGH_SOC_SHARE, DC_SHARE, ABS_C_RATE, THERMAL_FAST, THERMAL_SLOW,
               SPREAD_FAST, SPREAD_SLOW):
@@ -275,6 +277,8 @@ def update(s: State, days: float, efc: float, ts: float, soh: float, soc: float,
             _close_day(s)
         if s[B_N] == 0.0 or day > s[DAY]:
             s[DAY] = day
+    if s[FIRST_DAYS] != s[FIRST_DAYS]:  # the twin's first reading of this pack
+        s[FIRST_DAYS] = days
     s[LAST_DAYS] = days
     s[LAST_TS] = ts
     s[EFC] = efc

@@ -157,6 +157,37 @@ class Split:
     by: str
 
 
+ATTACH_SPAN: tuple[float, float] = (0.2, 0.8)
+"""Where in a battery's rows :func:`attach_replays` starts its twin (fractions of the rows)."""
+
+
+def attach_replays(td: TrainingData, rows: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Features of batteries as a twin attached to them mid-life sees them.
+
+    A live twin meets most packs mid-life (a fleet that is already on the road, a worker whose
+    state starts with the stream), where the dataset's replay knows every pack from new: without
+    the pack's early life the fade law's split between BMS bias and true fade stays open (a
+    larger ``fade_sd``, which in the from-new replay only a young pack shows). Each battery of
+    ``rows`` is replayed again from a new state at a random point within :data:`ATTACH_SPAN` of
+    its rows.
+
+    Returns:
+        ``(X, index)``: features of the replayed rows, and their rows in ``td`` (for the labels).
+    """
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rows)
+    groups = td.groups[rows]
+    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
+    ends = np.r_[starts[1:], len(rows)]
+    lo, hi = ATTACH_SPAN
+    picked = [rows[a + int(rng.uniform(lo, hi) * (b - a)):b] for a, b in zip(starts, ends, strict=True)]
+    index = np.concatenate(picked) if picked else np.zeros(0, dtype=np.int64)
+    sub = td.frame.iloc[index].copy()
+    if "battery_id" in sub.columns:
+        sub["battery_id"] = sub["battery_id"].astype(str) + "@attach"
+    return features_from_frame(sub), index
+
+
 def split_rows(groups: np.ndarray, seed: int = 0, test_size: float = 0.2, calib_size: float = 0.15,
                strata: np.ndarray | None = None) -> Split:
     """Split rows by battery into train, calibration (isotonic) and test parts, battery-disjoint.
@@ -199,5 +230,6 @@ def split_rows(groups: np.ndarray, seed: int = 0, test_size: float = 0.2, calib_
     return Split(train, calib, test, by="battery")
 
 
-__all__ = ["QUICK_BATTERIES", "QUICK_CONFIG", "SILENT_FAULTS", "Split", "TrainingData", "from_frame", "generate", "load",
+__all__ = ["ATTACH_SPAN", "QUICK_BATTERIES", "QUICK_CONFIG", "SILENT_FAULTS", "Split", "TrainingData", "attach_replays",
+           "from_frame", "generate", "load",
            "read_frame", "split_rows"]

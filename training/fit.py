@@ -16,6 +16,7 @@ QUANTILES: tuple[float, float, float] = (0.1, 0.5, 0.9)
 AGE_FEATURES: tuple[str, ...] = (
     "soh", "charge_cycles", "service_days", "cycles_per_day", "fade_rate", "projected_days_left",
     "projected_cycles_left", "sqrt_cycles_left", "soh_filtered", "fade_sd", "physics_rul", "physics_rul_sd",
+    "history_days",
 )
 """Features that tell how old and worn a pack is (hidden from the supervised fault detector)."""
 
@@ -62,6 +63,8 @@ class HyperParams:
             threshold: each fold's packs are scored by a fault detector fitted without them, so
             that the threshold is placed on every healthy pack not fitted on (the calibration
             packs and these) instead of the ~50 calibration packs alone; 0 = calibration only.
+        attach_replays: Also fit the RUL and failure models on each training pack replayed from a
+            twin attached mid-life (``training.data.attach_replays``), as live twins meet most packs.
         nthread: Threads while training (scoring uses one). 1 by default: on this 2-core machine,
             shared with the running pipeline, OpenMP threads spin at barriers and 2 threads were
             up to 9x slower than 1 (failure model on 500 packs: 18.5 s vs 2.1 s under load).
@@ -84,6 +87,7 @@ class HyperParams:
     iforest_trees: int = 100
     iforest_samples: int = 256
     threshold_folds: int = 4
+    attach_replays: bool = True
     nthread: int = 1
     seed: int = 0
 

@@ -89,16 +89,20 @@ def _fit_all(td: data.TrainingData, split: data.Split, hp: fit.HyperParams,
         ``(objects, choices)``: artifacts by file name, and card entries (band offset, detector).
     """
     X, tr, cal = td.X, split.train, split.calib
+    X_tr, at = X[tr], tr  # the training rows, with the mid-life attaches (their labels' rows in ``at``)
+    if hp.attach_replays and td.kind == "ev_fleet" and split.by == "battery":
+        X_att, att = data.attach_replays(td, tr, hp.seed)
+        X_tr, at = np.concatenate([X_tr, X_att]), np.concatenate([tr, att])
     step("rul")
-    has_rul = tr[np.isfinite(td.rul[tr])]
-    if len(has_rul) == 0:
+    has_rul = np.isfinite(td.rul[at])
+    if not has_rul.any():
         raise TrainingDataError(f"{td.source}: no finite RUL label in the training part")
-    rul_model = fit.fit_rul(X[has_rul], td.rul[has_rul], hp)
+    rul_model = fit.fit_rul(X_tr[has_rul], td.rul[at][has_rul], hp)
     objects: dict[str, Any] = {RUL_FILE: rul_model}
     ok = np.isfinite(td.rul[cal])
     offset = fit.conformal_offset(rul_model, X[cal][ok], td.rul[cal][ok], hp.rul_log)
     step("failure")
-    clf = fit.fit_classifier(X[tr], td.failure[tr], hp.failure_trees, hp.failure_depth, hp)
+    clf = fit.fit_classifier(X_tr, td.failure[at], hp.failure_trees, hp.failure_depth, hp)
     objects[FAILURE_FILE] = clf
     objects[CALIBRATOR_FILE] = fit.fit_calibrator(clf.predict_proba(X[cal])[:, 1], td.failure[cal])
     step("anomaly")

@@ -38,7 +38,8 @@ def test_dense_and_sparse_readings_of_the_same_days_give_the_same_averages() -> 
     dense = [_reading(d, k, temperature=20 + d % 7) for d in days for k in range(4)]
     a, b = _states(sparse)[-1], _states(dense)[-1]
     for slot in ("efc_per_day", "hot_share", "dc_share", "abs_c_rate", "thermal_fast", "thermal_slow",
-                 "spread_fast", "spread_slow", "thermal_peak", "excess_peak", "closed_day", "days_closed"):
+                 "spread_fast", "spread_slow", "thermal_peak", "excess_peak", "first_days", "closed_day",
+                 "days_closed"):
         k = st.SLOTS.index(slot)
         assert a[k] == pytest.approx(b[k], rel=1e-12), slot
     assert a[st.READINGS] == len(days) and b[st.READINGS] == 4 * len(days)

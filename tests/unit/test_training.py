@@ -115,3 +115,25 @@ def test_threshold_folds_split_the_training_packs_by_battery_keeping_row_order()
     owners = [set(groups[fold].tolist()) for fold in folds]
     assert not owners[0] & owners[1] and owners[0] | owners[1] == {"A", "C", "D", "E"}
     assert _battery_folds(groups, rows, 0, seed=0) == []
+
+
+def test_attach_replays_start_each_training_pack_anew_mid_life() -> None:
+    from training.data import ATTACH_SPAN, attach_replays
+
+    td = small_data()
+    batteries = np.unique(td.groups)[:6]
+    rows = np.flatnonzero(np.isin(td.groups, batteries))
+    X, index = attach_replays(td, rows, seed=0)
+    history = FEATURE_NAMES.index("history_days")
+    days = td.frame["Service_Days"].to_numpy(dtype=np.float64)
+    assert len(X) == len(index) and set(td.groups[index]) == set(batteries)
+    for battery in batteries:
+        mine = np.flatnonzero(td.groups[index] == battery)
+        own = np.flatnonzero(td.groups == battery)
+        first = index[mine[0]]
+        # the replay starts within the span of the pack's rows and runs to its last row ...
+        assert ATTACH_SPAN[0] * len(own) - 1 <= first - own[0] <= ATTACH_SPAN[1] * len(own)
+        assert index[mine[-1]] == own[-1]
+        # ... with a twin that has seen nothing before it, where the from-new replay has seen it all
+        assert X[mine[0], history] == 0.0 and td.X[first, history] == pytest.approx(days[first] - days[own[0]])
+        np.testing.assert_allclose(X[mine, history], days[index[mine]] - days[first], rtol=1e-6)
