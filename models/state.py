@@ -266,11 +266,18 @@ def update(s: State, days: float, efc: float, ts: float, soh: float, soc: float,
     Returns:
         False when the reading is not newer than the last one taken (a duplicate after a
         redelivery, or late): the state is left as it was.
+
+    A newer reading whose service days fall back by more than a day while its cycle count also
+    falls is a new pack in the vehicle (a replacement, as the live fleet makes at end of life or
+    60 days after a fault): the twin starts over from :func:`new_state`, so the old pack's fade
+    fit, exposures and fault flag are not read as the new pack's.
     """
     if ts <= s[LAST_TS]:  # False while LAST_TS is NaN, and for a NaN ts
         return False
     if days != days:
         days = ts / 86_400_000.0 if ts == ts else 0.0
+    elif days < s[LAST_DAYS] - 1.0 and efc < s[EFC]:  # False while the state is new (NaN)
+        s[:] = new_state()  # a new pack under this id (replaced): its service days and cycles start again
     day = math.floor(days)
     if day != s[DAY]:
         if s[B_N] > 0.0 and day > s[DAY]:

@@ -170,3 +170,22 @@ def test_the_state_benchmark_reports_every_step() -> None:
     result = run(packs=20, ticks=3, batch=25)
     assert set(result) == {"columns", "state_update", "state_features", "fault_score", "changelog_values"}
     assert all(v > 0 for v in result.values())
+
+
+def test_a_replaced_pack_starts_a_new_twin() -> None:
+    """Service days and cycles that start again (a new pack under the same id) reset the twin."""
+    old = [_reading(d, soh=88.0, charge_cycles=400 + d, temperature=36.0, mode="PARKED", current=0.0)
+           for d in range(1000, 1040)]
+    new = [_reading(d, soh=100.0, charge_cycles=d, mode="PARKED", current=0.0) for d in range(0, 3)]
+    for k, rec in enumerate(new):
+        rec["timestamp"] = old[-1]["timestamp"] + (k + 1) * 60_000  # later in time, earlier in life
+    states = _states(old + new)
+    before, after = states[len(old) - 1], states[-1]
+    assert before[st.READINGS] == len(old) and before[st.EXCESS_PEAK] > 5.0
+    assert after[st.READINGS] == 3 and after[st.FIRST_DAYS] == 0.0 and after[st.DAYS_CLOSED] == 2
+    assert after[st.EXCESS_PEAK] == 0.0  # the old pack's hot days are not the new pack's
+    prior = st.new_state()
+    assert abs(after[st.FADE_A] - prior[st.FADE_A]) < 1.0  # the fit starts from the fleet prior again
+    # a reading of the same pack a day or so earlier in life (a clock glitch) resets nothing
+    glitch = _states(old + [dict(_reading(1038.5, charge_cycles=1439), timestamp=old[-1]["timestamp"] + 1)])
+    assert glitch[-1][st.READINGS] == len(old) + 1
