@@ -176,6 +176,7 @@ def attach_replays(td: TrainingData, rows: np.ndarray, seed: int) -> tuple[np.nd
     """
     rng = np.random.default_rng(seed)
     rows = np.sort(rows)
+    rows = rows[np.argsort(td.groups[rows], kind="stable")]  # each battery's rows together, in time order
     groups = td.groups[rows]
     starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
     ends = np.r_[starts[1:], len(rows)]
