@@ -184,8 +184,7 @@ def attach_replays(td: TrainingData, rows: np.ndarray, seed: int) -> tuple[np.nd
     picked = [rows[a + int(rng.uniform(lo, hi) * (b - a)):b] for a, b in zip(starts, ends, strict=True)]
     index = np.concatenate(picked) if picked else np.zeros(0, dtype=np.int64)
     sub = td.frame.iloc[index].copy()
-    if "battery_id" in sub.columns:
-        sub["battery_id"] = sub["battery_id"].astype(str) + "@attach"
+    sub["battery_id"] = sub["battery_id"].astype(str) + "@attach"  # a battery split: the frame names them
     return features_from_frame(sub), index
 
 

@@ -108,14 +108,21 @@ def _fit_all(td: data.TrainingData, split: data.Split, hp: fit.HyperParams,
     step("anomaly")
     objects[IFOREST_FILE] = fit.fit_iforest(X[tr], hp)
     detector = "iforest"
-    if td.anomaly is not None and td.anomaly[tr].any() and td.anomaly[cal].any():
+    labels = td.anomaly
+
+    def fit_detector(rows: np.ndarray) -> Any:
+        """The supervised fault detector on ``rows``, without the readings of traceless faults."""
+        assert labels is not None
+        seen = rows[~td.silent[rows]]
+        return fit.fit_classifier(X[seen], labels[seen], hp.anomaly_trees, hp.anomaly_depth, hp,
+                                  blind=hp.anomaly_blind)
+
+    if labels is not None and labels[tr].any() and labels[cal].any():
         from sklearn.metrics import roc_auc_score
 
-        seen_tr, seen_cal = tr[~td.silent[tr]], cal[~td.silent[cal]]
-        xgb_det = fit.fit_classifier(X[seen_tr], td.anomaly[seen_tr], hp.anomaly_trees, hp.anomaly_depth,
-                                     hp, blind=hp.anomaly_blind)
-        objects[ANOMALY_XGB_FILE] = xgb_det
-        y_cal = td.anomaly[seen_cal]
+        seen_cal = cal[~td.silent[cal]]
+        xgb_det = objects[ANOMALY_XGB_FILE] = fit_detector(tr)
+        y_cal = labels[seen_cal]
         auc_xgb = roc_auc_score(y_cal, xgb_det.predict_proba(X[seen_cal])[:, 1])
         auc_if = roc_auc_score(y_cal, IForestDetector(objects[IFOREST_FILE]).raw(X[seen_cal]))
         detector = "xgb" if auc_xgb > auc_if else "iforest"
@@ -124,31 +131,22 @@ def _fit_all(td: data.TrainingData, split: data.Split, hp: fit.HyperParams,
     if td.kind == "ev_fleet":  # the battery-level fault flag: thresholds from packs not fitted on
         card = {**choices, "rul_transform": "log1p" if hp.rul_log else "none"}
         rows, anomaly = [cal], [Scorer(card, objects, "").score(X[cal])["anomaly_score"]]
-        labels = td.anomaly
-        if detector == "xgb" and labels is not None:
-            for fold in _battery_folds(td.groups, tr, hp.threshold_folds, hp.seed):
-                rest = np.setdiff1d(tr, fold)
-                seen = rest[~td.silent[rest]]
-                if labels[seen].all() or not labels[seen].any():
+        k = min(hp.threshold_folds, len(np.unique(td.groups[tr])))
+        if detector == "xgb" and labels is not None and k >= 2:
+            from sklearn.model_selection import GroupKFold
+
+            folds = GroupKFold(n_splits=k, shuffle=True, random_state=hp.seed).split(tr, groups=td.groups[tr])
+            for rest, fold in folds:
+                rest, fold = tr[rest], tr[fold]  # by battery; each fold's rows stay in time order
+                y = labels[rest[~td.silent[rest]]]
+                if y.all() or not y.any():
                     continue  # a tiny fleet: this fold's complement has one class only
-                det = fit.fit_classifier(X[seen], labels[seen], hp.anomaly_trees, hp.anomaly_depth, hp,
-                                         blind=hp.anomaly_blind)
+                det = fit_detector(rest)
                 rows.append(fold)
                 anomaly.append(Scorer(card, {**objects, ANOMALY_XGB_FILE: det}, "").score(X[fold])["anomaly_score"])
         choices["fault_score_open"], choices["fault_score_clear"] = evaluate.choose_fault_thresholds(
             np.concatenate(anomaly), td.frame.iloc[np.concatenate(rows)])
     return objects, choices
-
-
-def _battery_folds(groups: np.ndarray, rows: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
-    """``rows`` split into ``k`` folds by battery (each battery's rows in one fold, in row order)."""
-    if k < 2:
-        return []
-    batteries = np.unique(groups[rows])
-    np.random.default_rng(seed).shuffle(batteries)
-    fold_of = {b: n % k for n, b in enumerate(batteries.tolist())}
-    which = np.fromiter((fold_of[b] for b in groups[rows].tolist()), dtype=np.int64, count=len(rows))
-    return [rows[which == n] for n in range(k) if (which == n).any()]
 
 
 def _evaluate(scorer: Scorer, objects: dict[str, Any], td: data.TrainingData,

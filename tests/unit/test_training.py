@@ -102,21 +102,6 @@ def test_artifacts_and_card_are_complete() -> None:
         assert np.isfinite(metrics[key]), key
 
 
-def test_threshold_folds_split_the_training_packs_by_battery_keeping_row_order() -> None:
-    from training.train import _battery_folds
-
-    groups = np.array(["A"] * 3 + ["B"] * 2 + ["C"] * 4 + ["D"] + ["E"] * 2)
-    rows = np.array([0, 1, 2, 5, 6, 7, 8, 9, 10, 11])  # B (rows 3, 4) is not a training pack
-    folds = _battery_folds(groups, rows, 2, seed=0)
-    assert len(folds) == 2
-    assert sorted(np.concatenate(folds).tolist()) == rows.tolist()
-    for fold in folds:
-        assert np.all(np.diff(fold) > 0)  # each battery's rows stay in time order
-    owners = [set(groups[fold].tolist()) for fold in folds]
-    assert not owners[0] & owners[1] and owners[0] | owners[1] == {"A", "C", "D", "E"}
-    assert _battery_folds(groups, rows, 0, seed=0) == []
-
-
 def test_attach_replays_start_each_training_pack_anew_mid_life() -> None:
     from training.data import ATTACH_SPAN, attach_replays
 
