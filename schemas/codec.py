@@ -35,7 +35,7 @@ from schemas import (
     load_schema,
     published_versions,
 )
-from schemas.fastdecode import compile_reader
+from schemas.compiled import compile_reader, compile_writer
 
 if TYPE_CHECKING:
     from schemas.registry import SchemaRegistryClient
@@ -130,6 +130,7 @@ class AvroCodec:
         self._reader = _parse(self.schema)
         # Records of the current schema: a reader compiled from it (None: fastavro reads them).
         self._fast = compile_reader(_strip_logical_types(self.schema))
+        self._fast_write = compile_writer(_strip_logical_types(self.schema))  # None: fastavro writes
         self._fingerprint = fingerprint(self.schema)
         self._header_single = SINGLE_OBJECT_MAGIC + self._fingerprint
         self._header_confluent: bytes | None = None
@@ -179,6 +180,11 @@ class AvroCodec:
                 holds a value of the wrong type.
         """
         header = self._confluent_header() if self.registry is not None else self._header_single
+        if self._fast_write is not None:
+            try:
+                return self._fast_write(record, header)
+            except Exception:  # noqa: S110 - not plainly the schema's: fastavro writes it or says why
+                pass
         out = io.BytesIO()
         out.write(header)
         try:
@@ -215,7 +221,7 @@ class AvroCodec:
         return self._decode_resolved(data, offset, writer)
 
     def _decode_fast(self, data: bytes, offset: int) -> dict[str, Any]:
-        """The compiled reader (:mod:`schemas.fastdecode`): a body of the current schema."""
+        """The compiled reader (:mod:`schemas.compiled`): a body of the current schema."""
         assert self._fast is not None
         try:
             record, end = self._fast(data, offset)
@@ -227,7 +233,7 @@ class AvroCodec:
 
     def _decode_resolved(self, data: bytes, offset: int, writer: Any) -> dict[str, Any]:
         """fastavro's reader: records of older schema versions (resolved to the current one),
-        and schemas :func:`schemas.fastdecode.compile_reader` does not compile."""
+        and schemas :func:`schemas.compiled.compile_reader` does not compile."""
         body = io.BytesIO(data)
         body.seek(offset)
         try:

@@ -49,6 +49,9 @@ def test_simulator_readings_decode_with_the_published_schema(stack) -> None:  # 
         seqs[record["battery_id"]].append(record["seq"])
     for battery, seq in seqs.items():
         assert seq == sorted(seq) and len(set(seq)) == len(seq), battery  # in order per battery
+    ids = [_independent_decode(m.value())["event_id"] for m in msgs]
+    assert len(set(ids)) == len(ids)  # event ids are unique random (version 4) UUIDs, as text
+    assert all(str(uuid.UUID(e)) == e and uuid.UUID(e).version == 4 for e in ids)
     truths = read_topic(ep.kafka_bootstrap_servers, GROUND_TRUTH,
                         lambda m: m.key().decode().startswith(prefix), stats.events)
     truth_ids = {AvroCodec("ground_truth").decode(m.value())["event_id"] for m in truths}

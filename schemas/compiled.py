@@ -1,4 +1,5 @@
-"""A decoder compiled from a flat record schema: the hot path of :meth:`schemas.codec.AvroCodec.decode`.
+"""A reader and a writer compiled from a flat record schema: the hot paths of
+:meth:`schemas.codec.AvroCodec.decode` and :meth:`~schemas.codec.AvroCodec.encode`.
 
 fastavro's ``schemaless_reader`` walks the parsed schema for every record (type dispatch, option
 handling, a file object): 7.3 µs CPU per telemetry record here, the largest stage of the score
@@ -6,6 +7,14 @@ worker. For the records we read most (telemetry, predictions, alerts) every fiel
 enum or a union of ``null`` and a primitive, so Python source with one straight-line read per
 field can be generated once per schema: 2.6–3.0 µs for the same record, equal to fastavro's result
 (property-tested against it in ``tests/unit/test_codec_property.py``).
+
+The writer is the same idea the other way: fastavro's ``schemaless_writer`` took 16.9 µs per
+telemetry record and 7.3 µs per ground-truth record, half of the simulator's CPU at 10,000 packs.
+The compiled writer packs runs of doubles with one ``struct`` call and checks nothing it cannot
+check for free: a record it does not plainly handle (a missing field, an extra one, a value of
+another type, a number out of range) raises, and the codec hands that record to fastavro, which
+writes it (defaults, numpy scalars) or explains the error. Its bytes equal fastavro's
+(property-tested).
 
 Only the current schema is compiled (records written with an older published version still go
 through fastavro's schema resolution), and any other shape (arrays, maps, nested records, fixed,
@@ -27,6 +36,8 @@ from typing import Any
 
 FlatReader = Callable[[bytes, int], tuple[dict[str, Any], int]]
 """``reader(data, offset) -> (record, end)``: the record whose body starts at ``offset``."""
+FlatWriter = Callable[[Mapping[str, Any], bytes], bytes]
+"""``writer(record, header) -> header + body``; raises on a record it does not plainly handle."""
 
 _MASK64 = (1 << 64) - 1
 _FIXED = {"double": ("<d", 8), "float": ("<f", 4)}
@@ -133,4 +144,104 @@ def compile_reader(schema: Mapping[str, Any]) -> FlatReader | None:
     return reader
 
 
-__all__ = ["FlatReader", "compile_reader"]
+_ONE_BYTE = tuple(bytes((i,)) for i in range(128))
+_INT_RANGE = {"long": (-(2**63), 2**63 - 1), "int": (-(2**31), 2**31 - 1)}
+
+
+def _long(n: int) -> bytes:
+    """The zig-zag varint of ``n`` (a 64-bit signed integer)."""
+    n = (n << 1) ^ (n >> 63)
+    if n < 128:
+        return _ONE_BYTE[n]
+    out = bytearray()
+    while n > 127:
+        out.append((n & 127) | 128)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _write_one(kind: str, value: str, ind: str) -> list[str] | None:
+    """Lines appending the bytes of ``value`` (an expression) of Avro type ``kind`` to ``o``."""
+    if kind in _INT_RANGE:
+        low, high = _INT_RANGE[kind]
+        return [f"{ind}x = {value}",
+                f"{ind}if type(x) is not int or not {low} <= x <= {high}:",
+                f"{ind}    raise TypeError",
+                f"{ind}o.append(_long(x))"]
+    if kind == "double":
+        return [f"{ind}o.append(_d({value}))"]
+    if kind == "boolean":
+        return [f"{ind}x = {value}",
+                f"{ind}if type(x) is not bool:",
+                f"{ind}    raise TypeError",
+                f"{ind}o.append(b'\\x01' if x else b'\\x00')"]
+    if kind in ("string", "bytes"):
+        check, take = ("str", "x.encode()") if kind == "string" else ("bytes", "x")
+        return [f"{ind}x = {value}",
+                f"{ind}if type(x) is not {check}:",
+                f"{ind}    raise TypeError",
+                f"{ind}x = {take}",
+                f"{ind}o.append(_long(len(x)))",
+                f"{ind}o.append(x)"]
+    return None
+
+
+def compile_writer(schema: Mapping[str, Any]) -> FlatWriter | None:
+    """A writer of records of ``schema`` (logical types stripped: timestamps as int), or None when
+    a field is not a double, long, int, boolean, string, bytes, an enum or a union of ``null`` and
+    one of those."""
+    if schema.get("type") != "record":
+        return None
+    fields = schema["fields"]
+    consts: dict[str, Any] = {"_long": _long, "_d": struct.Struct("<d").pack}
+    lines = ["def write(r, head):",
+             f"    if len(r) != {len(fields)}:",  # with every name read below: exactly the fields
+             "        raise KeyError('not exactly the fields of the schema')",
+             "    o = [head]"]
+    ind, i = "    ", 0
+    while i < len(fields):
+        name, kind = fields[i]["name"], _kind(fields[i]["type"])
+        run = i
+        while run < len(fields) and _kind(fields[run]["type"]) == "double":
+            run += 1
+        if run - i > 1:  # a run of doubles: one pack
+            consts[f"_d{run - i}"] = struct.Struct(f"<{run - i}d").pack
+            values = ", ".join(f"r[{f['name']!r}]" for f in fields[i:run])
+            lines.append(f"{ind}o.append(_d{run - i}({values}))")
+            i = run
+            continue
+        i += 1
+        if isinstance(kind, dict) and kind.get("type") == "enum":
+            consts[f"E{i}"] = {symbol: _long(k) for k, symbol in enumerate(kind["symbols"])}
+            lines.append(f"{ind}o.append(E{i}[r[{name!r}]])")
+            continue
+        if isinstance(kind, list):
+            kinds = [_kind(k) for k in kind]
+            if len(kinds) != 2 or "null" not in kinds:
+                return None
+            null = kinds.index("null")
+            body = _write_one(kinds[1 - null], "x", ind + "    ") if isinstance(kinds[1 - null], str) else None
+            if body is None:
+                return None
+            if kinds[1 - null] == "double":  # fastavro's union does not take a bool for a double
+                body = [f"{ind}    if type(x) is bool:", f"{ind}        raise TypeError", *body]
+            lines += [f"{ind}x = r[{name!r}]",
+                      f"{ind}if x is None:",
+                      f"{ind}    o.append({_long(null)!r})",
+                      f"{ind}else:",
+                      f"{ind}    o.append({_long(1 - null)!r})",
+                      *body]
+            continue
+        body = _write_one(kind, f"r[{name!r}]", ind) if isinstance(kind, str) else None
+        if body is None:
+            return None
+        lines += body
+    lines.append(f"{ind}return b''.join(o)")
+    namespace: dict[str, Any] = dict(consts)
+    exec(compile("\n".join(lines), f"<writer of {schema.get('name')}>", "exec"), namespace)  # noqa: S102 - our own schema
+    writer: FlatWriter = namespace["write"]
+    return writer
+
+
+__all__ = ["FlatReader", "FlatWriter", "compile_reader", "compile_writer"]
