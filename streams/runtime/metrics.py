@@ -1,25 +1,64 @@
 """Prometheus metrics of a pipeline process (one endpoint per replica).
 
 Names follow the seed for the per-battery gauges (``battery_rul_prediction``, …) and
-``evtwin_*`` for the pipeline's own health. Gauges are set once per micro-batch with each battery's
-latest value, so their cost does not grow with the event rate.
+``evtwin_*`` for the pipeline's own health. The per-battery gauges are one dict of each battery's
+latest values, turned into gauge families when Prometheus scrapes (:class:`BatteryGauges`): at
+10,000 packs every event of a batch is another battery, and setting five ``prometheus_client``
+gauge children per event (a lock each) took 9.4 µs of the score worker's ~72 µs per event in
+``evtwin bench e2e``; a dict update per event costs a tenth of a microsecond.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
 
 from streams.runtime.records import Column, ScoredBatch
 
-BATTERY_RUL = Gauge("battery_rul_prediction", "Predicted remaining useful life (P50), equivalent full cycles", ["battery_id"])
-BATTERY_FAILURE = Gauge("battery_failure_probability", "Predicted failure probability within the horizon (0-1)", ["battery_id"])
-BATTERY_SOC = Gauge("battery_soc", "State of charge, percent", ["battery_id"])
-BATTERY_SOH = Gauge("battery_soh", "State of health (BMS estimate), percent", ["battery_id"])
-BATTERY_TEMPERATURE = Gauge("battery_temperature", "Highest pack temperature, degrees Celsius", ["battery_id"])
+
+class BatteryGauges:
+    """The per-battery gauges (label ``battery_id``) as a custom collector: the latest values of
+    each battery this replica owns, kept in a dict and exported at scrape time."""
+
+    GAUGES: tuple[tuple[str, str, Column], ...] = (
+        ("battery_rul_prediction", "Predicted remaining useful life (P50), equivalent full cycles", "rul_p50"),
+        ("battery_failure_probability", "Predicted failure probability within the horizon (0-1)",
+         "failure_probability"),
+        ("battery_soc", "State of charge, percent", "soc"),
+        ("battery_soh", "State of health (BMS estimate), percent", "soh"),
+        ("battery_temperature", "Highest pack temperature, degrees Celsius", "temperature"),
+    )
+
+    def __init__(self) -> None:
+        self.latest: dict[str, tuple[float, ...]] = {}
+
+    def observe(self, batch: ScoredBatch) -> None:
+        columns = [batch.column(key).tolist() for _, _, key in self.GAUGES]
+        self.latest.update(zip(batch.battery_ids, zip(*columns, strict=True), strict=True))  # last one wins
+
+    def forget(self, battery_ids: Sequence[str]) -> None:
+        for battery in battery_ids:
+            self.latest.pop(battery, None)
+
+    def _families(self) -> list[GaugeMetricFamily]:
+        return [GaugeMetricFamily(name, doc, labels=["battery_id"]) for name, doc, _ in self.GAUGES]
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return self._families()
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        families = self._families()
+        for battery, values in dict(self.latest).items():  # a copy: the scoring thread updates it
+            for family, value in zip(families, values, strict=True):
+                family.add_metric([battery], value)
+        return families
+
+
+BATTERIES = BatteryGauges()
+REGISTRY.register(BATTERIES)
 PREDICTIONS = Counter("predictions_total", "Predictions emitted")
 
 EVENTS_IN = Counter("evtwin_events_in", "Records consumed", ["topic"])
@@ -75,34 +114,19 @@ def serve_metrics(port: int) -> None:
         serve(port)
 
 
-_GAUGES: tuple[tuple[Gauge, Column], ...] = ((BATTERY_RUL, "rul_p50"), (BATTERY_FAILURE, "failure_probability"),
-           (BATTERY_SOC, "soc"), (BATTERY_SOH, "soh"), (BATTERY_TEMPERATURE, "temperature"))
-_children: dict[str, tuple[Any, ...]] = {}
-
-
 def observe_batteries(batch: ScoredBatch) -> None:
     """Set the per-battery gauges from one batch: the last value of each battery wins."""
-    last = {b: i for i, b in enumerate(batch.battery_ids)}
-    values = [batch.column(key).tolist() for _, key in _GAUGES]
-    for battery, i in last.items():
-        children = _children.get(battery)
-        if children is None:
-            children = _children[battery] = tuple(g.labels(battery) for g, _ in _GAUGES)
-        for child, column in zip(children, values, strict=True):
-            child.set(column[i])
+    BATTERIES.observe(batch)
 
 
 def forget_batteries(battery_ids: Sequence[str]) -> None:
     """Stop exporting the per-battery gauges of batteries this replica no longer owns (their
     partition moved to another replica in a rebalance, which exports them from now on)."""
-    for battery in battery_ids:
-        if _children.pop(battery, None) is not None:
-            for gauge, _ in _GAUGES:
-                gauge.remove(battery)
+    BATTERIES.forget(battery_ids)
 
 
 __all__ = [
-    "ALERTS", "BACKPRESSURE", "BATCH_FAILURES", "BATCH_SIZE", "CONSUMER_LAG", "DEAD_LETTERS", "EVENTS_IN", "EVENTS_OUT",
+    "ALERTS", "BACKPRESSURE", "BATTERIES", "BatteryGauges", "BATCH_FAILURES", "BATCH_SIZE", "CONSUMER_LAG", "DEAD_LETTERS", "EVENTS_IN", "EVENTS_OUT",
     "EVENT_LATENCY", "MODEL_INFO", "PREDICTIONS", "SCORING_SECONDS", "STAGE_SECONDS", "StageClock",
     "forget_batteries",
     "observe_batteries",
