@@ -23,7 +23,7 @@ from mode.utils.logging import CompositeLogger
 from streams.runtime.batching import (
     BatchingConsumer,
     crash_when_coordination_dies,
-    pace_empty_fetches,
+    pace_fetches,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -138,11 +138,13 @@ def _fetcher(answers: list[bool]) -> Any:
         return answers.pop(0)
 
     fetcher = SimpleNamespace(_proc_fetch_request=proc, calls=calls)
-    pace_empty_fetches(fetcher, pause_s=0.05)
+    pace_fetches(fetcher, pause_s=0.05)
     return fetcher
 
 
-def test_an_empty_fetch_is_followed_by_the_pause_a_fetch_with_records_is_not() -> None:
+def test_every_fetch_is_paced_from_when_it_was_sent() -> None:
+    """noida-db answers at once, empty or not: each fetch waits out the pause (records that
+    arrive meanwhile come with the next one); a fetch that itself took the pause is not delayed."""
     fetcher = _fetcher([False, True])
 
     async def run() -> tuple[bool, float, bool, float]:
@@ -154,8 +156,25 @@ def test_an_empty_fetch_is_followed_by_the_pause_a_fetch_with_records_is_not() -
 
     empty, empty_s, full, full_s = asyncio.run(run())
     assert (empty, full) == (False, True)
-    assert empty_s >= 0.045  # the broker answered at once; the next fetch waits
-    assert full_s < 0.045  # records: fetch again at once
+    assert empty_s >= 0.045 and full_s >= 0.045  # the broker answered at once; the fetch waits
+    assert empty_s < 0.5 and full_s < 0.5
+
+
+def test_a_fetch_slower_than_the_pause_is_not_delayed_further() -> None:
+    async def proc(assignment: Any, node_id: int, request: Any) -> bool:
+        await asyncio.sleep(0.2)  # a broker that long-polls
+        return True
+
+    fetcher = SimpleNamespace(_proc_fetch_request=proc)
+    pace_fetches(fetcher, pause_s=0.05)
+
+    async def run() -> float:
+        t0 = time.monotonic()
+        assert await fetcher._proc_fetch_request(None, 0, None) is True
+        return time.monotonic() - t0
+
+    took = asyncio.run(run())
+    assert 0.19 <= took < 0.24, took
 
 
 def test_a_pause_cancelled_by_close_returns_no_records_instead_of_raising() -> None:
