@@ -167,8 +167,10 @@ class MqttPublisher:
         self._buffer_size = buffer_size
         self._states: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
         self._max_states = max_pending_states
-        self._inflight: set[int] = set()  # mids of alerts awaiting PUBACK (pump thread only)
-        self._acked: deque[int] = deque()  # mids acknowledged, appended by paho's thread
+        # Alerts awaiting PUBACK, by mid (pump thread only). paho marks an info published when
+        # the PUBACK arrives; no on_publish callback, which paho would call for every state message
+        # too (building a reason code and properties each time, and waking the pump).
+        self._inflight: dict[int, mqtt.MQTTMessageInfo] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -182,7 +184,6 @@ class MqttPublisher:
         self._client.reconnect_delay_set(*reconnect_delay_s)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
-        self._client.on_publish = self._on_publish
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -289,12 +290,6 @@ class MqttPublisher:
         self._connected.set()
         self._wake.set()
 
-    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any,
-                    properties: Any = None) -> None:
-        # Runs in paho's thread holding paho's message lock: take no lock of ours here.
-        self._acked.append(mid)
-        self._wake.set()
-
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                        properties: Any = None) -> None:
         self._connected.clear()
@@ -303,7 +298,7 @@ class MqttPublisher:
 
     def _run_pump(self) -> None:
         while not self._stopping.is_set():
-            self._wake.wait(0.5)
+            self._wake.wait(0.005 if self._inflight else 0.5)  # PUBACKs are looked for, not told
             self._wake.clear()
             if self._connected.is_set():
                 self._send_states()
@@ -325,21 +320,21 @@ class MqttPublisher:
             self.published[kind] += 1
 
     def _send_alerts(self) -> None:
-        while self._acked:
-            mid = self._acked.popleft()
+        acked = [mid for mid, info in self._inflight.items() if info.is_published()]
+        if acked:
             with self._lock:
-                self._inflight.discard(mid)  # QoS 0 mids are not in the set: ignored
+                for mid in acked:
+                    del self._inflight[mid]
         while self._connected.is_set():
             with self._lock:
                 if not self._alerts or len(self._inflight) >= self.max_inflight:
                     return
                 topic, data = self._alerts.popleft()
             # Handed to paho, a QoS 1 message is kept and resent by paho until acknowledged,
-            # across reconnects; MQTT_ERR_NO_CONN only means "not sent yet". Its PUBACK can only
-            # be drained (above) after this mid is in the set: both happen in this thread.
+            # across reconnects; MQTT_ERR_NO_CONN only means "not sent yet".
             info = self._client.publish(topic, data, qos=ALERT_QOS, retain=False)
             with self._lock:
-                self._inflight.add(info.mid)
+                self._inflight[info.mid] = info
             self.published["alert"] += 1
 
 
