@@ -20,12 +20,14 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: install
+	@infra/system-deps.sh demo
 	$(VENV)/bin/evtwin up
 
 services: install
 	$(VENV)/bin/evtwin services
 
-# System tools the suite uses (promtool): installed with apt-get as root, else one line says how.
+# System tools the suite uses (promtool, chromium, mosquitto): installed with apt-get as root, else
+# one line says how.
 system-deps:
 	@infra/system-deps.sh
 

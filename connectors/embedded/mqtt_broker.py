@@ -1,4 +1,4 @@
-"""The embedded MQTT broker: mosquitto when it is on PATH, else amqtt (pure Python)."""
+"""The embedded MQTT broker: mosquitto when it is installed, else amqtt (pure Python)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,16 @@ from connectors import ServiceStartError
 from connectors.embedded.process import ChildService, python_child_env
 
 
+def _mosquitto() -> str | None:
+    """The mosquitto binary: on PATH, or in /usr/sbin where Debian puts it (not on a user's PATH)."""
+    return shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
+
+
 def choose_mqtt_broker(setting: str) -> str:
-    """Resolve ``EVTWIN_MQTT_BROKER``: ``auto`` means mosquitto when on PATH, else amqtt."""
+    """Resolve ``EVTWIN_MQTT_BROKER``: ``auto`` means mosquitto when installed, else amqtt."""
     if setting == "auto":
-        return "mosquitto" if shutil.which("mosquitto") else "amqtt"
-    if setting == "mosquitto" and not shutil.which("mosquitto"):
+        return "mosquitto" if _mosquitto() else "amqtt"
+    if setting == "mosquitto" and not _mosquitto():
         raise ServiceStartError(
             "mqtt: mosquitto is not on PATH; install it (apt-get install mosquitto) or set "
             "EVTWIN_MQTT_BROKER=amqtt"
@@ -67,7 +72,7 @@ class MqttBroker(ChildService):
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
             f"user {user}\nlog_dest stdout\nmax_queued_messages 100000\n"
         )
-        return [shutil.which("mosquitto") or "mosquitto", "-c", str(conf)]
+        return [_mosquitto() or "mosquitto", "-c", str(conf)]
 
     def env(self) -> dict[str, str]:
         return python_child_env()
