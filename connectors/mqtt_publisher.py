@@ -19,7 +19,12 @@ Topic layout (payloads are JSON objects, UTF-8)::
   slows to a crawl with thousands in flight. Delivery is at-least-once: after a reconnect an
   alert may arrive twice; ``alert_id`` identifies the episode.
 
-The client reconnects by itself (after 1 s, doubling up to 30 s). ``publish_*`` never block on the
+Two connections: state and fleet summary go out in batches on a connection of their own
+(:class:`connectors.mqtt_stream.RetainedStream`, client id ``<client id>-state``; one write per
+batch: 14.9 µs of CPU per state message against 42.7 with paho, 50,000 messages to mosquitto for
+10,000 topics), alerts through
+paho-mqtt (client id ``<client id>``). :attr:`MqttPublisher.connected` is true while both are up.
+Both reconnect by themselves (after 1 s, doubling up to 30 s). ``publish_*`` never block on the
 network: they queue and return. URL format: ``mqtt://[user:password@]host:port``.
 """
 
@@ -42,6 +47,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 import paho.mqtt.client as mqtt
 
 from connectors import ConnectorError
+from connectors.mqtt_stream import RetainedStream
 
 log = logging.getLogger(__name__)
 
@@ -174,11 +180,19 @@ class MqttPublisher:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._connected = threading.Event()
+        self._connected = threading.Event()  # both connections are up
+        self._paho_up = threading.Event()  # the alerts' connection (paho)
+        self._up_lock = threading.Lock()
         self._ever_connected = False
         self._pump: threading.Thread | None = None
-        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                                   client_id=client_id or f"evtwin-bridge-{uuid.uuid4().hex[:8]}")
+        client_id = client_id or f"evtwin-bridge-{uuid.uuid4().hex[:8]}"
+        # Retained QoS 0 messages (state, fleet summary) on their own connection, in batches
+        # (connectors.mqtt_stream); reconnected by the pump with paho's delays.
+        self._stream = RetainedStream(self.endpoint, f"{client_id}-state", keepalive_s)
+        self._stream_delays = reconnect_delay_s
+        self._stream_delay = float(reconnect_delay_s[0])
+        self._stream_retry_at = 0.0
+        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
         self.endpoint.configure(self._client)
         self._client.max_inflight_messages_set(max_inflight)
         self._client.reconnect_delay_set(*reconnect_delay_s)
@@ -195,7 +209,7 @@ class MqttPublisher:
         self._pump.start()
 
     def wait_connected(self, timeout_s: float) -> bool:
-        """Wait until the broker has accepted the connection; ``False`` on timeout."""
+        """Wait until the broker has accepted both connections; ``False`` on timeout."""
         return self._connected.wait(timeout_s)
 
     def flush(self, timeout_s: float = 10.0) -> bool:
@@ -221,6 +235,7 @@ class MqttPublisher:
         self._stopping.set()
         self._wake.set()
         self._pump.join(5)
+        self._stream.close(disconnect=True)
         self._client.disconnect()
         self._client.loop_stop()
         self._pump = None
@@ -263,7 +278,7 @@ class MqttPublisher:
 
     @property
     def connected(self) -> bool:
-        """Whether the broker connection is up."""
+        """Whether both broker connections are up."""
         return self._connected.is_set()
 
     # --- internals ---------------------------------------------------------------------------
@@ -276,48 +291,95 @@ class MqttPublisher:
                 self._states.popitem(last=False)
                 self.dropped += 1
             self._states[topic] = ("state" if topic != FLEET_SUMMARY_TOPIC else "fleet_summary", data)
-        self._wake.set()
+        if not self._wake.is_set():  # one wake-up for a burst of states, not one each
+            self._wake.set()
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                     properties: Any = None) -> None:
         if reason.is_failure:
             log.warning("mqtt: %s:%d refused the connection: %s", self.endpoint.host, self.endpoint.port, reason)
             return
-        if self._ever_connected:
-            self.reconnects += 1
-            log.info("mqtt: reconnected to %s:%d", self.endpoint.host, self.endpoint.port)
-        self._ever_connected = True
-        self._connected.set()
-        self._wake.set()
+        self._paho_up.set()
+        self._note_connection()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                        properties: Any = None) -> None:
-        self._connected.clear()
+        self._paho_up.clear()
+        self._note_connection()
         if not self._stopping.is_set():
             log.warning("mqtt: lost %s:%d (%s); reconnecting", self.endpoint.host, self.endpoint.port, reason)
+
+    def _note_connection(self) -> None:
+        """Set :attr:`connected` from the two connections; count a return after a loss."""
+        with self._up_lock:
+            up = self._paho_up.is_set() and self._stream.connected
+            if up and not self._connected.is_set():
+                if self._ever_connected:
+                    self.reconnects += 1
+                    log.info("mqtt: reconnected to %s:%d", self.endpoint.host, self.endpoint.port)
+                self._ever_connected = True
+                self._connected.set()
+                self._wake.set()
+            elif not up:
+                self._connected.clear()
 
     def _run_pump(self) -> None:
         while not self._stopping.is_set():
             self._wake.wait(0.005 if self._inflight else 0.5)  # PUBACKs are looked for, not told
             self._wake.clear()
-            if self._connected.is_set():
+            self._keep_stream()
+            if self._stream.connected:
                 self._send_states()
+            if self._paho_up.is_set():
                 self._send_alerts()
 
-    def _send_states(self) -> None:
-        while self._connected.is_set():
+    def _keep_stream(self) -> None:
+        """Keep the state connection alive, or connect it again once its delay is over."""
+        if self._stream.connected:
+            try:
+                self._stream.tick()
+                return
+            except OSError as exc:
+                self._stream_lost(exc)
+        if time.monotonic() < self._stream_retry_at or self._stopping.is_set():
+            return
+        try:
+            self._stream.connect()
+        except (OSError, ConnectorError) as exc:
+            self._stream_retry_at = time.monotonic() + self._stream_delay
+            self._stream_delay = min(self._stream_delay * 2, float(self._stream_delays[1]))
+            log.debug("mqtt: state connection to %s:%d failed (%s); again in %.0f s", self.endpoint.host,
+                      self.endpoint.port, exc, self._stream_retry_at - time.monotonic())
+            return
+        self._stream_delay = float(self._stream_delays[0])
+        self._note_connection()
+
+    def _stream_lost(self, exc: BaseException) -> None:
+        self._stream.close()
+        self._stream_retry_at = time.monotonic() + self._stream_delay
+        self._note_connection()
+        if not self._stopping.is_set():
+            log.warning("mqtt: lost the state connection to %s:%d (%s); reconnecting", self.endpoint.host,
+                        self.endpoint.port, exc)
+
+    def _send_states(self, batch_size: int = 1000) -> None:
+        while self._stream.connected:
             with self._lock:
                 if not self._states:
                     return
-                topic, (kind, data) = self._states.popitem(last=False)
-            info = self._client.publish(topic, data, qos=STATE_QOS, retain=True)
-            if info.rc != mqtt.MQTT_ERR_SUCCESS:  # connection gone: keep it unless a newer one came
+                batch = [self._states.popitem(last=False) for _ in range(min(batch_size, len(self._states)))]
+            try:
+                self._stream.write([(topic, data) for topic, (_, data) in batch])
+            except OSError as exc:  # connection gone: keep each unless a newer one came meanwhile
                 with self._lock:
-                    if topic not in self._states:
-                        self._states[topic] = (kind, data)
-                        self._states.move_to_end(topic, last=False)
+                    for topic, item in reversed(batch):
+                        if topic not in self._states:
+                            self._states[topic] = item
+                            self._states.move_to_end(topic, last=False)
+                self._stream_lost(exc)
                 return
-            self.published[kind] += 1
+            for _, (kind, _) in batch:
+                self.published[kind] += 1
 
     def _send_alerts(self) -> None:
         acked = [mid for mid, info in self._inflight.items() if info.is_published()]
@@ -325,7 +387,7 @@ class MqttPublisher:
             with self._lock:
                 for mid in acked:
                     del self._inflight[mid]
-        while self._connected.is_set():
+        while self._paho_up.is_set():
             with self._lock:
                 if not self._alerts or len(self._inflight) >= self.max_inflight:
                     return

@@ -62,17 +62,22 @@ def _subscriber(url: str, topic: str) -> tuple[mqtt.Client, list[bytes], threadi
     return client, got, arrived
 
 
-def test_alerts_go_over_tls_to_a_client_that_trusts_the_ca(tls_broker: tuple[int, dict[str, Path]]) -> None:
+def test_alerts_and_state_go_over_tls_to_a_client_that_trusts_the_ca(tls_broker: tuple[int, dict[str, Path]]) -> None:
+    """Both of the publisher's connections: alerts through paho, state through its own stream."""
     port, certs = tls_broker
     url = f"mqtts://127.0.0.1:{port}?ca_file={certs['ca']}"
-    sub, got, arrived = _subscriber(url, "ev/battery/TLS_0001/alert")
+    sub, got, _ = _subscriber(url, "ev/battery/TLS_0001/#")
     try:
         with MqttPublisher(url, client_id="tls-bridge") as publisher:
             assert publisher.wait_connected(10)
             publisher.publish_alert("TLS_0001", {"rule": "overheat", "status": "OPENED"})
+            publisher.publish_state("TLS_0001", {"soc": 42.0})
             assert publisher.flush(10)
-        assert arrived.wait(10)
-        assert json.loads(got[0]) == {"rule": "overheat", "status": "OPENED"}
+        deadline = time.monotonic() + 10
+        while len(got) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        expected = [{"rule": "overheat", "status": "OPENED"}, {"soc": 42.0}]
+        assert sorted((json.loads(g) for g in got), key=str) == sorted(expected, key=str)
     finally:
         sub.loop_stop()
         sub.disconnect()
