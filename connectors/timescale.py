@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 Strategy = Literal["copy", "executemany"]
 STRATEGIES: tuple[str, ...] = ("copy", "executemany")
 DEFAULT_STRATEGY: Strategy = "copy"
+ROLLUP_SHARE = 20
+"""Refreshing the hourly rollup (plain PostgreSQL) takes at most 1/ROLLUP_SHARE of the time."""
 
 
 class DatabaseError(ConnectorError):
@@ -106,6 +108,7 @@ class TimescaleWriter:
         self._pending: dict[str, int] = {}
         self._connections = 0
         self._lock = threading.Lock()
+        self._refresh_not_before = 0.0  # monotonic; see refresh_rollup
 
     # --- public API --------------------------------------------------------------------------
 
@@ -181,8 +184,21 @@ class TimescaleWriter:
 
     def refresh_rollup(self) -> bool:
         """Refresh the hourly rollup where that is the sink's job (plain PostgreSQL); see
-        :func:`connectors.migrator.refresh_rollup`. Returns whether it refreshed."""
-        return bool(self._run("refresh_rollup", refresh_rollup, transaction=False))
+        :func:`connectors.migrator.refresh_rollup`. Returns whether it refreshed.
+
+        The materialized view is recomputed from the whole table: 0.7 s per million rows on our
+        2-core machine (0.7 / 2.1 / 5.0 s at 1 / 3 / 6 million), so a fleet of 10,000 packs at
+        1 Hz adds 25 s of refresh per hour of history. Refreshes take at most
+        1/:data:`ROLLUP_SHARE` of the sink's time: after one that took *t*, the next call within
+        (``ROLLUP_SHARE`` − 1)·*t* does nothing. On TimescaleDB the continuous aggregate is
+        refreshed incrementally by its own policy.
+        """
+        started = time.monotonic()
+        if started < self._refresh_not_before:
+            return False
+        refreshed = bool(self._run("refresh_rollup", refresh_rollup, transaction=False))
+        self._refresh_not_before = started + ROLLUP_SHARE * (time.monotonic() - started)
+        return refreshed
 
     def connect(self) -> None:
         """Connect (and migrate) now instead of at the first write; retries like a write."""
@@ -309,6 +325,6 @@ def _first_line(exc: BaseException) -> str:
 
 
 __all__ = [
-    "DEFAULT_STRATEGY", "STRATEGIES", "DatabaseError", "DatabaseUnavailableError",
+    "DEFAULT_STRATEGY", "ROLLUP_SHARE", "STRATEGIES", "DatabaseError", "DatabaseUnavailableError",
     "TimescaleWriter", "migrate", "refresh_rollup",
 ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -246,6 +247,21 @@ def test_refresh_rollup_aggregates_per_battery_and_hour(writer: TimescaleWriter,
         assert refresh_rollup(conn) is True  # again, with a plain connection
     nine, ten = (datetime(2025, 10, 26, h, tzinfo=UTC) for h in (9, 10))
     assert rows == [(nine, 2, 0.0, 1.0), (ten, 4, 2.0, 5.0)]
+
+
+def test_the_rollup_refresh_takes_a_bounded_share_of_the_time(db_url: str) -> None:
+    """A refresh reads the whole table: after one that took t, the writer skips refreshes for
+    (ROLLUP_SHARE - 1) t, so a growing table cannot take the sink's time."""
+    from connectors.timescale import ROLLUP_SHARE
+
+    with TimescaleWriter(db_url) as writer:
+        started = time.monotonic()
+        assert writer.refresh_rollup() is True
+        took = time.monotonic() - started
+        if time.monotonic() < started + (ROLLUP_SHARE - 1) * took * 0.9:  # not descheduled meanwhile
+            assert writer.refresh_rollup() is False  # too soon: skipped
+        time.sleep(ROLLUP_SHARE * took + 0.05)
+        assert writer.refresh_rollup() is True
 
 
 @pytest.mark.parametrize("strategy", ["copy", "executemany"])
