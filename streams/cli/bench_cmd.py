@@ -80,6 +80,9 @@ def _register_e2e(bsub: Any, opt: Any) -> None:
     opt.env(b, "--scaling", "EVTWIN_BENCH_E2E_SCALING", "run once per replica count of this list "
             "(e.g. 1,2,4; overrides --workers) and report each run and its events/s against the "
             "first", default="")
+    opt.flag(b, "--ground-truth", "EVTWIN_BENCH_E2E_GROUND_TRUTH", "the simulator also publishes the "
+             "true state to ev.groundtruth.v1, as in evtwin up (a fleet in service has no ground "
+             "truth, and no consumer of it runs here: off by default)")
     opt.setting(b, "--model-dir", "model_dir", "directory of the trained models")
     opt.setting(b, "--partitions", "topic_partitions", "partitions of the topics", type=int)
     opt.flag(b, "--json", "EVTWIN_BENCH_JSON", "print one JSON object instead of a table")
@@ -123,6 +126,7 @@ def run_e2e(args: argparse.Namespace, settings: Settings) -> int:
         try:
             runs.append(run_e2e_bench(settings.model_dir, args.fleet, args.rate_hz, args.seconds,
                                       workers, settings.topic_partitions, args.warmup,
+                                      ground_truth=args.ground_truth,
                                       progress=lambda text: print(text, file=sys.stderr)))
         except BenchError as exc:
             raise CliError(f"bench e2e ({workers} worker(s)): {exc}") from None

@@ -17,7 +17,9 @@ Every figure comes from what the pipeline left behind, not from the pipeline's o
   process and its children) and peak RSS (``VmHWM``).
 
 The warm-up (group joins, model loads) is not measured: the window starts ``warmup_s`` after the
-simulator does.
+simulator does. The simulator publishes no ground truth unless asked (``ground_truth``): a fleet in
+service has none, and its consumer (the online accuracy job of ``evtwin up``) is not part of this
+pipeline; with it, the simulator writes two records per event and the broker stores both.
 """
 
 from __future__ import annotations
@@ -205,9 +207,11 @@ def _wait_joined(watch: GroupWatch, members: dict[str, int], procs: list[subproc
 
 
 def run_e2e_bench(model_dir: Path, batteries: int, rate_hz: float, seconds: float, workers: int,
-                  partitions: int, warmup_s: float = 30.0, progress: Any = print) -> dict[str, Any]:
+                  partitions: int, warmup_s: float = 30.0, ground_truth: bool = False,
+                  progress: Any = print) -> dict[str, Any]:
     """Run the pipeline for ``warmup_s`` + ``seconds`` at ``batteries`` × ``rate_hz`` events/s on a
-    fresh embedded stack; return one flat result object (see the module docstring)."""
+    fresh embedded stack; return one flat result object (see the module docstring). With
+    ``ground_truth`` the simulator also publishes the true state (one more record per event)."""
     import psycopg
 
     with scratch_state("evtwin-bench-e2e-") as state:
@@ -218,7 +222,8 @@ def run_e2e_bench(model_dir: Path, batteries: int, rate_hz: float, seconds: floa
                             topic_partitions=partitions)
         env = {k: v for k, v in os.environ.items() if not k.startswith("EVTWIN_")}
         env.update(EVTWIN_STATE_DIR=str(state), EVTWIN_MODEL_DIR=str(model_dir), EVTWIN_LOG_LEVEL="WARNING",
-                   EVTWIN_TOPIC_PARTITIONS=str(partitions), EVTWIN_METRICS_PORT="0")
+                   EVTWIN_TOPIC_PARTITIONS=str(partitions), EVTWIN_METRICS_PORT="0",
+                   EVTWIN_SIM_GROUND_TRUTH="1" if ground_truth else "0")
         with EmbeddedStack(settings) as ep:
             bootstrap = ep.kafka_bootstrap_servers
             assert ep.mqtt_url and ep.database_url  # the embedded stack runs both
@@ -282,6 +287,7 @@ def run_e2e_bench(model_dir: Path, batteries: int, rate_hz: float, seconds: floa
         mqtt_window = np.asarray([ms for t, ms in mqtt.latencies if w0 <= t <= w1] or [float("nan")])
         out: dict[str, Any] = {
             "batteries": batteries, "rate_hz": rate_hz, "workers": workers, "partitions": partitions,
+            "ground_truth": ground_truth,
             "seconds": round(window, 1), "events_sent": sent,
             "send_events_per_s": (sent - sent0) / window,
             "events_per_s": result["committed_in_window"] / window,
