@@ -140,8 +140,11 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+_JSON = json.JSONEncoder(separators=(",", ":"), default=_json_default)  # one, not one per message
+
+
 def _encode(payload: Mapping[str, Any]) -> bytes:
-    return json.dumps(payload, separators=(",", ":"), default=_json_default).encode()
+    return _JSON.encode(payload).encode()
 
 
 class MqttPublisher:

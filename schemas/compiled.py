@@ -96,6 +96,15 @@ def _kind(node: Any) -> Any:
     return node
 
 
+def _null_union(kind: list[Any]) -> tuple[int, str] | None:
+    """For a union of ``null`` and one primitive: the position of ``null`` and the primitive."""
+    kinds = [_kind(k) for k in kind]
+    if len(kinds) != 2 or "null" not in kinds or not isinstance(kinds[1 - kinds.index("null")], str):
+        return None
+    null = kinds.index("null")
+    return null, kinds[1 - null]
+
+
 def compile_reader(schema: Mapping[str, Any]) -> FlatReader | None:
     """A reader for records of ``schema`` (logical types stripped: timestamps as int), or None
     when a field is not a primitive, an enum or a union of ``null`` and a primitive."""
@@ -117,13 +126,11 @@ def compile_reader(schema: Mapping[str, Any]) -> FlatReader | None:
             ]
             continue
         if isinstance(kind, list):
-            kinds = [_kind(k) for k in kind]
-            if len(kinds) != 2 or "null" not in kinds:
+            union = _null_union(kind)
+            body = _primitive(union[1], var, ind + "    ") if union else None
+            if union is None or body is None:
                 return None
-            null = kinds.index("null")
-            body = _primitive(kinds[1 - null], var, ind + "    ")
-            if body is None:
-                return None
+            null = union[0]
             lines += _varint("k", ind) + [
                 f"{ind}if k == {null}:",
                 f"{ind}    {var} = None",
@@ -217,14 +224,12 @@ def compile_writer(schema: Mapping[str, Any]) -> FlatWriter | None:
             lines.append(f"{ind}o.append(E{i}[r[{name!r}]])")
             continue
         if isinstance(kind, list):
-            kinds = [_kind(k) for k in kind]
-            if len(kinds) != 2 or "null" not in kinds:
+            union = _null_union(kind)
+            body = _write_one(union[1], "x", ind + "    ") if union else None
+            if union is None or body is None:
                 return None
-            null = kinds.index("null")
-            body = _write_one(kinds[1 - null], "x", ind + "    ") if isinstance(kinds[1 - null], str) else None
-            if body is None:
-                return None
-            if kinds[1 - null] == "double":  # fastavro's union does not take a bool for a double
+            null = union[0]
+            if union[1] == "double":  # fastavro's union does not take a bool for a double
                 body = [f"{ind}    if type(x) is bool:", f"{ind}        raise TypeError", *body]
             lines += [f"{ind}x = r[{name!r}]",
                       f"{ind}if x is None:",
