@@ -191,7 +191,9 @@ class MqttPublisher:
         client_id = client_id or f"evtwin-bridge-{uuid.uuid4().hex[:8]}"
         # Retained QoS 0 messages (state, fleet summary) on their own connection, in batches
         # (connectors.mqtt_stream); reconnected by the pump with paho's delays.
-        self._stream = RetainedStream(self.endpoint, f"{client_id}-state", keepalive_s)
+        ep = self.endpoint
+        self._stream = RetainedStream(ep.host, ep.port, f"{client_id}-state", user=ep.user, password=ep.password,
+                                      tls=ep.ssl_context() if ep.tls else None, keepalive_s=keepalive_s)
         self._stream_delays = reconnect_delay_s
         self._stream_delay = float(reconnect_delay_s[0])
         self._stream_retry_at = 0.0

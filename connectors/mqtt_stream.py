@@ -18,12 +18,8 @@ import socket
 import ssl
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from connectors import ConnectorError
-
-if TYPE_CHECKING:
-    from connectors.mqtt_publisher import MqttEndpoint
 
 _CONNACK_REFUSED = {1: "unacceptable protocol version", 2: "client id rejected", 3: "server unavailable",
                     4: "bad user name or password", 5: "not authorized"}
@@ -78,16 +74,21 @@ class RetainedStream:
     Not thread-safe: one thread (the publisher's pump) calls everything.
 
     Args:
-        endpoint: Where the broker is, credentials and TLS.
+        host, port: The broker.
         client_id: This connection's client id (another than paho's: a broker drops the older of
             two connections with one id).
+        user, password: Credentials, if the broker wants them.
+        tls: For ``mqtts://``: the client-side context (verifies the broker's certificate and
+            host name), as :meth:`connectors.mqtt_publisher.MqttEndpoint.ssl_context` builds it.
         keepalive_s: MQTT keep-alive; a PINGREQ goes out when nothing was written for half of it.
         timeout_s: For connecting, the CONNACK and each write (a broker that stops reading).
     """
 
-    def __init__(self, endpoint: MqttEndpoint, client_id: str, keepalive_s: int = 30,
+    def __init__(self, host: str, port: int, client_id: str, *, user: str | None = None,
+                 password: str | None = None, tls: ssl.SSLContext | None = None, keepalive_s: int = 30,
                  timeout_s: float = 10.0) -> None:
-        self.endpoint, self.client_id = endpoint, client_id
+        self.host, self.port, self.client_id = host, port, client_id
+        self.user, self.password, self.tls = user, password, tls
         self.keepalive_s, self.timeout_s = keepalive_s, timeout_s
         self._sock: socket.socket | None = None
         self._last_write = 0.0
@@ -104,13 +105,12 @@ class RetainedStream:
             MqttRefusedError: the broker refused the CONNECT.
         """
         self.close()
-        ep = self.endpoint
-        sock = socket.create_connection((ep.host, ep.port), timeout=self.timeout_s)
+        sock = socket.create_connection((self.host, self.port), timeout=self.timeout_s)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if ep.tls:
-                sock = ep.ssl_context().wrap_socket(sock, server_hostname=ep.host)
-            sock.sendall(connect_packet(self.client_id, self.keepalive_s, ep.user, ep.password))
+            if self.tls is not None:
+                sock = self.tls.wrap_socket(sock, server_hostname=self.host)
+            sock.sendall(connect_packet(self.client_id, self.keepalive_s, self.user, self.password))
             ack = b""
             while len(ack) < 4:
                 chunk = sock.recv(4 - len(ack))
