@@ -61,11 +61,10 @@ def connect_packet(client_id: str, keepalive_s: int, user: str | None = None, pa
     return b"\x10" + remaining_length(len(variable) + len(payload)) + variable + payload
 
 
-def publish_packet(topic: str, payload: bytes, retain: bool = True) -> bytes:
-    """PUBLISH at QoS 0."""
+def publish_packet(topic: str, payload: bytes) -> bytes:
+    """PUBLISH at QoS 0, retained."""
     name = topic.encode()
-    return (b"\x31" if retain else b"\x30") + remaining_length(2 + len(name) + len(payload)) \
-        + len(name).to_bytes(2, "big") + name + payload
+    return b"\x31" + remaining_length(2 + len(name) + len(payload)) + len(name).to_bytes(2, "big") + name + payload
 
 
 class RetainedStream:

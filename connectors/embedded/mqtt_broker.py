@@ -12,7 +12,7 @@ from connectors import ServiceStartError
 from connectors.embedded.process import ChildService, python_child_env
 
 
-def _mosquitto() -> str | None:
+def mosquitto_binary() -> str | None:
     """The mosquitto binary: on PATH, or in /usr/sbin where Debian puts it (not on a user's PATH)."""
     return shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
 
@@ -20,8 +20,8 @@ def _mosquitto() -> str | None:
 def choose_mqtt_broker(setting: str) -> str:
     """Resolve ``EVTWIN_MQTT_BROKER``: ``auto`` means mosquitto when installed, else amqtt."""
     if setting == "auto":
-        return "mosquitto" if _mosquitto() else "amqtt"
-    if setting == "mosquitto" and not _mosquitto():
+        return "mosquitto" if mosquitto_binary() else "amqtt"
+    if setting == "mosquitto" and not mosquitto_binary():
         raise ServiceStartError(
             "mqtt: mosquitto is not on PATH; install it (apt-get install mosquitto) or set "
             "EVTWIN_MQTT_BROKER=amqtt"
@@ -72,7 +72,7 @@ class MqttBroker(ChildService):
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
             f"user {user}\nlog_dest stdout\nmax_queued_messages 100000\n"
         )
-        return [_mosquitto() or "mosquitto", "-c", str(conf)]
+        return [mosquitto_binary() or "mosquitto", "-c", str(conf)]
 
     def env(self) -> dict[str, str]:
         return python_child_env()
@@ -81,4 +81,4 @@ class MqttBroker(ChildService):
         return mqtt_ready("127.0.0.1", self.port)
 
 
-__all__ = ["MqttBroker", "choose_mqtt_broker", "mqtt_ready"]
+__all__ = ["MqttBroker", "choose_mqtt_broker", "mosquitto_binary", "mqtt_ready"]

@@ -17,14 +17,14 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from connectors.embedded.mqtt_broker import _mosquitto, mqtt_ready
+from connectors.embedded.mqtt_broker import mosquitto_binary, mqtt_ready
 from connectors.mqtt_publisher import MqttPublisher
 from tests.support.receivers import free_port
 
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    binary = _mosquitto()
+    binary = mosquitto_binary()
     assert binary, "mosquitto is not installed: run `make system-deps`"
     passwd_tool = shutil.which("mosquitto_passwd", path=f"{Path(binary).parent}:/usr/bin:/usr/sbin")
     assert passwd_tool, "mosquitto_passwd is not installed (package mosquitto)"

@@ -24,7 +24,6 @@ def test_a_remaining_length_beyond_four_bytes_is_refused() -> None:
 
 def test_a_retained_qos0_publish() -> None:
     assert publish_packet("a/b", b"{}") == b"\x31\x07\x00\x03a/b{}"
-    assert publish_packet("a/b", b"{}", retain=False)[0] == 0x30
 
 
 def test_connect_carries_the_credentials_and_keep_alive() -> None:
