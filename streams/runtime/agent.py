@@ -79,7 +79,7 @@ def batch_agent(app: Any, topic: str, name: str, handle: Handler, *, partitions:
     fetches = deliver_in_batches(app, raw_topic(app, topic, partitions))
 
     async def run(stream: Any) -> None:
-        ack = app.consumer.ack
+        ack_fetch = app.consumer.ack_fetch
         frozen = False
         async for messages in stream:
             if on_fetch is not None:  # e.g. restoring partition state: retried like a batch
@@ -87,8 +87,7 @@ def batch_agent(app: Any, topic: str, name: str, handle: Handler, *, partitions:
             size = chunk_size or max(1, len(messages))
             for start in range(0, len(messages), size):
                 await handle_until_done(handle, messages[start:start + size], name)
-            for m in messages:  # durable: now the offsets may be committed
-                ack(m)
+            ack_fetch(messages)  # durable: now the offsets may be committed
             if not frozen:  # after the first fetch: the models, Faust and the clients are up
                 freeze_heap()
                 frozen = True

@@ -22,6 +22,7 @@ from mode.utils.logging import CompositeLogger
 
 from streams.runtime.batching import (
     BatchingConsumer,
+    Fetch,
     crash_when_coordination_dies,
     pace_fetches,
 )
@@ -96,14 +97,70 @@ class QueueChannel:
         await self.queue.put(value)
 
 
+def _fetch(*messages: Msg) -> Fetch:
+    fetch = Fetch()
+    for m in messages:
+        fetch.add(m)
+    return fetch
+
+
 def test_a_fetch_handed_over_is_one_list_and_counts_as_delivered() -> None:
     channel = Channel()
     consumer = _consumer(channel)
-    fetch = [Msg("t-0", 5), Msg("t-0", 6), Msg("t-1", 9)]
+    fetch = _fetch(Msg("t-0", 5), Msg("t-0", 6), Msg("t-1", 9))
     asyncio.run(consumer._deliver({"t": fetch}))
     assert channel.sent == [fetch]  # one event for the whole fetch
-    assert consumer._unacked_messages == set(fetch)  # acked only by the agent, after its work
+    assert list(channel.sent[0]) == [Msg("t-0", 5), Msg("t-0", 6), Msg("t-1", 9)]
+    assert consumer._unacked_messages == {fetch.pending}  # acked only by the agent, after its work
+    assert fetch.pending.size == 3 and not fetch.pending.acked
     assert consumer._read_offset == {"t-0": 6, "t-1": 9}
+
+
+def _acking_consumer(committed: dict[str, int | None]) -> Any:
+    from collections import defaultdict
+    from weakref import WeakSet
+
+    from intervaltree import IntervalTree
+
+    consumer: Any = object.__new__(BatchingConsumer)
+    consumer.app = SimpleNamespace(topics=SimpleNamespace(acks_enabled_for=lambda topic: True))
+    consumer._unacked_messages = WeakSet()
+    consumer._committed_offset = defaultdict(lambda: None, committed)
+    consumer._acked, consumer._acked_index = defaultdict(list), defaultdict(set)
+    consumer._n_acked = 0
+    consumer._waiting_for_ack = None
+    consumer._gap = defaultdict(IntervalTree)
+    return consumer
+
+
+def test_acknowledging_a_fetch_acks_each_of_its_offsets_once_and_only_above_the_commit() -> None:
+    """What Faust's per-record ack would leave, per partition: the offsets a commit may take."""
+    consumer = _acking_consumer({"t-1": 9})  # t-1 committed up to 9 (a redelivery below it)
+    fetch = _fetch(Msg("t-0", 5), Msg("t-1", 8), Msg("t-0", 6), Msg("t-1", 9), Msg("t-1", 10))
+    consumer._unacked_messages.add(fetch.pending)
+    consumer.ack_fetch(fetch)
+    assert dict(consumer._acked) == {"t-0": [5, 6], "t-1": [9, 10]}
+    assert consumer._n_acked == 4
+    assert len(consumer._unacked_messages) == 0 and fetch.pending.acked
+    consumer.ack_fetch(fetch)  # again: nothing changes
+    assert dict(consumer._acked) == {"t-0": [5, 6], "t-1": [9, 10]} and consumer._n_acked == 4
+    again = _fetch(Msg("t-0", 6), Msg("t-0", 7))  # a redelivered record is acked once
+    consumer.ack_fetch(again)
+    assert consumer._acked["t-0"] == [5, 6, 7] and consumer._n_acked == 5
+    assert consumer._new_offset("t-0") == 8  # Faust's own commit arithmetic agrees
+
+
+def test_a_fetch_nobody_references_leaves_the_unacknowledged_set() -> None:
+    """As a record did: a revocation clears the agent's queue, and Faust must not wait on it."""
+    import gc
+
+    consumer = _acking_consumer({})
+    fetch = _fetch(Msg("t-0", 1))
+    consumer._unacked_messages.add(fetch.pending)
+    assert len(consumer._unacked_messages) == 1
+    del fetch
+    gc.collect()
+    assert len(consumer._unacked_messages) == 0
 
 
 def test_a_fetch_cut_off_by_a_rebalance_is_not_delivered() -> None:
@@ -111,7 +168,7 @@ def test_a_fetch_cut_off_by_a_rebalance_is_not_delivered() -> None:
     consumer = _consumer(channel)
 
     async def run() -> None:
-        delivery = asyncio.ensure_future(consumer._deliver({"t": [Msg("t-0", 5)]}))
+        delivery = asyncio.ensure_future(consumer._deliver({"t": _fetch(Msg("t-0", 5))}))
         await asyncio.sleep(0.01)
         consumer.suspend_flow.set()  # a rebalance starts while the channel is full
         await asyncio.wait_for(delivery, 2)
@@ -197,7 +254,7 @@ def test_a_fetch_whose_channel_is_cleared_by_a_rebalance_is_not_delivered_and_no
         channel = QueueChannel(maxsize=1)
         await channel.queue.put(["an earlier fetch the agent has not taken yet"])
         consumer = _consumer(channel)
-        delivery = asyncio.ensure_future(consumer._deliver({"t": [Msg("t-0", 5)]}))
+        delivery = asyncio.ensure_future(consumer._deliver({"t": _fetch(Msg("t-0", 5))}))
         await asyncio.sleep(0.01)
         assert not delivery.done()  # waiting for room on the full queue
         # What Faust's app does on a revocation, in one go: stop the consumer's flow, suspend and
@@ -221,7 +278,7 @@ def test_a_delivery_cancelled_from_outside_still_raises() -> None:
         channel = QueueChannel(maxsize=1)
         await channel.queue.put(["full"])
         consumer = _consumer(channel)
-        delivery = asyncio.ensure_future(consumer._deliver({"t": [Msg("t-0", 5)]}))
+        delivery = asyncio.ensure_future(consumer._deliver({"t": _fetch(Msg("t-0", 5))}))
         await asyncio.sleep(0.01)
         delivery.cancel()
         try:
