@@ -129,3 +129,24 @@ def test_second_stack_in_the_same_state_dir_is_refused(stack) -> None:  # type: 
     settings, _ = stack
     with pytest.raises(ServiceStartError, match="already running"):
         EmbeddedStack(settings).start()
+
+
+def test_noida_snapshot_thread_runs_at_idle_priority(tmp_path: Path) -> None:
+    """noida-db re-saves its whole state in a loop; at normal priority that thread took most of
+    the broker's 0.4 of a core in `bench e2e`, from the workers it serves (see idle_autosave)."""
+    import os
+
+    from connectors.embedded.kafka_broker import KafkaBroker
+
+    broker = KafkaBroker("noida", tmp_path / "kafka", 0)
+    broker.start()
+    try:
+        broker.wait_ready(30)
+        assert broker.proc is not None and broker.proc.pid is not None
+        tasks = Path(f"/proc/{broker.proc.pid}/task")
+        policies = {(tasks / t.name / "comm").read_text().strip(): os.sched_getscheduler(int(t.name))
+                    for t in tasks.iterdir()}
+        assert policies.pop("autosave") == os.SCHED_IDLE
+        assert policies and set(policies.values()) == {os.SCHED_OTHER}  # the serving threads: as before
+    finally:
+        broker.stop()
