@@ -284,3 +284,44 @@ def test_migration_files_missing_from_an_install_is_one_clear_error(tmp_path: An
     (tmp_path / "0002_y.timescaledb.sql").write_text("SELECT 1")
     with pytest.raises(MigrationError, match="one file per flavour"):
         load_migrations(tmp_path)
+
+
+def test_batches_are_written_while_a_rollup_refresh_is_in_progress(db_url: str, tmp_path: Any) -> None:
+    """The refresh reads the whole table (seconds on a large one); batches must not wait for it.
+    Here the refresh is held on the lock of another session's refresh, whose transaction stays
+    open; a batch written meanwhile lands at once."""
+    from connectors.endpoints import Endpoints
+    from streams.settings import Settings
+    from streams.sinks.base import SinkBatch
+    from streams.sinks.database import DatabaseSink
+    from streams.topics import PREDICTIONS
+
+    sink = DatabaseSink(Settings(state_dir=tmp_path, sink_retry_s=10),
+                        Endpoints(kafka_bootstrap_servers="unused:9092", database_url=db_url, mqtt_url=None,
+                                  schema_registry_url=None, mlflow_tracking_uri=None))
+    sink.setup()
+    (interval, refresh), = sink.timers()
+    t0 = ms(datetime(2025, 11, 2, 8, 0, tzinfo=UTC))
+    with psycopg.connect(db_url) as holder:
+        holder.execute("REFRESH MATERIALIZED VIEW ev_telemetry_hourly")  # its lock: until commit
+        refreshing = threading.Thread(target=refresh)
+        refreshing.start()
+        try:
+            time.sleep(0.3)
+            assert refreshing.is_alive()  # waiting for the lock
+            batch = SinkBatch(PREDICTIONS, [prediction("RF_1", t0 + i * 1000, seq=i) for i in range(5)])
+            writing = threading.Thread(target=sink.write, args=(batch,), daemon=True)
+            writing.start()
+            writing.join(10)
+            written = not writing.is_alive()
+            assert refreshing.is_alive()  # still waiting: the batch did not wait for it to end
+        finally:
+            holder.commit()
+            refreshing.join(30)
+            writing.join(30)
+    assert written, "the batch waited for the rollup refresh"
+    assert not refreshing.is_alive()
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT count(*) FROM ev_telemetry WHERE battery_id = 'RF_1'").fetchone() == (5,)
+    assert sink.rollup.db_errors == 0 and sink.writer.db_errors == 0
+    sink.close()
