@@ -177,7 +177,7 @@ class BatchingConsumer(aiokafka_driver.Consumer):
             if pending.acked:
                 return
             pending.acked = True
-            self._unacked_messages.discard(pending)
+            cast(Any, self._unacked_messages).discard(pending)  # Faust's records and our tokens
             try:
                 if fetch and self.app.topics.acks_enabled_for(fetch[0].topic):
                     for tp, offsets in fetch.offsets.items():
@@ -215,7 +215,7 @@ class BatchingConsumer(aiokafka_driver.Consumer):
         Records count as delivered — tracked as unacked, their read offsets advanced — only when
         the hand-over completes; otherwise they are fetched again after the rebalance's seek.
         """
-        unacked = self._unacked_messages
+        unacked: Any = self._unacked_messages  # Faust's records and our tokens (PendingFetch)
         for fetch in batches.values():
             fetch.pending.size = len(fetch)
             unacked.add(fetch.pending)
