@@ -45,9 +45,10 @@ def _metadata_ready(bootstrap: str) -> bool:
     return True
 
 
-def idle_autosave(pid: int, thread_name: str = "autosave") -> list[int]:
+def idle_autosave(pid: int, idle: bool = True, thread_name: str = "autosave") -> list[int]:
     """Run noida-db's snapshot thread (``autosave``) of process ``pid`` at idle priority
-    (``SCHED_IDLE``: only on CPU time nothing else wants); return the thread ids changed.
+    (``SCHED_IDLE``: only on CPU time nothing else wants), or with ``idle`` false at normal
+    priority again; return the thread ids changed.
 
     noida-db keeps its Kafka state in memory and saves all of it as one JSON file, again as soon as
     the previous save ended (see :mod:`connectors.embedded.retention`): at 10,000 events/s the file
@@ -56,8 +57,10 @@ def idle_autosave(pid: int, thread_name: str = "autosave") -> list[int]:
     thread, against the score workers and sinks it serves. At idle priority the broker used 0.14
     in the same run. What it costs: the file is written less often under load, so a broker
     *restart* under load loses more of the last seconds (noida-db loses unsaved records on a
-    restart either way; a real Kafka or Redpanda writes its log as records arrive). Linux only;
-    elsewhere nothing changes.
+    restart either way; a real Kafka or Redpanda writes its log as records arrive). Before the
+    broker is stopped its priority is normal again, so that its last save is not starved by the
+    processes still running (a stop that takes too long ends in SIGKILL). Linux only; elsewhere
+    nothing changes.
     """
     changed: list[int] = []
     if not hasattr(os, "SCHED_IDLE"):
@@ -71,7 +74,7 @@ def idle_autosave(pid: int, thread_name: str = "autosave") -> list[int]:
         try:
             if (tasks / str(tid) / "comm").read_text().strip() != thread_name:
                 continue
-            os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+            os.sched_setscheduler(tid, os.SCHED_IDLE if idle else os.SCHED_OTHER, os.sched_param(0))
         except OSError as exc:  # the thread ended, or the system refuses: run as before
             log.debug("could not lower the priority of thread %s of %s: %s", tid, pid, exc)
             continue
@@ -118,6 +121,11 @@ class KafkaBroker(ChildService):
         if self.kind == "noida" and pid is not None and idle_autosave(pid):
             log.debug("noida-db's autosave thread runs at idle priority")
         return took
+
+    def stop(self) -> None:
+        if self.kind == "noida" and self.proc is not None and self.proc.pid is not None:
+            idle_autosave(self.proc.pid, idle=False)  # its last save: not starved
+        super().stop()
 
 
 __all__ = ["KafkaBroker", "idle_autosave", "tansu_binary"]

@@ -136,7 +136,7 @@ def test_noida_snapshot_thread_runs_at_idle_priority(tmp_path: Path) -> None:
     the broker's 0.4 of a core in `bench e2e`, from the workers it serves (see idle_autosave)."""
     import os
 
-    from connectors.embedded.kafka_broker import KafkaBroker
+    from connectors.embedded.kafka_broker import KafkaBroker, idle_autosave
 
     broker = KafkaBroker("noida", tmp_path / "kafka", 0)
     broker.start()
@@ -148,5 +148,7 @@ def test_noida_snapshot_thread_runs_at_idle_priority(tmp_path: Path) -> None:
                     for t in tasks.iterdir()}
         assert policies.pop("autosave") == os.SCHED_IDLE
         assert policies and set(policies.values()) == {os.SCHED_OTHER}  # the serving threads: as before
+        (tid,) = idle_autosave(broker.proc.pid, idle=False)  # what stop() does first: its last save
+        assert os.sched_getscheduler(tid) == os.SCHED_OTHER
     finally:
         broker.stop()
