@@ -120,6 +120,10 @@ class Settings(BaseSettings):
     # --- Fleet simulator (evtwin simulate, evtwin up).
     sim_batteries: int = Field(200, ge=1, le=1_000_000, description="Packs in the simulated fleet.")
     sim_rate_hz: float = Field(1.0, gt=0, le=1000, description="Readings per pack per second.")
+    sim_slices: int = Field(
+        10, ge=1, le=1000, description="Each tick's readings are sent in this many parts spread "
+        "over the tick, each stamped when sent: packs report at their own phase, as a real fleet's "
+        "do (1 = the whole fleet at the same instant, a burst).")
     sim_speedup: float = Field(
         24.0, ge=0, description="Hours of aging per wall second (0 = age in real time)."
     )

@@ -45,6 +45,8 @@ def register(sub: Any, opt: Any) -> None:
 def add_sim_options(p: argparse.ArgumentParser, opt: Any) -> None:
     opt.setting(p, "--batteries", "sim_batteries", "packs in the fleet", type=int)
     opt.setting(p, "--rate", "sim_rate_hz", "readings per pack per second (Hz)", type=float)
+    opt.setting(p, "--slices", "sim_slices", "parts each tick's readings are sent in, spread over "
+                "the tick (1 = all packs at once)", type=int)
     opt.setting(p, "--speedup", "sim_speedup", "hours of aging per wall second; 0 = real time",
                 type=float)
     opt.setting(p, "--seed", "sim_seed", "seed of the fleet", type=int)
@@ -75,7 +77,8 @@ def run_simulate(args: argparse.Namespace, settings: Settings) -> int:
         print(f"topics {COMMANDS}/{REPORTED} missing: desired state not applied "
               "(create them with `evtwin topics create`)", file=sys.stderr)
     sim = FleetSimulator(fleet, producer, codec_for(TELEMETRY, endpoints), truth,
-                         settings.sim_rate_hz, settings.sim_speedup, commands=commands)
+                         settings.sim_rate_hz, settings.sim_speedup, commands=commands,
+                         slices=settings.sim_slices)
     print(f"simulating {settings.sim_batteries} packs at {settings.sim_rate_hz:g} Hz, "
           f"{settings.sim_speedup:g} h of aging per second → {TELEMETRY}", file=sys.stderr)
     stats = sim.run(stop, max_events=args.events, duration_s=args.duration,

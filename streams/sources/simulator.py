@@ -4,6 +4,12 @@ battery id, and whose true state goes to ``ev.groundtruth.v1`` (never a model in
 Two clocks: readings advance the electrical and thermal state by ``1 / rate`` seconds per tick and
 are stamped with the wall clock; aging advances ``speedup`` hours per wall second, so a demo shows
 packs losing capacity within minutes.
+
+In real time a tick's readings are sent in ``slices`` parts spread evenly over the tick, each
+stamped when it is sent (a pack stays in its part, so it still reports every ``1 / rate`` s): the
+packs of a real fleet report at their own phase, not all at the same instant. With one part the
+whole fleet arrives as one burst, and every stage downstream has to take it at once — at 10,000
+packs on 2 cores, the last reading of each burst waited ~1 s before the first stage got to it.
 """
 
 from __future__ import annotations
@@ -79,11 +85,12 @@ class FleetSimulator:
         speedup: Hours of aging per wall second (0 = real time).
         commands: Applies the desired state from ``ev.commands.v1`` before each tick
             (:class:`streams.sources.commands.CommandApplier`), or ``None``.
+        slices: Parts a tick's readings are sent in, spread over the tick (real time only).
     """
 
     def __init__(self, fleet: Any, producer: Any, telemetry_codec: AvroCodec,
                  truth_codec: AvroCodec | None, rate_hz: float, speedup: float,
-                 commands: Any = None) -> None:
+                 commands: Any = None, slices: int = 1) -> None:
         self.fleet = fleet
         self.producer = producer
         self.telemetry_codec = telemetry_codec
@@ -91,34 +98,54 @@ class FleetSimulator:
         self.rate_hz = rate_hz
         self.speedup = speedup
         self.commands = commands
+        self.slices = max(1, slices)
         self.seq = np.zeros(len(fleet.battery_ids), dtype=np.int64)
         self.keys = [b.encode() for b in fleet.battery_ids]
         self.stats = SimulatorStats()
         self._last_ms = 0
 
-    def tick(self) -> int:
-        """Advance the fleet one step and produce its readings; return how many were sent."""
+    def tick(self, slices: int = 1, stop: threading.Event | None = None) -> int:
+        """Advance the fleet one step and produce its readings; return how many were sent.
+
+        With ``slices`` > 1 the readings go in that many parts, ``1 / (rate · slices)`` s apart
+        (the first at once), each stamped when sent; a set ``stop`` sends the rest at once.
+        """
+        started = time.monotonic()
         dt_s = 1.0 / self.rate_hz
         aging_dt_s = dt_s * 3600.0 * self.speedup if self.speedup > 0 else dt_s
         if self.commands is not None:
             self.commands.poll(self.fleet)
         self.fleet.step(dt_s, aging_dt_s)
-        # Strictly increasing per tick, so (time, battery_id) stays unique even at full speed.
-        now_ms = self._last_ms = max(int(time.time() * 1000), self._last_ms + 1)
         readings = self.fleet.readings()
-        records = telemetry_records(readings, self.fleet.battery_ids, self.seq, now_ms)
+        records = telemetry_records(readings, self.fleet.battery_ids, self.seq, self._stamp())
         truth = self._truth_columns() if self.truth_codec is not None else None
         produce, encode, keys = self.producer.produce, self.telemetry_codec.encode, self.keys
-        for i, record in records:
-            produce(TELEMETRY, encode(record), keys[i])
-            if truth is not None:
-                produce(GROUND_TRUTH, self._truth(truth, i, record), keys[i])
+        n = len(records)
+        for part in range(slices):
+            chunk = records[part * n // slices:(part + 1) * n // slices]
+            if part:
+                wait = started + part * dt_s / slices - time.monotonic()
+                if wait > 0 and stop is not None:
+                    stop.wait(wait)
+                stamp = self._stamp()
+                for _, record in chunk:
+                    record["timestamp"] = stamp
+            for i, record in chunk:
+                produce(TELEMETRY, encode(record), keys[i])
+                if truth is not None:
+                    produce(GROUND_TRUTH, self._truth(truth, i, record), keys[i])
+            self.producer.poll(0)
         self.seq[readings["valid"]] += 1
-        self.producer.poll(0)
         self.stats.ticks += 1
-        self.stats.events += len(records)
-        self.stats.dropped += len(self.seq) - len(records)
-        return len(records)
+        self.stats.events += n
+        self.stats.dropped += len(self.seq) - n
+        return n
+
+    def _stamp(self) -> int:
+        """The wall clock in ms, strictly increasing from one call to the next, so that
+        (time, battery_id) stays unique even at full speed."""
+        self._last_ms = max(int(time.time() * 1000), self._last_ms + 1)
+        return self._last_ms
 
     def _truth_columns(self) -> dict[str, list[Any]]:
         """The fleet's true state as Python lists (one conversion per tick, not per value)."""
@@ -144,13 +171,15 @@ class FleetSimulator:
             realtime: bool = True) -> SimulatorStats:
         """Tick until ``stop`` is set, ``max_events`` were sent or ``duration_s`` passed.
 
-        With ``realtime`` the ticks follow the wall clock at ``rate_hz``; without, as fast as the
-        producer takes them (for load tests).
+        With ``realtime`` the ticks follow the wall clock at ``rate_hz``, each sent in the
+        simulator's ``slices``; without, whole and as fast as the producer takes them (for load
+        tests).
         """
         start = time.monotonic()
         next_tick = start
+        slices = self.slices if realtime else 1
         while not stop.is_set():
-            self.tick()
+            self.tick(slices, stop)
             if max_events and self.stats.events >= max_events:
                 break
             if duration_s and time.monotonic() - start >= duration_s:
