@@ -83,6 +83,8 @@ def _register_e2e(bsub: Any, opt: Any) -> None:
     opt.flag(b, "--ground-truth", "EVTWIN_BENCH_E2E_GROUND_TRUTH", "the simulator also publishes the "
              "true state to ev.groundtruth.v1, as in evtwin up (a fleet in service has no ground "
              "truth, and no consumer of it runs here: off by default)")
+    opt.setting(b, "--slices", "sim_slices", "parts each second's readings are sent in, spread over "
+                "the second (1 = the whole fleet at one instant, a burst)", type=int)
     opt.setting(b, "--model-dir", "model_dir", "directory of the trained models")
     opt.setting(b, "--partitions", "topic_partitions", "partitions of the topics", type=int)
     opt.flag(b, "--json", "EVTWIN_BENCH_JSON", "print one JSON object instead of a table")
@@ -126,7 +128,7 @@ def run_e2e(args: argparse.Namespace, settings: Settings) -> int:
         try:
             runs.append(run_e2e_bench(settings.model_dir, args.fleet, args.rate_hz, args.seconds,
                                       workers, settings.topic_partitions, args.warmup,
-                                      ground_truth=args.ground_truth,
+                                      ground_truth=args.ground_truth, slices=settings.sim_slices,
                                       progress=lambda text: print(text, file=sys.stderr)))
         except BenchError as exc:
             raise CliError(f"bench e2e ({workers} worker(s)): {exc}") from None

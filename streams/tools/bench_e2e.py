@@ -19,7 +19,9 @@ Every figure comes from what the pipeline left behind, not from the pipeline's o
 The warm-up (group joins, model loads) is not measured: the window starts ``warmup_s`` after the
 simulator does. The simulator publishes no ground truth unless asked (``ground_truth``): a fleet in
 service has none, and its consumer (the online accuracy job of ``evtwin up``) is not part of this
-pipeline; with it, the simulator writes two records per event and the broker stores both.
+pipeline; with it, the simulator writes two records per event and the broker stores both. It
+sends each second's readings in ``slices`` parts spread over the second (packs at their own phase,
+see :mod:`streams.sources.simulator`); ``slices`` 1 sends the whole fleet at one instant.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from streams.tools.scratch import scratch_state
 from streams.topics import TELEMETRY, topic_specs
 
 MQTT_SAMPLE = 50  # packs whose state messages the bench subscribes to
+TIMELINE_S = 10  # seconds per slot of the latency timeline
 STALL_S = 90.0  # no new row for this long while draining: the pipeline is stuck
 JOIN_RESTARTS = 3  # times a process that exits while the groups join is started again
 
@@ -208,7 +211,7 @@ def _wait_joined(watch: GroupWatch, members: dict[str, int], procs: list[subproc
 
 def run_e2e_bench(model_dir: Path, batteries: int, rate_hz: float, seconds: float, workers: int,
                   partitions: int, warmup_s: float = 30.0, ground_truth: bool = False,
-                  progress: Any = print) -> dict[str, Any]:
+                  slices: int = 10, progress: Any = print) -> dict[str, Any]:
     """Run the pipeline for ``warmup_s`` + ``seconds`` at ``batteries`` × ``rate_hz`` events/s on a
     fresh embedded stack; return one flat result object (see the module docstring). With
     ``ground_truth`` the simulator also publishes the true state (one more record per event)."""
@@ -247,7 +250,7 @@ def run_e2e_bench(model_dir: Path, batteries: int, rate_hz: float, seconds: floa
                 pids = {getattr(p, "bench_name", "?"): p.pid for p in consumers}
                 pids.update({name: s["pid"] for name, s in ep.services.items() if s.get("pid")})
                 sim = _start("simulator", ["simulate", "--batteries", str(batteries), "--rate", str(rate_hz),
-                                           "--no-commands"], env, logs)
+                                           "--slices", str(slices), "--no-commands"], env, logs)
                 procs.append(sim)
                 pids["simulator"] = sim.pid
                 progress(f"{batteries:,} packs at {rate_hz:g} Hz: warm-up {warmup_s:g} s, then {seconds:g} s measured…")
@@ -287,7 +290,7 @@ def run_e2e_bench(model_dir: Path, batteries: int, rate_hz: float, seconds: floa
         mqtt_window = np.asarray([ms for t, ms in mqtt.latencies if w0 <= t <= w1] or [float("nan")])
         out: dict[str, Any] = {
             "batteries": batteries, "rate_hz": rate_hz, "workers": workers, "partitions": partitions,
-            "ground_truth": ground_truth,
+            "ground_truth": ground_truth, "slices": slices,
             "seconds": round(window, 1), "events_sent": sent,
             "send_events_per_s": (sent - sent0) / window,
             "events_per_s": result["committed_in_window"] / window,
@@ -295,6 +298,8 @@ def run_e2e_bench(model_dir: Path, batteries: int, rate_hz: float, seconds: floa
             "rows_duplicated": result["rows"] - result["distinct_events"],
             "backlog_at_end": sent - rows_at_end, "drain_s": drain_s,
             "row_p50_ms": result["p50_ms"], "row_p99_ms": result["p99_ms"],
+            "row_timeline_s": TIMELINE_S, "row_p99_ms_timeline": result["p99_ms_per_slot"],
+            "row_max_ms_timeline": result["max_ms_per_slot"],
             "mqtt_p50_ms": float(np.percentile(mqtt_window, 50)),
             "mqtt_p99_ms": float(np.percentile(mqtt_window, 99)), "mqtt_messages": int(mqtt_window.size),
         }
@@ -305,7 +310,8 @@ def run_e2e_bench(model_dir: Path, batteries: int, rate_hz: float, seconds: floa
 
 
 def _read_table(conn: Any, w0: float, w1: float) -> dict[str, Any]:
-    """Rows, distinct events, rows committed in [w0, w1] and their latency percentiles."""
+    """Rows, distinct events, rows committed in [w0, w1] and their latency percentiles, also per
+    :data:`TIMELINE_S` of the window (where a tail comes from: a stall, or a backlog growing)."""
     rows, distinct = conn.execute("SELECT count(*), count(DISTINCT event_id) FROM ev_telemetry").fetchone()
     committed, p50, p99 = conn.execute(
         """
@@ -317,8 +323,19 @@ def _read_table(conn: Any, w0: float, w1: float) -> dict[str, Any]:
         """, (w0, w1)).fetchone()
     if committed and p50 is None:
         raise BenchError("PostgreSQL does not track commit timestamps (track_commit_timestamp=off)")
+    timeline = conn.execute(
+        """
+        WITH c AS (SELECT pg_xact_commit_timestamp(xmin) AS committed, time FROM ev_telemetry)
+        SELECT floor((extract(epoch FROM committed) - %s) / %s)::int AS slot,
+               percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM committed - time)),
+               max(extract(epoch FROM committed - time))
+        FROM c WHERE committed >= to_timestamp(%s) AND committed < to_timestamp(%s)
+        GROUP BY slot ORDER BY slot
+        """, (w0, TIMELINE_S, w0, w1)).fetchall()
     return {"rows": rows, "distinct_events": distinct, "committed_in_window": committed,
-            "p50_ms": float(p50 or float("nan")) * 1000, "p99_ms": float(p99 or float("nan")) * 1000}
+            "p50_ms": float(p50 or float("nan")) * 1000, "p99_ms": float(p99 or float("nan")) * 1000,
+            "p99_ms_per_slot": [round(float(p) * 1000) for _, p, _ in timeline],
+            "max_ms_per_slot": [round(float(m) * 1000) for _, _, m in timeline]}
 
 
 __all__ = ["run_e2e_bench"]

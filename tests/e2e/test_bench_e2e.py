@@ -29,6 +29,8 @@ def _check(out: dict) -> None:  # type: ignore[type-arg]
     assert out["events_sent"] > 200 * 2 * 8 * 0.5, out  # the simulator ran for the window
     assert out["rows"] == out["events_sent"], out
     assert out["rows_lost"] == 0 and out["rows_duplicated"] == 0, out
+    assert out["slices"] == 10, out  # each second sent in parts (the simulator's default)
+    assert 1 <= len(out["row_p99_ms_timeline"]) == len(out["row_max_ms_timeline"]) <= 8 // out["row_timeline_s"] + 1, out
     assert out["events_per_s"] > 0 and math.isfinite(out["row_p99_ms"]), out
     assert out["row_p50_ms"] <= out["row_p99_ms"], out
     assert out["mqtt_messages"] > 0 and math.isfinite(out["mqtt_p50_ms"]), out
