@@ -6,7 +6,8 @@ Migrations are the files in ``connectors/migrations/``, named ``NNNN_name.sql`` 
 * ``timescaledb`` — the TimescaleDB extension is available: hypertable, compression, retention and
   a continuous aggregate;
 * ``postgresql`` — plain PostgreSQL (our embedded PostgreSQL 18): plain tables, a BRIN index and the
-  same hourly rollup as a materialized view that :func:`refresh_rollup` refreshes.
+  same hourly rollup as a view over hourly sums that the sink adds each batch to (migration 0008;
+  a materialized view refreshed from the whole table before).
 
 :func:`migrate` records every applied version in ``schema_migrations`` (version, name, flavour,
 checksum). It holds a transaction-scoped advisory lock while it works, so several sink replicas that
@@ -23,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
 
 from connectors import ConnectorError
 
@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 FLAVOURS = ("timescaledb", "postgresql")
-ROLLUP_VIEW = "ev_telemetry_hourly"
 # Key of the advisory lock that serialises migrations (any 64-bit number, fixed for this project).
 MIGRATION_LOCK_KEY = 0x65767477696E  # "evtwin"
 _FILE = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+?)(?:\.(?P<flavour>[a-z]+))?\.sql$")
@@ -181,32 +180,7 @@ def migrate(conn: psycopg.Connection, directory: Path = MIGRATIONS_DIR) -> Migra
     return MigrationReport(flavour=flavour, applied=done, current_version=current)
 
 
-def refresh_rollup(conn: psycopg.Connection) -> bool:
-    """Refresh the hourly rollup ``ev_telemetry_hourly`` where that is our job.
-
-    On plain PostgreSQL it is a materialized view: refresh it ``CONCURRENTLY`` (dashboards keep
-    reading), unless another replica is refreshing it right now. On TimescaleDB it is a continuous
-    aggregate that its policy refreshes; nothing to do.
-
-    Returns:
-        Whether this call refreshed the view.
-    """
-    with conn.transaction():
-        kind = conn.execute("SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)",
-                            (ROLLUP_VIEW,)).fetchone()
-        if kind is None:
-            raise MigrationError(f"{ROLLUP_VIEW} does not exist; run migrate() first")
-        if kind[0] != "m":  # a continuous aggregate is a view ('v') over its materialization
-            return False
-        got = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY + 1,)).fetchone()
-        if not got or not got[0]:
-            return False
-        conn.execute(sql.SQL("REFRESH MATERIALIZED VIEW CONCURRENTLY {}").format(
-            sql.Identifier(ROLLUP_VIEW)))
-    return True
-
-
 __all__ = [
-    "FLAVOURS", "MIGRATIONS_DIR", "Migration", "MigrationError", "MigrationReport", "ROLLUP_VIEW",
-    "detect_flavour", "load_migrations", "migrate", "refresh_rollup",
+    "FLAVOURS", "MIGRATIONS_DIR", "Migration", "MigrationError", "MigrationReport",
+    "detect_flavour", "load_migrations", "migrate",
 ]

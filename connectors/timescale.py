@@ -40,15 +40,13 @@ from psycopg import sql
 
 from connectors import ConnectorError
 from connectors import timescale_rows as q
-from connectors.migrator import MigrationReport, migrate, refresh_rollup
+from connectors.migrator import MigrationReport, migrate
 
 log = logging.getLogger(__name__)
 
 Strategy = Literal["copy", "executemany"]
 STRATEGIES: tuple[str, ...] = ("copy", "executemany")
 DEFAULT_STRATEGY: Strategy = "copy"
-ROLLUP_SHARE = 20
-"""Refreshing the hourly rollup (plain PostgreSQL) takes at most 1/ROLLUP_SHARE of the time."""
 
 
 class DatabaseError(ConnectorError):
@@ -108,7 +106,8 @@ class TimescaleWriter:
         self._pending: dict[str, int] = {}
         self._connections = 0
         self._lock = threading.Lock()
-        self._refresh_not_before = 0.0  # monotonic; see refresh_rollup
+        #: Plain PostgreSQL (migration 0008): each batch adds its new readings to the hourly sums.
+        self._rollup_sums = False
 
     # --- public API --------------------------------------------------------------------------
 
@@ -182,24 +181,6 @@ class TimescaleWriter:
 
         return self._run("write_ground_truth", work)
 
-    def refresh_rollup(self) -> bool:
-        """Refresh the hourly rollup where that is the sink's job (plain PostgreSQL); see
-        :func:`connectors.migrator.refresh_rollup`. Returns whether it refreshed.
-
-        The materialized view is recomputed from the whole table: 0.7 s per million rows on our
-        2-core machine (0.7 / 2.1 / 5.0 s at 1 / 3 / 6 million), so a fleet of 10,000 packs at
-        1 Hz adds 25 s of refresh per hour of history. Refreshes take at most
-        1/:data:`ROLLUP_SHARE` of the sink's time: after one that took *t*, the next call within
-        (``ROLLUP_SHARE`` − 1)·*t* does nothing. On TimescaleDB the continuous aggregate is
-        refreshed incrementally by its own policy.
-        """
-        started = time.monotonic()
-        if started < self._refresh_not_before:
-            return False
-        refreshed = bool(self._run("refresh_rollup", refresh_rollup, transaction=False))
-        self._refresh_not_before = started + ROLLUP_SHARE * (time.monotonic() - started)
-        return refreshed
-
     def connect(self) -> None:
         """Connect (and migrate) now instead of at the first write; retries like a write."""
         self._run("connect", lambda conn: 0, transaction=False)
@@ -223,8 +204,12 @@ class TimescaleWriter:
                 copy.set_types(q.STAGE_PG_TYPES)
                 for t in tuples:
                     copy.write_row(t)
-            cur.execute(q.INSERT_FROM_STAGE)
-            inserted = self._count(cur, "ev_telemetry")
+            if self._rollup_sums:
+                cur.execute(q.INSERT_FROM_STAGE_ROLLUP)
+                inserted = self._add("ev_telemetry", self._fetch_count(cur))
+            else:
+                cur.execute(q.INSERT_FROM_STAGE)
+                inserted = self._count(cur, "ev_telemetry")
             cur.execute(q.STATE_FROM_STAGE)
             self._count(cur, "battery_state")
         return inserted
@@ -232,12 +217,29 @@ class TimescaleWriter:
     def _executemany_predictions(self, conn: psycopg.Connection,
                                  tuples: list[tuple[Any, ...]]) -> int:
         with conn.cursor() as cur:
-            cur.executemany(q.INSERT_VALUES, [q.without_seq(t) for t in tuples])
-            inserted = self._count(cur, "ev_telemetry")
+            params = [q.without_seq(t) for t in tuples]
+            if self._rollup_sums:
+                cur.executemany(q.INSERT_VALUES_ROLLUP, params, returning=True)
+                new = self._fetch_count(cur)
+                while cur.nextset():
+                    new += self._fetch_count(cur)
+                inserted = self._add("ev_telemetry", new)
+            else:
+                cur.executemany(q.INSERT_VALUES, params)
+                inserted = self._count(cur, "ev_telemetry")
             latest = q.latest_per_battery(tuples)
             cur.executemany(q.STATE_VALUES, [q.without_seq(t) for t in latest])
             self._count(cur, "battery_state")
         return inserted
+
+    @staticmethod
+    def _fetch_count(cur: psycopg.Cursor[Any]) -> int:
+        row = cur.fetchone()
+        return int(row[0]) if row else 0
+
+    def _add(self, table: str, n: int) -> int:
+        self._pending[table] = self._pending.get(table, 0) + n
+        return n
 
     def _count(self, cur: psycopg.Cursor[Any], table: str) -> int:
         n = max(cur.rowcount, 0)
@@ -260,6 +262,8 @@ class TimescaleWriter:
             if self.run_migrations and self.migration is None:
                 self.migration = migrate(conn)
             conn.execute(q.CREATE_STAGE)
+            found = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (q.ROLLUP_SUMS,)).fetchone()
+            self._rollup_sums = bool(found and found[0])
         except BaseException:
             conn.close()
             raise
@@ -325,6 +329,6 @@ def _first_line(exc: BaseException) -> str:
 
 
 __all__ = [
-    "DEFAULT_STRATEGY", "ROLLUP_SHARE", "STRATEGIES", "DatabaseError", "DatabaseUnavailableError",
-    "TimescaleWriter", "migrate", "refresh_rollup",
+    "DEFAULT_STRATEGY", "STRATEGIES", "DatabaseError", "DatabaseUnavailableError",
+    "TimescaleWriter", "migrate",
 ]

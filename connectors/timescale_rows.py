@@ -75,11 +75,47 @@ STATE_FROM_STAGE = (
     f"INSERT INTO battery_state ({_COLS}) SELECT DISTINCT ON (battery_id) {_STAGE_SELECT} "
     f"FROM {STAGE_TABLE} ORDER BY battery_id, ts_ms DESC, seq DESC" + _STATE_UPDATE
 )
+
+#: The hourly rollup's sums on plain PostgreSQL (migration 0008), kept with every batch.
+ROLLUP_SUMS = "ev_telemetry_hourly_sums"
+_ROLLUP_AGGREGATES = (
+    ("samples", "count(*)", "+"), ("soc_sum", "sum(soc)", "+"), ("soc_min", "min(soc)", "least"),
+    ("soc_max", "max(soc)", "greatest"), ("soh_sum", "sum(soh)", "+"), ("soh_min", "min(soh)", "least"),
+    ("voltage_sum", "sum(voltage)", "+"), ("current_sum", "sum(current)", "+"),
+    ("temperature_sum", "sum(temperature)", "+"), ("temperature_max", "max(temperature)", "greatest"),
+    ("charge_cycles_max", "max(charge_cycles)", "greatest"), ("power_sum", "sum(power_consumption)", "+"),
+    ("rul_sum", "sum(rul_prediction)", "+"), ("rul_p10_sum", "sum(rul_p10)", "+"),
+    ("rul_p90_sum", "sum(rul_p90)", "+"), ("failure_probability_sum", "sum(failure_probability)", "+"),
+    ("failure_probability_max", "max(failure_probability)", "greatest"),
+    ("anomaly_score_max", "max(anomaly_score)", "greatest"),
+)
+
+
+def with_rollup(insert: str) -> str:
+    """``insert`` (an ``INSERT INTO ev_telemetry … ON CONFLICT DO NOTHING``) that also adds the rows
+    it inserted — only those: a replayed reading adds nothing — to the hourly sums, in the same
+    statement; it returns one row, the number of readings inserted."""
+    merge = ", ".join(f"{c} = h.{c} + EXCLUDED.{c}" if op == "+" else f"{c} = {op}(h.{c}, EXCLUDED.{c})"
+                      for c, _, op in _ROLLUP_AGGREGATES)
+    return (
+        f"WITH ins AS ({insert} RETURNING *), "
+        f"rollup AS (INSERT INTO {ROLLUP_SUMS} AS h (bucket, battery_id, "
+        + ", ".join(c for c, _, _ in _ROLLUP_AGGREGATES) + ") "
+        "SELECT date_bin(INTERVAL '1 hour', time, TIMESTAMPTZ '2000-01-01 00:00:00+00'), battery_id, "
+        + ", ".join(agg for _, agg, _ in _ROLLUP_AGGREGATES)
+        + f" FROM ins GROUP BY 1, 2 ORDER BY 1, 2"  # one lock order for concurrent writers
+        f" ON CONFLICT (bucket, battery_id) DO UPDATE SET {merge}) "
+        "SELECT count(*) FROM ins"
+    )
+
+
+INSERT_FROM_STAGE_ROLLUP = with_rollup(INSERT_FROM_STAGE)
 _VALUES = ", ".join(
     [_MS.format("%s::int8"), "%s",
      *(_MS.format("%s::int8") if c == "scored_at" else "%s" for c in VALUE_COLUMNS)]
 )
 INSERT_VALUES = f"INSERT INTO ev_telemetry ({_COLS}) VALUES ({_VALUES}) ON CONFLICT DO NOTHING"
+INSERT_VALUES_ROLLUP = with_rollup(INSERT_VALUES)
 STATE_VALUES = f"INSERT INTO battery_state ({_COLS}) VALUES ({_VALUES})" + _STATE_UPDATE
 
 UPSERT_ALERT = (
@@ -170,7 +206,8 @@ def ground_truth_params(rows: Iterable[Mapping[str, Any]]) -> list[tuple[Any, ..
 
 
 __all__ = [
-    "COPY_STAGE", "CREATE_STAGE", "INSERT_FROM_STAGE", "INSERT_VALUES", "PREDICTION_FIELDS",
+    "COPY_STAGE", "CREATE_STAGE", "INSERT_FROM_STAGE", "INSERT_FROM_STAGE_ROLLUP", "INSERT_VALUES",
+    "INSERT_VALUES_ROLLUP", "PREDICTION_FIELDS", "ROLLUP_SUMS", "with_rollup",
     "INSERT_GROUND_TRUTH", "STAGE_PG_TYPES", "STAGE_TABLE", "STATE_FROM_STAGE", "STATE_VALUES",
     "TABLE_COLUMNS", "UPSERT_ALERT", "alert_params", "ground_truth_params", "latest_per_battery", "millis", "prediction_tuples",
     "without_seq",

@@ -184,7 +184,6 @@ class Settings(BaseSettings):
     sink_strategy: Literal["copy", "executemany"] = Field(
         "copy", description="How the sink writes batches (copy measured faster).")
     sink_retry_s: float = Field(300.0, gt=0, description="How long the sink retries a down database, s.")
-    sink_rollup_refresh_s: float = Field(60.0, gt=0, description="Refresh of the hourly rollup, s.")
     mqtt_buffer_size: int = Field(10_000, ge=1, description="Alerts kept through an MQTT outage.")
     fleet_summary_s: float = Field(5.0, gt=0, description="Period of the MQTT fleet summary, s.")
     mqtt_state_interval_s: float = Field(

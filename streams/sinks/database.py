@@ -6,15 +6,12 @@ a staging table, then ``INSERT … ON CONFLICT DO NOTHING``), so a replay after 
 rebalance changes no row. While the database is down the writer retries with backoff; past
 ``EVTWIN_SINK_RETRY_S`` it gives up and the runner offers the batch again later.
 
-The hourly rollup's refresh (plain PostgreSQL: the materialized view is recomputed from the whole
-table, seconds on a large one) runs on a connection of its own: on the writer's connection every
-batch waited behind it — in a 5-minute ``evtwin bench e2e`` at 10,000 packs (3 million rows, ~2 s
-per refresh) that was the telemetry→row p99 (4.8 s; the p50 0.7 s).
+On plain PostgreSQL the same statement adds the batch's new readings to the hourly rollup's sums
+(``ev_telemetry_hourly``; migration 0008); TimescaleDB keeps its continuous aggregate itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import ClassVar
 
 from prometheus_client import Counter
@@ -54,9 +51,6 @@ class DatabaseSink(Sink):
             raise SinkError("no database: set EVTWIN_DATABASE_URL or start the stack with `evtwin services`")
         self.writer = TimescaleWriter(endpoints.database_url, strategy=settings.sink_strategy,
                                       retry_for_s=settings.sink_retry_s)
-        self.rollup = TimescaleWriter(endpoints.database_url, retry_for_s=settings.sink_retry_s,
-                                      application_name="evtwin-sink-rollup")
-        self.rollup_refresh_s = settings.sink_rollup_refresh_s
         self.counters = CounterDeltas()
 
     def setup(self) -> None:
@@ -68,17 +62,13 @@ class DatabaseSink(Sink):
         else:
             self.writer.write_alerts(batch.records)
 
-    def timers(self) -> list[tuple[float, Callable[[], object]]]:
-        return [(self.rollup_refresh_s, self.rollup.refresh_rollup)]
-
     def report(self) -> None:
         for table, count in self.writer.rows_written.items():
             SINK_ROWS.labels(table).inc(self.counters.delta(table, count))
-        SINK_DB_ERRORS.inc(self.counters.delta("db_errors", self.writer.db_errors + self.rollup.db_errors))
+        SINK_DB_ERRORS.inc(self.counters.delta("db_errors", self.writer.db_errors))
 
     def close(self) -> None:
         self.writer.close()
-        self.rollup.close()
 
 
 __all__ = ["CounterDeltas", "DatabaseSink"]

@@ -48,7 +48,7 @@ def db_url(stack) -> Iterator[str]:  # type: ignore[no-untyped-def]
 
 def _sink(settings, db_url: str, app_id: str) -> subprocess.Popen[bytes]:  # type: ignore[no-untyped-def]
     env = cli_env(settings.state_dir, EVTWIN_DATABASE_URL=db_url, EVTWIN_METRICS_PORT="0",
-                  EVTWIN_SINK_APP_ID=app_id, EVTWIN_SINK_ROLLUP_REFRESH_S="2")
+                  EVTWIN_SINK_APP_ID=app_id)
     log = open(settings.state_dir / f"{app_id}.log", "wb")  # noqa: SIM115
     return subprocess.Popen(EVTWIN + ["sink"], env=env, cwd=REPO, stdout=log, stderr=log)
 

@@ -40,7 +40,6 @@ def dashboard_db(stack) -> Iterator[str]:  # type: ignore[no-untyped-def]
             alert("g-done", "BATTERY_00001", "OPENED", start + 600_000),
             alert("g-done", "BATTERY_00001", "RESOLVED", start + 600_000, start + 900_000),
         ]) == 2
-        assert writer.refresh_rollup()
     pairs = [(r["timestamp"], r["battery_id"], r["event_id"], r["rul_cycles"], r["rul_p10"], r["rul_p90"],
               r["rul_cycles"] + 30.0, 30.0, r["rul_cycles"] + 30.0 <= r["rul_p90"], False, "none", None)
              for r in rows]

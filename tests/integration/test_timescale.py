@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,7 +20,6 @@ from connectors.migrator import (
     MigrationError,
     load_migrations,
     migrate,
-    refresh_rollup,
 )
 from connectors.sink_bench import make_predictions, run_sink_bench
 from connectors.timescale import DatabaseError, TimescaleWriter
@@ -89,7 +87,8 @@ def test_migrate_builds_the_plain_postgresql_layout_once(stack) -> None:  # type
             rows = conn.execute("SELECT version, flavour FROM schema_migrations ORDER BY 1").fetchall()
             kinds = dict(conn.execute(
                 "SELECT relname, relkind::text FROM pg_class WHERE relname IN "
-                "('ev_telemetry', 'ev_alerts', 'battery_state', 'ev_telemetry_hourly')").fetchall())
+                "('ev_telemetry', 'ev_alerts', 'battery_state', 'ev_telemetry_hourly', "
+                "'ev_telemetry_hourly_sums')").fetchall())
             brin = conn.execute("SELECT indexdef FROM pg_indexes WHERE indexname = "
                                 "'ev_telemetry_time_brin'").fetchone()
             pk = conn.execute("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE "
@@ -99,7 +98,7 @@ def test_migrate_builds_the_plain_postgresql_layout_once(stack) -> None:  # type
         assert second.applied == [] and second.current_version == versions[-1]
         assert rows == [(v, "postgresql") for v in versions]
         assert kinds == {"ev_telemetry": "r", "ev_alerts": "r", "battery_state": "r",
-                         "ev_telemetry_hourly": "m"}
+                         "ev_telemetry_hourly": "v", "ev_telemetry_hourly_sums": "r"}
         assert brin is not None and "USING brin" in brin[0]
         assert pk == ("PRIMARY KEY (\"time\", battery_id)",)
     finally:
@@ -237,32 +236,52 @@ def test_an_alert_episode_opens_resolves_once_and_ignores_replays(writer: Timesc
 
 # --- rollup and benchmark --------------------------------------------------------------------------
 
-def test_refresh_rollup_aggregates_per_battery_and_hour(writer: TimescaleWriter, db_url: str) -> None:
+# The hourly rollup as the materialized view of migration 0003 computed it from the whole table.
+ROLLUP_FROM_TABLE = """
+SELECT date_bin(INTERVAL '1 hour', time, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket, battery_id,
+       count(*), avg(soc), min(soc), max(soc), avg(soh), min(soh), avg(voltage), avg(current),
+       avg(temperature), max(temperature), max(charge_cycles), avg(power_consumption),
+       avg(rul_prediction), avg(rul_p10), avg(rul_p90), avg(failure_probability),
+       max(failure_probability), max(anomaly_score)
+FROM ev_telemetry GROUP BY 1, 2 ORDER BY 1, 2"""
+
+
+def _rollup(url: str, schema: str = "public") -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """(the rollup view, the same figures computed from the table), rounded past float noise."""
+    def rounded(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        return [tuple(round(v, 9) if isinstance(v, float) else v for v in row) for row in rows]
+
+    with psycopg.connect(url, options=f"-c search_path={schema},public") as conn:
+        view = conn.execute("SELECT * FROM ev_telemetry_hourly ORDER BY 1, 2").fetchall()
+        table = conn.execute(ROLLUP_FROM_TABLE).fetchall()
+    return rounded(view), rounded(table)
+
+
+def test_the_hourly_rollup_follows_every_batch_without_a_refresh(writer: TimescaleWriter, db_url: str) -> None:
     t0 = ms(datetime(2025, 10, 26, 9, 59, tzinfo=UTC))
     writer.write_predictions([prediction("HR_1", t0 + i * 30_000, soc=float(i), seq=i) for i in range(6)])
-    assert writer.refresh_rollup() is True
     with psycopg.connect(db_url) as conn:
-        rows = conn.execute("SELECT bucket, samples, soc_min, soc_max FROM ev_telemetry_hourly "
+        rows = conn.execute("SELECT bucket, samples, soc_min, soc_max, soc_avg FROM ev_telemetry_hourly "
                             "WHERE battery_id = 'HR_1' ORDER BY 1").fetchall()
-        assert refresh_rollup(conn) is True  # again, with a plain connection
     nine, ten = (datetime(2025, 10, 26, h, tzinfo=UTC) for h in (9, 10))
-    assert rows == [(nine, 2, 0.0, 1.0), (ten, 4, 2.0, 5.0)]
+    assert rows == [(nine, 2, 0.0, 1.0, 0.5), (ten, 4, 2.0, 5.0, 3.5)]
 
 
-def test_the_rollup_refresh_takes_a_bounded_share_of_the_time(db_url: str) -> None:
-    """A refresh reads the whole table: after one that took t, the writer skips refreshes for
-    (ROLLUP_SHARE - 1) t, so a growing table cannot take the sink's time."""
-    from connectors.timescale import ROLLUP_SHARE
-
-    with TimescaleWriter(db_url) as writer:
-        started = time.monotonic()
-        assert writer.refresh_rollup() is True
-        took = time.monotonic() - started
-        if time.monotonic() < started + (ROLLUP_SHARE - 1) * took * 0.9:  # not descheduled meanwhile
-            assert writer.refresh_rollup() is False  # too soon: skipped
-        time.sleep(ROLLUP_SHARE * took + 0.05)
-        assert writer.refresh_rollup() is True
-
+@pytest.mark.parametrize("strategy", ["copy", "executemany"])
+def test_the_hourly_rollup_equals_the_table_through_replays_and_late_rows(db_url: str, strategy: str) -> None:
+    """Every figure of the view equals what a GROUP BY over ev_telemetry gives (what the
+    materialized view held after a refresh) — after replayed batches, duplicates inside a batch
+    and readings arriving late for an hour already summed."""
+    schema = f"rollup_{strategy}"
+    rows = make_predictions(1200, batteries=7, start_ms=ms(datetime(2025, 10, 27, 22, 40, tzinfo=UTC)),
+                            step_ms=20_000)
+    with TimescaleWriter(db_url, strategy=strategy, schema=schema) as w:
+        assert w.write_predictions(rows[200:900] + rows[300:400]) == 700  # duplicates inside a batch
+        assert w.write_predictions(rows[200:900]) == 0  # a replay adds nothing
+        assert w.write_predictions(rows[:300] + rows[850:]) == 500  # late and new readings
+    view, table = _rollup(db_url, schema)
+    assert len(view) > 7 and sum(r[2] for r in view) == 1200
+    assert view == table
 
 @pytest.mark.parametrize("strategy", ["copy", "executemany"])
 def test_sink_bench_writes_every_row_and_cleans_up(db_url: str, strategy: str) -> None:
@@ -285,43 +304,3 @@ def test_migration_files_missing_from_an_install_is_one_clear_error(tmp_path: An
     with pytest.raises(MigrationError, match="one file per flavour"):
         load_migrations(tmp_path)
 
-
-def test_batches_are_written_while_a_rollup_refresh_is_in_progress(db_url: str, tmp_path: Any) -> None:
-    """The refresh reads the whole table (seconds on a large one); batches must not wait for it.
-    Here the refresh is held on the lock of another session's refresh, whose transaction stays
-    open; a batch written meanwhile lands at once."""
-    from connectors.endpoints import Endpoints
-    from streams.settings import Settings
-    from streams.sinks.base import SinkBatch
-    from streams.sinks.database import DatabaseSink
-    from streams.topics import PREDICTIONS
-
-    sink = DatabaseSink(Settings(state_dir=tmp_path, sink_retry_s=10),
-                        Endpoints(kafka_bootstrap_servers="unused:9092", database_url=db_url, mqtt_url=None,
-                                  schema_registry_url=None, mlflow_tracking_uri=None))
-    sink.setup()
-    (interval, refresh), = sink.timers()
-    t0 = ms(datetime(2025, 11, 2, 8, 0, tzinfo=UTC))
-    with psycopg.connect(db_url) as holder:
-        holder.execute("REFRESH MATERIALIZED VIEW ev_telemetry_hourly")  # its lock: until commit
-        refreshing = threading.Thread(target=refresh)
-        refreshing.start()
-        try:
-            time.sleep(0.3)
-            assert refreshing.is_alive()  # waiting for the lock
-            batch = SinkBatch(PREDICTIONS, [prediction("RF_1", t0 + i * 1000, seq=i) for i in range(5)])
-            writing = threading.Thread(target=sink.write, args=(batch,), daemon=True)
-            writing.start()
-            writing.join(10)
-            written = not writing.is_alive()
-            assert refreshing.is_alive()  # still waiting: the batch did not wait for it to end
-        finally:
-            holder.commit()
-            refreshing.join(30)
-            writing.join(30)
-    assert written, "the batch waited for the rollup refresh"
-    assert not refreshing.is_alive()
-    with psycopg.connect(db_url) as conn:
-        assert conn.execute("SELECT count(*) FROM ev_telemetry WHERE battery_id = 'RF_1'").fetchone() == (5,)
-    assert sink.rollup.db_errors == 0 and sink.writer.db_errors == 0
-    sink.close()
