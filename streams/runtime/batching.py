@@ -167,7 +167,7 @@ class BatchingConsumer(aiokafka_driver.Consumer):
 
     @property
     def batch_channels(self) -> dict[str, Any]:
-        """Topic name -> channel receiving ``list[Message]`` per fetch (see deliver_in_batches)."""
+        """Topic name -> channel receiving a :class:`Fetch` per fetch (see deliver_in_batches)."""
         return cast(TwinApp, self.app).batch_channels
 
     def ack_fetch(self, fetch: Fetch) -> None:
