@@ -99,7 +99,7 @@ def detect_flavour(conn: psycopg.Connection) -> str:
     ).fetchone()
     if row is None:
         log.info("database: TimescaleDB is not available; using plain PostgreSQL tables, a BRIN "
-                 "index and a materialized hourly rollup")
+                 "index and an hourly rollup kept by each batch")
         return "postgresql"
     if row[0] is None:
         try:

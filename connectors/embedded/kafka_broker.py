@@ -76,7 +76,7 @@ def idle_autosave(pid: int, idle: bool = True, thread_name: str = "autosave") ->
                 continue
             os.sched_setscheduler(tid, os.SCHED_IDLE if idle else os.SCHED_OTHER, os.sched_param(0))
         except OSError as exc:  # the thread ended, or the system refuses: run as before
-            log.debug("could not lower the priority of thread %s of %s: %s", tid, pid, exc)
+            log.debug("could not change the priority of thread %s of %s: %s", tid, pid, exc)
             continue
         changed.append(tid)
     return changed

@@ -27,7 +27,7 @@ from tests.support.sink_records import alert, ms
 @pytest.fixture(scope="module")
 def dashboard_db(stack) -> Iterator[str]:  # type: ignore[no-untyped-def]
     """A fresh database filled by the sinks: 3 packs, a reading every 30 s for the last 2 hours,
-    one open and one resolved alert; the hourly rollup refreshed; each reading joined with a
+    one open and one resolved alert (the hourly rollup follows the writes); each reading joined with a
     ground truth by the accuracy job's writer (5-minute buckets), one pack with a detected fault."""
     url = fresh_database(stack[1].database_url, "evtwin_grafana")
     now = datetime.now(UTC)
