@@ -132,23 +132,16 @@ def mqtt_endpoint(url: str) -> MqttEndpoint:
                         tls=tls, **files)
 
 
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):  # numpy scalars
-        return value.item()
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return str(value)
-
-
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 
 def _encode(payload: Mapping[str, Any]) -> bytes:
     """Compact JSON of a message: orjson, 0.65 µs for a prediction against 12.8 µs with the
     standard library's encoder (20 fields; the bridge encodes up to 5,000 a second at 10,000
-    packs). Same bytes for finite numbers; NaN and infinities become ``null`` (valid JSON, where
-    ``json`` writes ``NaN``)."""
-    return orjson.dumps(payload, default=_json_default, option=_JSON_OPTIONS)
+    packs). Same numbers as ``json`` for finite ones; NaN and infinities become ``null`` (valid
+    JSON, where ``json`` writes ``NaN``). numpy scalars, datetimes and UUIDs are orjson's own;
+    anything else becomes its text."""
+    return orjson.dumps(payload, default=str, option=_JSON_OPTIONS)
 
 
 class MqttPublisher:

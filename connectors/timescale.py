@@ -242,9 +242,7 @@ class TimescaleWriter:
         return n
 
     def _count(self, cur: psycopg.Cursor[Any], table: str) -> int:
-        n = max(cur.rowcount, 0)
-        self._pending[table] = self._pending.get(table, 0) + n
-        return n
+        return self._add(table, max(cur.rowcount, 0))
 
     # --- connection and retries --------------------------------------------------------------
 

@@ -207,7 +207,7 @@ def ground_truth_params(rows: Iterable[Mapping[str, Any]]) -> list[tuple[Any, ..
 
 __all__ = [
     "COPY_STAGE", "CREATE_STAGE", "INSERT_FROM_STAGE", "INSERT_FROM_STAGE_ROLLUP", "INSERT_VALUES",
-    "INSERT_VALUES_ROLLUP", "PREDICTION_FIELDS", "ROLLUP_SUMS", "with_rollup",
+    "INSERT_VALUES_ROLLUP", "PREDICTION_FIELDS", "ROLLUP_SUMS",
     "INSERT_GROUND_TRUTH", "STAGE_PG_TYPES", "STAGE_TABLE", "STATE_FROM_STAGE", "STATE_VALUES",
     "TABLE_COLUMNS", "UPSERT_ALERT", "alert_params", "ground_truth_params", "latest_per_battery", "millis", "prediction_tuples",
     "without_seq",

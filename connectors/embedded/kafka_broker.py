@@ -55,7 +55,7 @@ def idle_autosave(pid: int, idle: bool = True, thread_name: str = "autosave") ->
     is ~1 GB after a minute, and the thread takes whatever CPU the scheduler gives it — measured
     with ``evtwin bench e2e`` on 2 cores, the broker used 0.35–0.43 of a core, most of it this
     thread, against the score workers and sinks it serves. At idle priority the broker used 0.14
-    in the same run. What it costs: the file is written less often under load, so a broker
+    in a run like it. What it costs: the file is written less often under load, so a broker
     *restart* under load loses more of the last seconds (noida-db loses unsaved records on a
     restart either way; a real Kafka or Redpanda writes its log as records arrive). Before the
     broker is stopped its priority is normal again, so that its last save is not starved by the

@@ -8,9 +8,9 @@ packs losing capacity within minutes.
 In real time a tick's readings are sent in ``slices`` parts spread evenly over the tick, each
 stamped when it is sent (a pack stays in its part, give or take the packs whose link is down, so it
 still reports every ``1 / rate`` s): the packs of a real fleet report at their own phase, not all
-at the same instant. With one part the
-whole fleet arrives as one burst, and every stage downstream has to take it at once — at 10,000
-packs on 2 cores, the last reading of each burst waited ~1 s before the first stage got to it.
+at the same instant. With one part the whole fleet arrives as one burst, and every stage downstream
+has to take it at once: at 10,000 packs on 2 cores (``evtwin bench e2e``, 5 minutes), telemetry→row
+p50 605 ms in one part, 310–410 ms in ten.
 """
 
 from __future__ import annotations

@@ -210,8 +210,8 @@ def _wait_joined(watch: GroupWatch, members: dict[str, int], procs: list[subproc
 
 
 def run_e2e_bench(model_dir: Path, batteries: int, rate_hz: float, seconds: float, workers: int,
-                  partitions: int, warmup_s: float = 30.0, ground_truth: bool = False,
-                  slices: int = 10, progress: Any = print) -> dict[str, Any]:
+                  partitions: int, warmup_s: float = 30.0, ground_truth: bool = False, *,
+                  slices: int, progress: Any = print) -> dict[str, Any]:
     """Run the pipeline for ``warmup_s`` + ``seconds`` at ``batteries`` × ``rate_hz`` events/s on a
     fresh embedded stack; return one flat result object (see the module docstring). With
     ``ground_truth`` the simulator also publishes the true state (one more record per event)."""
@@ -313,29 +313,25 @@ def _read_table(conn: Any, w0: float, w1: float) -> dict[str, Any]:
     """Rows, distinct events, rows committed in [w0, w1] and their latency percentiles, also per
     :data:`TIMELINE_S` of the window (where a tail comes from: a stall, or a backlog growing)."""
     rows, distinct = conn.execute("SELECT count(*), count(DISTINCT event_id) FROM ev_telemetry").fetchone()
-    committed, p50, p99 = conn.execute(
+    # One pass over the window's rows: the whole window (slot NULL) and each slot.
+    found = conn.execute(
         """
-        WITH c AS (SELECT pg_xact_commit_timestamp(xmin) AS committed, time FROM ev_telemetry)
-        SELECT count(*),
-               percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM committed - time)),
-               percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM committed - time))
-        FROM c WHERE committed >= to_timestamp(%s) AND committed < to_timestamp(%s)
-        """, (w0, w1)).fetchone()
+        WITH c AS (SELECT floor((extract(epoch FROM committed) - %s) / %s)::int AS slot,
+                          extract(epoch FROM committed - time) AS latency
+                   FROM (SELECT pg_xact_commit_timestamp(xmin) AS committed, time FROM ev_telemetry) t
+                   WHERE committed >= to_timestamp(%s) AND committed < to_timestamp(%s))
+        SELECT slot, count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY latency),
+               percentile_cont(0.99) WITHIN GROUP (ORDER BY latency), max(latency)
+        FROM c GROUP BY GROUPING SETS ((slot), ()) ORDER BY slot NULLS FIRST
+        """, (w0, TIMELINE_S, w0, w1)).fetchall()
+    _, committed, p50, p99, _ = found[0]  # the whole window (one row even when it is empty)
     if committed and p50 is None:
         raise BenchError("PostgreSQL does not track commit timestamps (track_commit_timestamp=off)")
-    timeline = conn.execute(
-        """
-        WITH c AS (SELECT pg_xact_commit_timestamp(xmin) AS committed, time FROM ev_telemetry)
-        SELECT floor((extract(epoch FROM committed) - %s) / %s)::int AS slot,
-               percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM committed - time)),
-               max(extract(epoch FROM committed - time))
-        FROM c WHERE committed >= to_timestamp(%s) AND committed < to_timestamp(%s)
-        GROUP BY slot ORDER BY slot
-        """, (w0, TIMELINE_S, w0, w1)).fetchall()
+    slots = found[1:]
     return {"rows": rows, "distinct_events": distinct, "committed_in_window": committed,
             "p50_ms": float(p50 or float("nan")) * 1000, "p99_ms": float(p99 or float("nan")) * 1000,
-            "p99_ms_per_slot": [round(float(p) * 1000) for _, p, _ in timeline],
-            "max_ms_per_slot": [round(float(m) * 1000) for _, _, m in timeline]}
+            "p99_ms_per_slot": [round(float(p) * 1000) for _, _, _, p, _ in slots],
+            "max_ms_per_slot": [round(float(m) * 1000) for _, _, _, _, m in slots]}
 
 
 __all__ = ["run_e2e_bench"]
