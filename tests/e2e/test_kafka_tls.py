@@ -17,17 +17,15 @@ import pytest
 
 from connectors import kafka
 from connectors.embedded.kafka_broker import tansu_binary
-from connectors.endpoints import Endpoints
 from connectors.kafka import KafkaSecurity
-from streams.runtime.codecs import codec_for
-from streams.topics import PREDICTIONS, topic_specs
+from streams.topics import topic_specs
 from tests.support.certs import make_ca_and_server_cert
 from tests.support.cli import EVTWIN, cli_env, run_cli
 from tests.support.paths import REPO
 from tests.support.receivers import free_port
 from tests.support.simulate import simulate
 from tests.support.tls_proxy import TlsTerminator
-from tests.support.topic_reader import read_topic
+from tests.support.topic_reader import prediction_ids
 
 PARTITIONS = 3
 
@@ -74,7 +72,7 @@ def test_a_worker_scores_over_tls_and_a_wrong_ca_is_refused(tls_kafka, trained_m
     worker = subprocess.Popen(EVTWIN + ["worker"], env=env, cwd=REPO, stdout=log, stderr=log)
     try:
         ids = simulate(bootstrap, f"TLS{uuid.uuid4().hex[:5]}_", 20, 400, seed=5)
-        scored = _prediction_ids(bootstrap, set(ids), timeout=120)
+        scored = prediction_ids(bootstrap, set(ids), timeout=120)
         assert worker.poll() is None, (state_dir / "worker.log").read_text()[-3000:]
         assert scored == set(ids), f"{len(scored)} of {len(ids)} scored; " + \
             (state_dir / "worker.log").read_text()[-3000:]
@@ -88,18 +86,3 @@ def test_a_worker_scores_over_tls_and_a_wrong_ca_is_refused(tls_kafka, trained_m
     assert bad.returncode == 1
     err = bad.stderr.strip().splitlines()[-1]
     assert "certificate verify failed" in err and "EVTWIN_KAFKA_SASL_*/SSL_*" in err, bad.stderr
-
-
-def _prediction_ids(bootstrap: str, want: set[str], timeout: float) -> set[str]:
-    """Event ids of the predictions for ``want``, read from the beginning over TLS."""
-    ep = Endpoints(kafka_bootstrap_servers=bootstrap, database_url=None, mqtt_url=None,
-                   schema_registry_url=None, mlflow_tracking_uri=None)
-    codec = codec_for(PREDICTIONS, ep)
-    seen: set[str] = set()
-
-    def done(found: list) -> bool:  # type: ignore[type-arg]
-        seen.add(codec.decode(found[-1].value())["event_id"])
-        return want <= seen
-
-    read_topic(bootstrap, PREDICTIONS, lambda m: True, 10**9, timeout, done)
-    return seen & want

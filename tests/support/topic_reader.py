@@ -30,3 +30,23 @@ def read_topic(bootstrap: str, topic: str, keep, want: int, timeout: float = 30.
         return found
     finally:
         consumer.close()
+
+
+def prediction_ids(bootstrap: str, want: set[str], timeout: float) -> set[str]:
+    """Event ids of the predictions for ``want`` (read from the beginning with the process's Kafka
+    security) that are on the predictions topic within ``timeout``."""
+    from connectors.endpoints import Endpoints
+    from streams.runtime.codecs import codec_for
+    from streams.topics import PREDICTIONS
+
+    ep = Endpoints(kafka_bootstrap_servers=bootstrap, database_url=None, mqtt_url=None,
+                   schema_registry_url=None, mlflow_tracking_uri=None)
+    codec = codec_for(PREDICTIONS, ep)
+    seen: set[str] = set()
+
+    def done(found: list) -> bool:  # type: ignore[type-arg]
+        seen.add(codec.decode(found[-1].value())["event_id"])
+        return want <= seen
+
+    read_topic(bootstrap, PREDICTIONS, lambda m: True, 10**9, timeout, done)
+    return seen & want
