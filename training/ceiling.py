@@ -8,9 +8,15 @@ and reports the held-out R² of each:
 - ``rul_r2_history``: plus what a stream could keep per battery, causally (running means of the
   stress: temperature, abs C-rate, SoC, DC-charging share; least-squares slope of SoH over EFC);
 - ``rul_r2_true_soh`` (oracle): the simulator's true SoH in place of the BMS estimate;
-- ``rul_r2_true_soh_future_usage`` (oracle): that, plus the battery's *future* EFC per day.
+- ``rul_r2_true_soh_history`` (oracle): that, plus the same causal history computed on the true
+  SoH — the best a twin could do if its BMS told the truth;
+- ``rul_r2_true_soh_future_usage`` (oracle): the true SoH plus the battery's *future* EFC per day.
 
 The oracles are not available to any model; they bound what better features could give.
+
+With ``--train-dataset TRAIN`` the split is the quality bar's: the models are fitted on TRAIN's
+training and calibration batteries (``evtwin train``'s split) and scored on every battery of the
+dataset, a fleet of another seed; without it, on the dataset's own battery-level split.
 
 For the fault detector it reports which fault readings carry no trace a single reading could show:
 a link dropout (the fault removes readings, it does not alter them) and a failed cooling loop in a
@@ -68,11 +74,35 @@ def future_cycles_per_day(frame: pd.DataFrame, rul: np.ndarray) -> np.ndarray:
     return (rul / days_left).astype(np.float32)
 
 
-def _r2(X: np.ndarray, data: TrainingData, train: np.ndarray, test: np.ndarray, hp: HyperParams) -> float:
+def rul_inputs(data: TrainingData) -> dict[str, np.ndarray]:
+    """The input matrices of the RUL variants (see the module docstring), one row per reading."""
+    X, frame = data.X, data.frame
+    true_soh = X.copy()
+    true_soh[:, SOH] = frame["true_soh"].to_numpy(dtype=np.float32)
+    return {
+        "rul_r2_model": X,
+        "rul_r2_history": np.column_stack([X, history_features(X, data.groups)]),
+        "rul_r2_true_soh": true_soh,
+        "rul_r2_true_soh_history": np.column_stack([true_soh, history_features(true_soh, data.groups)]),
+        "rul_r2_true_soh_future_usage": np.column_stack([true_soh, future_cycles_per_day(frame, data.rul)]),
+    }
+
+
+def _r2(fit_X: np.ndarray, fit_rul_: np.ndarray, test_X: np.ndarray, test_rul: np.ndarray,
+        hp: HyperParams) -> float:
     from sklearn.metrics import r2_score
 
-    model = fit_rul(X[train], data.rul[train], hp)
-    return float(r2_score(data.rul[test], predict_rul(model, X[test], hp.rul_log)[:, 1]))
+    model = fit_rul(fit_X, fit_rul_, hp)
+    return float(r2_score(test_rul, predict_rul(model, test_X, hp.rul_log)[:, 1]))
+
+
+def _generated(path: Path) -> TrainingData:
+    from training.errors import TrainingDataError
+
+    data = load(path)
+    if data.kind != "ev_fleet":
+        raise TrainingDataError(f"{path}: the ceiling needs the generated dataset's ground truth (true SoH, faults)")
+    return data
 
 
 def traceless(frame: pd.DataFrame) -> np.ndarray:
@@ -82,26 +112,24 @@ def traceless(frame: pd.DataFrame) -> np.ndarray:
     return (fault == "sensor_dropout") | ((fault == "cooling_failure") & cool_off)
 
 
-def ceiling_report(dataset: Path, hp: HyperParams | None = None, seed: int = 0) -> dict[str, Any]:
-    """Fit and score the variants on ``dataset`` (a generated ``ev_fleet`` dataset)."""
-    from training.errors import TrainingDataError
-
+def ceiling_report(dataset: Path, hp: HyperParams | None = None, seed: int = 0,
+                   train_dataset: Path | None = None) -> dict[str, Any]:
+    """Fit and score the variants on ``dataset`` (a generated ``ev_fleet`` dataset); with
+    ``train_dataset``, fit on that dataset's training batteries and score all of ``dataset``."""
     hp = hp or CEILING_HP
-    data = load(dataset)
-    if data.kind != "ev_fleet":
-        raise TrainingDataError("the ceiling needs the generated dataset's ground truth (true SoH, faults)")
-    split = split_rows(data.groups, seed=seed, strata=data.anomaly)
-    train, test = np.concatenate([split.train, split.calib]), split.test
-    X, frame = data.X, data.frame
-    true_soh = X.copy()
-    true_soh[:, SOH] = frame["true_soh"].to_numpy(dtype=np.float32)
-    metrics = {
-        "rul_r2_model": _r2(X, data, train, test, hp),
-        "rul_r2_history": _r2(np.column_stack([X, history_features(X, data.groups)]), data, train, test, hp),
-        "rul_r2_true_soh": _r2(true_soh, data, train, test, hp),
-        "rul_r2_true_soh_future_usage": _r2(
-            np.column_stack([true_soh, future_cycles_per_day(frame, data.rul)]), data, train, test, hp),
-    }
+    data = _generated(dataset)
+    frame = data.frame
+    inputs = rul_inputs(data)
+    if train_dataset is None:
+        split = split_rows(data.groups, seed=seed, strata=data.anomaly)
+        train, test = np.concatenate([split.train, split.calib]), split.test
+        metrics = {key: _r2(X[train], data.rul[train], X[test], data.rul[test], hp) for key, X in inputs.items()}
+    else:
+        fit_data = _generated(train_dataset)
+        split = split_rows(fit_data.groups, seed=seed, strata=fit_data.anomaly)
+        train, test = np.concatenate([split.train, split.calib]), np.arange(len(frame))
+        metrics = {key: _r2(X[train], fit_data.rul[train], inputs[key], data.rul, hp)
+                   for key, X in rul_inputs(fit_data).items()}
     fault = frame["fault"].to_numpy(dtype=object) != "none"
     hidden = traceless(frame)
     metrics["fault_readings_traceless_fraction"] = float(hidden[fault].mean())
@@ -110,8 +138,8 @@ def ceiling_report(dataset: Path, hp: HyperParams | None = None, seed: int = 0) 
     not_started = positive & ~fault & _fault_ahead(frame)
     metrics["failure_positives_traceless_fraction"] = float((hidden | not_started)[positive].mean())
     metrics["fault_packs_detectable_ceiling"] = detectable_fault_packs(frame)
-    return {"dataset": str(dataset), "rows": int(len(frame)), "test_batteries": int(len(np.unique(data.groups[test]))),
-            "metrics": metrics}
+    return {"dataset": str(dataset), "train_dataset": str(train_dataset) if train_dataset else None,
+            "rows": int(len(frame)), "test_batteries": int(len(np.unique(data.groups[test]))), "metrics": metrics}
 
 
 def detectable_fault_packs(frame: pd.DataFrame) -> float:
@@ -135,4 +163,4 @@ def _fault_ahead(frame: pd.DataFrame) -> np.ndarray:
 
 
 __all__ = ["CEILING_HP", "ceiling_report", "detectable_fault_packs", "future_cycles_per_day", "history_features",
-           "traceless"]
+           "rul_inputs", "traceless"]

@@ -90,7 +90,8 @@ def test_evaluate_ceiling_reports_what_the_data_allows(dataset: Path, capsys: py
     monkeypatch.setattr("training.ceiling.CEILING_HP", HyperParams(rul_trees=60, rul_depth=6, nthread=1))
     assert _run(["evaluate", "--dataset", str(dataset), "--ceiling", "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)["metrics"]
-    for key in ("rul_r2_model", "rul_r2_history", "rul_r2_true_soh", "rul_r2_true_soh_future_usage"):
+    for key in ("rul_r2_model", "rul_r2_history", "rul_r2_true_soh", "rul_r2_true_soh_history",
+                "rul_r2_true_soh_future_usage"):
         assert -1.0 < metrics[key] <= 1.0, key
     # the oracles know more than any model input: they do at least as well (small data: some slack)
     assert metrics["rul_r2_true_soh_future_usage"] > metrics["rul_r2_model"] - 0.02
@@ -98,6 +99,27 @@ def test_evaluate_ceiling_reports_what_the_data_allows(dataset: Path, capsys: py
     assert 0.5 < metrics["anomaly_auroc_ceiling"] < 1.0
     assert 0.0 <= metrics["failure_positives_traceless_fraction"] < 1.0
     assert 0.0 < metrics["fault_packs_detectable_ceiling"] <= 1.0
+
+
+def test_the_ceiling_across_seeds_fits_on_one_fleet_and_scores_all_of_another(
+        dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from training import data
+
+    monkeypatch.setattr("training.ceiling.CEILING_HP", HyperParams(rul_trees=60, rul_depth=6, nthread=1))
+    other = tmp_path / "ev_fleet.parquet"
+    data.generate(16, seed=4, quick=True).frame.to_parquet(other, index=False)
+    assert _run(["evaluate", "--dataset", str(other), "--ceiling", "--train-dataset", str(dataset), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["train_dataset"] == str(dataset) and report["test_batteries"] == 16
+    metrics = report["metrics"]
+    assert len([key for key in metrics if key.startswith("rul_r2_")]) == 5
+    assert set(metrics) >= {"rul_r2_model", "rul_r2_true_soh_history", "fault_packs_detectable_ceiling"}
+    # fitted on the first fleet, every variant predicts the other fleet better than its own mean RUL
+    assert all(0.0 < metrics[key] <= 1.0 for key in metrics if key.startswith("rul_r2_")), metrics
+
+    # --train-dataset belongs to the ceiling: a clear error without it
+    with pytest.raises(CliError, match="--train-dataset applies to --ceiling only"):
+        _run(["evaluate", "--dataset", str(other), "--train-dataset", str(dataset)])
 
 
 def test_a_failed_loop_that_never_ran_warm_is_counted_as_undetectable() -> None:
