@@ -15,8 +15,9 @@ and reports the held-out R² of each:
 The oracles are not available to any model; they bound what better features could give.
 
 With ``--train-dataset TRAIN`` the split is the quality bar's: the models are fitted on TRAIN's
-training and calibration batteries (``evtwin train``'s split) and scored on every battery of the
-dataset, a fleet of another seed; without it, on the dataset's own battery-level split.
+training and calibration batteries (all but the batteries ``evtwin train`` holds out for its test)
+and scored on every battery of the dataset, a fleet of another seed; without it, on the dataset's
+own battery-level split.
 
 For the fault detector it reports which fault readings carry no trace a single reading could show:
 a link dropout (the fault removes readings, it does not alter them) and a failed cooling loop in a

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,8 +19,7 @@ from streams.topics import topic_specs
 from tests.support.cli import EVTWIN, cli_env
 from tests.support.paths import REPO
 from tests.support.scram_proxy import ScramTerminator, scram_kafka
-from tests.support.simulate import simulate
-from tests.support.topic_reader import prediction_ids
+from tests.support.worker_check import assert_worker_scores_everything
 
 PARTITIONS = 3
 PASSWORD = "a-long-kafka-password"
@@ -47,22 +45,10 @@ def test_a_worker_scores_over_scram(scram_listener: tuple[str, ScramTerminator],
                   EVTWIN_KAFKA_SASL_USERNAME="twin", EVTWIN_KAFKA_SASL_PASSWORD=PASSWORD,
                   EVTWIN_TOPIC_PARTITIONS=str(PARTITIONS), EVTWIN_MODEL_DIR=str(trained_model),
                   EVTWIN_APP_ID=f"scram-{os.getpid()}", EVTWIN_METRICS_PORT="0")
-    before = len(terminator.logins)
-    log = open(state_dir / "worker.log", "wb")  # noqa: SIM115
-    worker = subprocess.Popen(EVTWIN + ["worker"], env=env, cwd=REPO, stdout=log, stderr=log)
-    try:
-        ids = simulate(bootstrap, f"SCRAM{uuid.uuid4().hex[:5]}_", 20, 400, seed=5)
-        scored = prediction_ids(bootstrap, set(ids), timeout=120)
-        assert worker.poll() is None, (state_dir / "worker.log").read_text()[-3000:]
-        assert scored == set(ids), f"{len(scored)} of {len(ids)} scored; " + \
-            (state_dir / "worker.log").read_text()[-3000:]
-    finally:
-        worker.terminate()
-        worker.wait(timeout=30)
-        log.close()
-    # The worker's own connections logged in (it is the only client between `before` and the
-    # simulator's, whose login is librdkafka's), and nothing was refused.
-    assert len(terminator.logins) - before >= 3, terminator.logins
+    assert_worker_scores_everything(bootstrap, env, state_dir, "SCRAM")
+    # The worker's own connections (aiokafka, client id faust-…) logged in, and nothing was refused.
+    assert any(login.accepted and login.client_id.startswith("faust") for login in terminator.logins), \
+        terminator.logins
     assert all(login.accepted and login.user == "twin" for login in terminator.logins)
 
     # The same worker with a wrong password: it stops, and says why in one line.

@@ -8,24 +8,20 @@ plain Kafka or TLS without a client certificate gets nowhere."""
 from __future__ import annotations
 
 import os
-import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from connectors import kafka
-from connectors.embedded.kafka_broker import tansu_binary
 from connectors.kafka import KafkaSecurity
 from streams.topics import topic_specs
 from tests.support.certs import make_ca_and_server_cert
-from tests.support.cli import EVTWIN, cli_env, run_cli
-from tests.support.paths import REPO
+from tests.support.cli import cli_env, run_cli
 from tests.support.receivers import free_port
-from tests.support.simulate import simulate
+from tests.support.relay import hidden_tansu
 from tests.support.tls_proxy import TlsTerminator
-from tests.support.topic_reader import prediction_ids
+from tests.support.worker_check import assert_worker_scores_everything
 
 PARTITIONS = 3
 
@@ -35,18 +31,12 @@ def tls_kafka(state_dir: Path) -> Iterator[tuple[str, dict[str, Path]]]:
     """``(bootstrap, certificate paths)`` of a broker reachable over mutual TLS only: Tansu listens
     in the clear on a port nobody is told about and advertises the terminator's port."""
     certs = make_ca_and_server_cert(state_dir)
-    inner, outer = free_port(), free_port()
-    log = open(state_dir / "tansu.log", "wb")  # noqa: SIM115
-    broker = subprocess.Popen([str(tansu_binary()), "broker", "--listener-url", f"tcp://127.0.0.1:{inner}",
-                               "--advertised-listener-url", f"tcp://127.0.0.1:{outer}",
-                               "--storage-engine", "memory://tansu/"], stdout=log, stderr=log)
+    outer = free_port()
     try:
-        with TlsTerminator(outer, inner, certs["cert"], certs["key"], client_ca=certs["ca"]):
+        with hidden_tansu(state_dir, outer) as inner, \
+                TlsTerminator(outer, inner, certs["cert"], certs["key"], client_ca=certs["ca"]):
             yield f"127.0.0.1:{outer}", certs
     finally:
-        broker.kill()
-        broker.wait()
-        log.close()
         kafka.use_security(KafkaSecurity())
 
 
@@ -68,18 +58,7 @@ def test_a_worker_scores_over_tls_and_a_wrong_ca_is_refused(tls_kafka, trained_m
                   EVTWIN_KAFKA_SSL_KEY_FILE=str(certs["client_key"]), EVTWIN_TOPIC_PARTITIONS=str(PARTITIONS),
                   EVTWIN_MODEL_DIR=str(trained_model), EVTWIN_APP_ID=f"tls-{os.getpid()}",
                   EVTWIN_METRICS_PORT="0")
-    log = open(state_dir / "worker.log", "wb")  # noqa: SIM115
-    worker = subprocess.Popen(EVTWIN + ["worker"], env=env, cwd=REPO, stdout=log, stderr=log)
-    try:
-        ids = simulate(bootstrap, f"TLS{uuid.uuid4().hex[:5]}_", 20, 400, seed=5)
-        scored = prediction_ids(bootstrap, set(ids), timeout=120)
-        assert worker.poll() is None, (state_dir / "worker.log").read_text()[-3000:]
-        assert scored == set(ids), f"{len(scored)} of {len(ids)} scored; " + \
-            (state_dir / "worker.log").read_text()[-3000:]
-    finally:
-        worker.terminate()
-        worker.wait(timeout=30)
-        log.close()
+    assert_worker_scores_everything(bootstrap, env, state_dir, "TLS")
 
     # A client that trusts another CA: one line, the TLS failure and the settings to check.
     bad = run_cli(["topics", "list"], {**env, "EVTWIN_KAFKA_SSL_CA_FILE": str(certs["other_ca"])}, timeout=60)

@@ -7,9 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
+import subprocess
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Self
+
+from connectors.embedded.kafka_broker import tansu_binary
+from tests.support.receivers import free_port, wait_until
 
 
 class Relay:
@@ -64,7 +71,33 @@ class Relay:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if self._server is not None:
+                await self._server.wait_closed()
 
         asyncio.run_coroutine_threadsafe(stop(), self._loop).result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+
+@contextlib.contextmanager
+def hidden_tansu(log_dir: Path, advertised: int) -> Iterator[int]:
+    """A Tansu broker (in memory) on a free port nobody is told about, advertising 127.0.0.1:
+    ``advertised`` — where a relay in front of it listens; yields its own port once it listens."""
+    inner = free_port()
+    with open(log_dir / "tansu.log", "wb") as log:
+        broker = subprocess.Popen([str(tansu_binary()), "broker", "--listener-url", f"tcp://127.0.0.1:{inner}",
+                                   "--advertised-listener-url", f"tcp://127.0.0.1:{advertised}",
+                                   "--storage-engine", "memory://tansu/"], stdout=log, stderr=log)
+        try:
+            def listening() -> bool:
+                with socket.socket() as s:
+                    return s.connect_ex(("127.0.0.1", inner)) == 0
+
+            if not wait_until(lambda: broker.poll() is not None or listening(), 10) or broker.poll() is not None:
+                raise RuntimeError(f"Tansu did not start: see {log_dir / 'tansu.log'}")
+            yield inner
+        finally:
+            broker.kill()
+            broker.wait()

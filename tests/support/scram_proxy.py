@@ -19,17 +19,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from scramp import ScramMechanism
+from scramp import ScramException, ScramMechanism
 
-from connectors.embedded.kafka_broker import tansu_binary
 from tests.support.receivers import free_port
-from tests.support.relay import Relay
+from tests.support.relay import Relay, hidden_tansu
 
 API_VERSIONS, SASL_HANDSHAKE, SASL_AUTHENTICATE = 18, 17, 36
 UNSUPPORTED_SASL_MECHANISM, SASL_AUTHENTICATION_FAILED = 33, 58
@@ -44,6 +42,8 @@ class Login:
     user: str
     mechanism: str
     accepted: bool
+    client_id: str
+    """The ``client.id`` of the request header (e.g. aiokafka's, librdkafka's ``rdkafka``)."""
 
 
 class KafkaProtocolError(Exception):
@@ -84,6 +84,7 @@ class Request:
     api_key: int
     version: int
     correlation_id: int
+    client_id: str
     body: bytes
     """What follows the request header."""
 
@@ -93,10 +94,11 @@ class Request:
             raise KafkaProtocolError("a request shorter than its header")
         api_key, version, correlation_id, client_id_len = struct.unpack_from(">hhih", frame)
         pos = 10 + max(client_id_len, 0)
+        client_id = frame[10:pos].decode(errors="replace")
         flexible = (api_key == SASL_AUTHENTICATE and version >= 2) or (api_key == API_VERSIONS and version >= 3)
         if flexible:  # request header v2: tagged fields after the client id
             pos = _skip_tags(frame, pos)
-        return cls(api_key, version, correlation_id, frame[pos:])
+        return cls(api_key, version, correlation_id, client_id, frame[pos:])
 
 
 def _frame(payload: bytes) -> bytes:
@@ -186,40 +188,43 @@ class ScramTerminator(Relay):
                         text = token.decode()
                         user = text.split("n=", 1)[1].split(",", 1)[0] if "n=" in text else ""
                         server.set_client_first(text)
-                        writer.write(_authenticate_response(request, 0, None, server.get_server_first().encode()))
+                        reply = server.get_server_first()
                     else:
                         server.set_client_final(token.decode())
-                        writer.write(_authenticate_response(request, 0, None, server.get_server_final().encode()))
-                        await writer.drain()
-                        self.logins.append(Login(user, mechanism, True))
-                        return True
-                except Exception:  # unknown user, wrong proof, a malformed message: refused
-                    self.logins.append(Login(user, mechanism, False))
+                        reply = server.get_server_final()
+                except (ScramException, KeyError, UnicodeDecodeError):  # no such user, wrong proof, garbage
+                    self.logins.append(Login(user, mechanism, False, request.client_id))
                     writer.write(_authenticate_response(
                         request, SASL_AUTHENTICATION_FAILED,
                         f"Authentication failed during authentication due to invalid credentials with "
                         f"SASL mechanism {mechanism}", b""))
                     await writer.drain()
                     return False
+                writer.write(_authenticate_response(request, 0, None, reply.encode()))
+                if reply.startswith("v="):  # the server-final message: logged in
+                    await writer.drain()
+                    self.logins.append(Login(user, mechanism, True, request.client_id))
+                    return True
             else:  # anything else before the login ends: closed, as by a broker's SASL listener
                 return False
             await writer.drain()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream = None
+        ok = False
         try:
             upstream = await asyncio.open_connection("127.0.0.1", self.upstream)
-        except OSError:
-            writer.close()
-            return
-        try:
             ok = await asyncio.wait_for(self._login(reader, writer, upstream), 30.0)
-        except (OSError, TimeoutError, asyncio.IncompleteReadError, KafkaProtocolError, struct.error):
-            ok = False
-        if not ok:
-            writer.close()
-            upstream[1].close()
-            return
-        await self._relay(reader, writer, upstream)
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, KafkaProtocolError, struct.error,
+                IndexError, UnicodeDecodeError):  # a broken or truncated frame: closed
+            pass
+        finally:
+            if not ok:  # also when cancelled at exit
+                writer.close()
+                if upstream is not None:
+                    upstream[1].close()
+        if ok and upstream is not None:
+            await self._relay(reader, writer, upstream)
 
     async def _start(self) -> None:
         self._server = await asyncio.start_server(self._client, "127.0.0.1", self.port)
@@ -229,14 +234,6 @@ class ScramTerminator(Relay):
 def scram_kafka(log_dir: Path, users: dict[str, str]) -> Iterator[tuple[str, ScramTerminator]]:
     """``(bootstrap, terminator)`` of a Kafka listener that takes SCRAM logins only: Tansu listens
     in the clear on a port nobody is told about and advertises the terminator's."""
-    inner, outer = free_port(), free_port()
-    with open(log_dir / "tansu.log", "wb") as log:
-        broker = subprocess.Popen([str(tansu_binary()), "broker", "--listener-url", f"tcp://127.0.0.1:{inner}",
-                                   "--advertised-listener-url", f"tcp://127.0.0.1:{outer}",
-                                   "--storage-engine", "memory://tansu/"], stdout=log, stderr=log)
-        try:
-            with ScramTerminator(outer, inner, users) as terminator:
-                yield f"127.0.0.1:{outer}", terminator
-        finally:
-            broker.kill()
-            broker.wait()
+    outer = free_port()
+    with hidden_tansu(log_dir, outer) as inner, ScramTerminator(outer, inner, users) as terminator:
+        yield f"127.0.0.1:{outer}", terminator
