@@ -161,8 +161,8 @@ class KafkaBroker(ChildService):
             said = [line for line in (result.stdout + result.stderr).splitlines()
                     if line.strip() and "GLIBC_" not in line]  # its harmless libc warning
             last = said[-1][-200:] if said else "no message"
-            if result.returncode == 0:
-                return
+            if result.returncode == 0 or "isn't running" in result.stdout + result.stderr:
+                return  # stopped and saved, or it ended on its own meanwhile (its process's stop follows)
             if "temporarily unavailable" not in last or time.monotonic() >= deadline:
                 log.warning("kafka (noida): `noida-db stop kafka` exited %s (%s); stopping the process",
                             result.returncode, last)
