@@ -145,7 +145,7 @@ class KafkaBroker(ChildService):
         listener, then saves, so no record is acknowledged after the save has begun. Stopped by a
         signal alone it answers producers while it shuts down: restarted under load it lost
         acknowledged readings in 5 of 7 runs of the broker-restart scenario of
-        ``tests/e2e/test_faults.py``, and none in 8 of 8 with this. The command's client stops
+        ``tests/e2e/test_faults.py``, and none in 10 of 10 with this. The command's client stops
         waiting after ~30 s ("Resource temporarily unavailable") while the save goes on; asked
         again, it waits for it (4 M records of 300 bytes: 31.8 s, then 11.3 s more)."""
         assert self.proc is not None
