@@ -29,6 +29,22 @@ label's positives that are such readings or a fault that has not started yet;
 (the packs ``fault_packs_detected`` counts) that have any fault reading with a trace at all — a
 pack whose loop failed but which never rose above the set point afterwards is, to every
 observable, a healthy pack, so no detector can flag more packs than this without false alarms.
+
+For the detection delay (bar: a median of at most :data:`EARLY_DAYS` days after onset) it reports
+what the sampling and the faults' early traces allow, per pack with a fault other than the dropout:
+
+- ``fault_first_reading_delay_days_median``: days from the onset to the pack's first reading after
+  it (no detector flags a pack before it reports); ``fault_packs_read_within_7d``: the share of
+  such packs with any reading within :data:`EARLY_DAYS` days of the onset. A median delay within
+  7 days needs half of the flagged packs flagged by then, so nearly every pack in this share must
+  be flagged at its first readings;
+- the faults' first-week trace against the pack's own normal (:func:`pack_change_z`: each service
+  day's mean thermal residual and cell-voltage spread as a z-score against the pack's moving
+  baseline and spread): ``thermal_z_first_week_median_<fault>`` and
+  ``spread_z_first_week_median_<fault>`` over the fault's days within :data:`EARLY_DAYS` days of
+  onset, beside ``thermal_z_healthy_pack_max_p99`` and ``spread_z_healthy_pack_max_p99``, the 99th
+  percentile over healthy packs of the highest z each reaches in its life: a per-pack change
+  detector that flags at most 1 % of healthy packs cannot flag below that.
 """
 
 from __future__ import annotations
@@ -39,6 +55,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from models import state as st
 from models.features import FEATURE_NAMES
 from models.physics.params import ThermalParams
 from training.data import TrainingData, load, split_rows
@@ -139,6 +156,7 @@ def ceiling_report(dataset: Path, hp: HyperParams | None = None, seed: int = 0,
     not_started = positive & ~fault & _fault_ahead(frame)
     metrics["failure_positives_traceless_fraction"] = float((hidden | not_started)[positive].mean())
     metrics["fault_packs_detectable_ceiling"] = detectable_fault_packs(frame)
+    metrics.update(early_detection(data.X, frame))
     return {"dataset": str(dataset), "train_dataset": str(train_dataset) if train_dataset else None,
             "rows": int(len(frame)), "test_batteries": int(len(np.unique(data.groups[test]))), "metrics": metrics}
 
@@ -156,6 +174,111 @@ def detectable_fault_packs(frame: pd.DataFrame) -> float:
     return float(pd.Series(seen).groupby(frame["battery_id"].to_numpy()[visible]).any().mean())
 
 
+EARLY_DAYS = 7.0
+"""The delay bar: days after a fault's onset."""
+CHANGE_TAU_D = st.TAU_SLOW_D
+"""Time constant of the pack's own baseline in :func:`pack_change_z` (days, the twin's slow one)."""
+CHANGE_SIGNALS: dict[str, tuple[float, float]] = {"thermal": (2.0, 1.0), "spread": (1.5, 0.5)}
+"""Per signal of :func:`pack_change_z`: the prior and the smallest standard deviation of a pack's
+daily mean (K for the thermal residual, mV for the cell-voltage spread; healthy packs of the
+400-pack fleet, seed 0, vary 2.1 K and 1.3 mV from day to day around their own mean)."""
+CHANGE_WARM_DAYS = 3
+"""Days of a pack's baseline before its z-scores count."""
+
+
+def days_after_onset(frame: pd.DataFrame) -> np.ndarray:
+    """Days from the pack's fault onset to each reading (negative before it, NaN without a fault)."""
+    onset = pd.to_datetime(frame["fault_onset"], utc=True)
+    t = pd.to_datetime(frame["Timestamp"], utc=True)
+    return ((t - onset).dt.total_seconds() / 86400.0).to_numpy(dtype=np.float64)
+
+
+def _visible_kind(frame: pd.DataFrame) -> pd.Series:
+    """Fault of every pack (``"none"`` for healthy packs), by battery id."""
+    fault = pd.Series(frame["fault"].to_numpy(dtype=object), index=frame["battery_id"].to_numpy())
+    return fault.groupby(level=0).agg(lambda s: next((f for f in s if f != "none"), "none"))
+
+
+def first_readings(frame: pd.DataFrame) -> pd.Series:
+    """Days from the onset to the first reading after it, per pack with a fault other than the
+    silent ones (``training.data.SILENT_FAULTS``); inf for a pack that never reports after it."""
+    from training.data import SILENT_FAULTS
+
+    kind = _visible_kind(frame)
+    packs = kind[(kind != "none") & ~kind.isin(SILENT_FAULTS)].index
+    after = pd.Series(days_after_onset(frame), index=frame["battery_id"].to_numpy())
+    first = after[after >= 0.0].groupby(level=0).min()
+    return first.reindex(packs).fillna(np.inf)
+
+
+def pack_change_z(X: np.ndarray, frame: pd.DataFrame) -> pd.DataFrame:
+    """Each pack's service days with the day's mean thermal residual and cell-voltage spread as
+    z-scores against the pack's own normal (columns ``battery_id``, ``day``, ``thermal_z``,
+    ``spread_z``, ``after_onset`` in days).
+
+    The thermal residual is the twin's (``models.state``): ``temperature - min(ambient, T_set) -
+    k * heat``. The normal is a moving average of the pack's earlier days with the twin's slow time
+    constant (:data:`CHANGE_TAU_D`) and a moving variance around it (from the prior of
+    :data:`CHANGE_SIGNALS`); a day's z compares it with the days before it only (causal), from
+    the pack's fourth day of readings on (NaN before).
+    """
+    col = {name: X[:, FEATURE_NAMES.index(name)].astype(np.float64)
+           for name in ("temperature", "ambient_temperature", "overpotential", "current", "cell_voltage_spread")}
+    heat = col["overpotential"] * col["current"]
+    thermal = (col["temperature"] - np.minimum(col["ambient_temperature"], st.T_SET_C)
+               - np.where(heat > 0.0, st.HOTSPOT_K_PER_W * heat, 0.0))
+    rows = pd.DataFrame({"battery_id": frame["battery_id"].to_numpy(),
+                         "day": np.floor(frame["Service_Days"].to_numpy(dtype=np.float64)),
+                         "thermal": thermal, "spread": col["cell_voltage_spread"],
+                         "after_onset": days_after_onset(frame)})
+    days = rows.groupby(["battery_id", "day"], sort=False).mean().reset_index()
+    for signal, (sd0, sd_min) in CHANGE_SIGNALS.items():
+        z = np.full(len(days), np.nan)
+        for index in days.groupby("battery_id", sort=False).indices.values():
+            z[index] = _z_against_own_normal(days[signal].to_numpy()[index], days["day"].to_numpy()[index],
+                                             sd0, sd_min)
+        days[f"{signal}_z"] = z
+    return days[["battery_id", "day", "thermal_z", "spread_z", "after_onset"]]
+
+
+def _z_against_own_normal(x: np.ndarray, day: np.ndarray, sd0: float, sd_min: float) -> np.ndarray:
+    out = np.full(len(x), np.nan)
+    mean, var, taken = np.nan, sd0 * sd0, 0
+    for i in range(len(x)):
+        if x[i] != x[i]:
+            continue
+        if taken >= CHANGE_WARM_DAYS:
+            out[i] = (x[i] - mean) / max(np.sqrt(var), sd_min)
+        if taken == 0:
+            mean = x[i]
+        else:
+            alpha = 1.0 - np.exp(-max(day[i] - day[i - 1], 0.0) / CHANGE_TAU_D)
+            dev = x[i] - mean
+            mean += alpha * dev
+            var = (1.0 - alpha) * (var + alpha * dev * dev)
+        taken += 1
+    return out
+
+
+def early_detection(X: np.ndarray, frame: pd.DataFrame) -> dict[str, float]:
+    """The delay figures of the module docstring."""
+    first = first_readings(frame)
+    out = {"fault_first_reading_delay_days_median": float(first.median()) if len(first) else float("nan"),
+           "fault_packs_read_within_7d": float((first <= EARLY_DAYS).mean()) if len(first) else float("nan")}
+    days = pack_change_z(X, frame)
+    kind = _visible_kind(frame)
+    healthy = days[days["battery_id"].isin(kind[kind == "none"].index)]
+    early = days[days["after_onset"].between(0.0, EARLY_DAYS)]
+    early_kind = kind.reindex(early["battery_id"]).to_numpy()
+    for signal in CHANGE_SIGNALS:
+        peak = healthy.groupby("battery_id")[f"{signal}_z"].max().dropna()
+        out[f"{signal}_z_healthy_pack_max_p99"] = float(np.quantile(peak, 0.99)) if len(peak) else float("nan")
+        for fault in first.index.map(kind).unique():
+            z = early.loc[early_kind == fault, f"{signal}_z"].dropna()
+            out[f"{signal}_z_first_week_median_{fault}"] = float(z.median()) if len(z) else float("nan")
+    return out
+
+
 def _fault_ahead(frame: pd.DataFrame) -> np.ndarray:
     """Readings of a battery whose fault has not started yet (its later rows carry one)."""
     fault = frame["fault"].to_numpy(dtype=object) != "none"
@@ -163,5 +286,5 @@ def _fault_ahead(frame: pd.DataFrame) -> np.ndarray:
     return np.asarray(later, dtype=bool) & ~fault
 
 
-__all__ = ["CEILING_HP", "ceiling_report", "detectable_fault_packs", "future_cycles_per_day", "history_features",
-           "rul_inputs", "traceless"]
+__all__ = ["CEILING_HP", "ceiling_report", "days_after_onset", "detectable_fault_packs", "early_detection",
+           "first_readings", "future_cycles_per_day", "history_features", "pack_change_z", "traceless"]

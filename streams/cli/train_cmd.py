@@ -69,8 +69,9 @@ def register(sub: Any, opt: Any) -> None:
             "calibration, anomaly ROC, per-pack fault detection; listed under plots", default=None, type=str)
     opt.flag(e, "--ceiling", "EVTWIN_EVALUATE_CEILING",
              "instead: what the dataset allows at all — RUL R² with more inputs, up to oracles (true "
-             "SoH, future usage), and the share of fault readings no single reading can show "
-             "(generated datasets; fits five RUL models, minutes on 500 packs)")
+             "SoH, future usage), the share of fault readings no single reading can show, and how "
+             "early a fault can be seen (first reading after onset; its first-week trace against the "
+             "pack's own normal) (generated datasets; fits five RUL models, minutes on 500 packs)")
     opt.env(e, "--train-dataset", "EVTWIN_EVALUATE_TRAIN_DATASET", "with --ceiling: fit on this dataset's "
             "training batteries and score every battery of --dataset (another seed: the quality bars' "
             "split) instead of --dataset's own held-out batteries", default=None, type=str)

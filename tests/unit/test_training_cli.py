@@ -8,6 +8,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from models.scorer import Scorer
@@ -99,6 +101,10 @@ def test_evaluate_ceiling_reports_what_the_data_allows(dataset: Path, capsys: py
     assert 0.5 < metrics["anomaly_auroc_ceiling"] < 1.0
     assert 0.0 <= metrics["failure_positives_traceless_fraction"] < 1.0
     assert 0.0 < metrics["fault_packs_detectable_ceiling"] <= 1.0
+    assert 0.0 <= metrics["fault_packs_read_within_7d"] <= 1.0
+    assert metrics["fault_first_reading_delay_days_median"] >= 0.0
+    assert metrics["thermal_z_healthy_pack_max_p99"] > 0.0 and metrics["spread_z_healthy_pack_max_p99"] > 0.0
+    assert any(key.startswith("thermal_z_first_week_median_") for key in metrics)
 
 
 def test_the_ceiling_across_seeds_fits_on_one_fleet_and_scores_all_of_another(
@@ -123,8 +129,6 @@ def test_the_ceiling_across_seeds_fits_on_one_fleet_and_scores_all_of_another(
 
 
 def test_a_failed_loop_that_never_ran_warm_is_counted_as_undetectable() -> None:
-    import pandas as pd
-
     from training.ceiling import detectable_fault_packs
 
     frame = pd.DataFrame({
@@ -134,3 +138,50 @@ def test_a_failed_loop_that_never_ran_warm_is_counted_as_undetectable() -> None:
     })
     # the cold pack's loop failure leaves no trace; the dropout pack is not counted at all
     assert detectable_fault_packs(frame) == pytest.approx(2 / 3)
+
+
+def _pack_rows(battery: str, fault: str, onset_day: float, days: list[float], temperature: list[float],
+               spread_mv: float = 5.0) -> pd.DataFrame:
+    start = pd.Timestamp("2024-01-01", tz="UTC")
+    return pd.DataFrame({
+        "battery_id": battery, "fault": fault, "Service_Days": days,
+        "Timestamp": [start + pd.Timedelta(days=d) for d in days],
+        "fault_onset": start + pd.Timedelta(days=onset_day) if fault != "none" else pd.NaT,
+        "temperature": temperature, "ambient_temperature": 20.0, "overpotential": 0.0, "current": 0.0,
+        "cell_voltage_spread": spread_mv,
+    })
+
+
+def test_the_delay_floor_counts_days_to_the_first_reading_after_onset() -> None:
+    from training.ceiling import EARLY_DAYS, first_readings
+
+    frame = pd.concat([
+        _pack_rows("SEEN_SOON", "sensor_drift", 10.0, [0.0, 9.0, 13.0, 40.0], [21.0] * 4),
+        _pack_rows("SEEN_LATE", "weak_cell", 10.0, [0.0, 5.0, 30.0], [21.0] * 3),
+        _pack_rows("NEVER_AFTER", "internal_short", 50.0, [0.0, 20.0], [21.0] * 2),
+        _pack_rows("DROPOUT", "sensor_dropout", 1.0, [0.0, 2.0], [21.0] * 2),  # silent: not counted
+        _pack_rows("HEALTHY", "none", 0.0, [0.0, 1.0], [21.0] * 2),
+    ], ignore_index=True)
+    first = first_readings(frame)
+    assert sorted(first.index) == ["NEVER_AFTER", "SEEN_LATE", "SEEN_SOON"]
+    assert first["SEEN_SOON"] == pytest.approx(3.0) and first["SEEN_LATE"] == pytest.approx(20.0)
+    assert first["NEVER_AFTER"] == float("inf")
+    assert (first <= EARLY_DAYS).mean() == pytest.approx(1 / 3)
+
+
+def test_a_pack_change_is_scored_against_the_packs_own_normal_and_causally() -> None:
+    from models.features import FEATURE_NAMES
+    from training.ceiling import pack_change_z
+
+    days = [float(d) for d in range(0, 40, 2)]
+    # a pack that runs 3 K warm all its life, then 8 K more from day 30 on (a drifting sensor)
+    temps = [23.0 + (0.5 if k % 2 else -0.5) + (8.0 if d >= 30 else 0.0) for k, d in enumerate(days)]
+    frame = _pack_rows("P", "sensor_drift", 30.0, days, temps)
+    X = np.full((len(frame), len(FEATURE_NAMES)), np.nan, dtype=np.float32)
+    for name in ("temperature", "ambient_temperature", "overpotential", "current", "cell_voltage_spread"):
+        X[:, FEATURE_NAMES.index(name)] = frame[name].to_numpy()
+    z = pack_change_z(X, frame).set_index("day")
+    assert z["thermal_z"].iloc[:3].isna().all()  # the baseline needs its days first
+    assert z.loc[:28.0, "thermal_z"].iloc[3:].abs().max() < 1.0  # warm, but its own normal: no change
+    assert z.loc[30.0, "thermal_z"] > 4.0  # the step, against the days before it only
+    assert z["spread_z"].iloc[3:].abs().max() < 1e-9  # a steady spread does not move
