@@ -7,7 +7,9 @@ active fault vs readings without), ``anomaly_auroc_observable`` (the same withou
 no trace in a reading, ``training.data.SILENT_FAULTS``), ``anomaly_auroc_<fault>`` per fault type, ``anomaly_detected_fraction``
 and ``anomaly_delay_days_median`` (first reading above the threshold that flags 1 % of healthy
 readings, per faulty battery); baselines ``rul_baseline_mae_cycles`` (mean RUL) and
-``failure_baseline_brier`` (prevalence).
+``failure_baseline_brier`` (prevalence), ``failure_mean_probability``. The same failure figures as a
+fleet in service sees them (``failure_fleet_*``: rows weighted by ``training.data.fleet_weights`` —
+steady reporting, a faulty pack replaced ``repair_after_days`` after onset), for generated fleets.
 
 Per battery (the twin's view, :func:`pack_detection`, :func:`fault_pack_metrics`): the persistent fault score of
 ``models.state.update_fault`` (a moving average in battery time of the anomaly score, with
@@ -51,19 +53,25 @@ def rul_metrics(y: np.ndarray, q: np.ndarray, y_train_mean: float) -> dict[str, 
     }
 
 
-def failure_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    """Failure metrics of calibrated probabilities (NaN when only one class is present)."""
+def failure_metrics(y: np.ndarray, p: np.ndarray, weight: np.ndarray | None = None,
+                    prefix: str = "failure") -> dict[str, float]:
+    """Failure metrics of calibrated probabilities (NaN when only one class is present), rows
+    weighted by ``weight`` (None = all 1; rows of weight 0 do not count)."""
     from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
     y = y.astype(bool)
-    prevalence = float(y.mean())
+    if weight is not None:
+        keep = weight > 0
+        y, p, weight = y[keep], p[keep], weight[keep]
+    prevalence = float(np.average(y, weights=weight)) if len(y) else float("nan")
     both = 0 < y.sum() < len(y)
     return {
-        "failure_roc_auc": float(roc_auc_score(y, p)) if both else float("nan"),
-        "failure_pr_auc": float(average_precision_score(y, p)) if both else float("nan"),
-        "failure_brier": float(brier_score_loss(y, p)),
-        "failure_prevalence": prevalence,
-        "failure_baseline_brier": prevalence * (1.0 - prevalence),
+        f"{prefix}_roc_auc": float(roc_auc_score(y, p, sample_weight=weight)) if both else float("nan"),
+        f"{prefix}_pr_auc": float(average_precision_score(y, p, sample_weight=weight)) if both else float("nan"),
+        f"{prefix}_brier": float(brier_score_loss(y, p, sample_weight=weight)) if len(y) else float("nan"),
+        f"{prefix}_prevalence": prevalence,
+        f"{prefix}_baseline_brier": prevalence * (1.0 - prevalence),
+        f"{prefix}_mean_probability": float(np.average(p, weights=weight)) if len(y) else float("nan"),
     }
 
 
@@ -229,6 +237,9 @@ def score_metrics(out: dict[str, np.ndarray], rul: np.ndarray, failure: np.ndarr
     metrics = rul_metrics(rul[ok], q[ok], rul_train_mean)
     metrics.update(failure_metrics(failure, out["failure_probability"]))
     if frame is not None and "fault" in frame.columns:
+        from training.data import fleet_weights
+
+        metrics.update(failure_metrics(failure, out["failure_probability"], fleet_weights(frame), "failure_fleet"))
         metrics.update(anomaly_metrics(out["anomaly_score"], frame))
     else:
         metrics["anomaly_auroc"] = float("nan")

@@ -102,9 +102,15 @@ def _fit_all(td: data.TrainingData, split: data.Split, hp: fit.HyperParams,
     ok = np.isfinite(td.rul[cal])
     offset = fit.conformal_offset(rul_model, X[cal][ok], td.rul[cal][ok], hp.rul_log)
     step("failure")
-    clf = fit.fit_classifier(X_tr, td.failure[at], hp.failure_trees, hp.failure_depth, hp)
+    # A fleet replaces a pack some time after a fault; the dataset's packs run on with it to end of
+    # life. Those rows weigh little in the fit and nothing in the calibration (data.fleet_weights).
+    fleet = data.fleet_weights(td.frame) if td.kind == "ev_fleet" else None
+    fit_weight = None if fleet is None else np.where(fleet[at] > 0, 1.0, hp.failure_repaired_weight)
+    clf = fit.fit_classifier(X_tr, td.failure[at], hp.failure_trees, hp.failure_depth, hp, weight=fit_weight)
     objects[FAILURE_FILE] = clf
-    objects[CALIBRATOR_FILE] = fit.fit_calibrator(clf.predict_proba(X[cal])[:, 1], td.failure[cal])
+    # calibrated for a fleet in service, not for the dataset's sampling and its long-running faults
+    calib_weight = None if fleet is None else fleet[cal]
+    objects[CALIBRATOR_FILE] = fit.fit_calibrator(clf.predict_proba(X[cal])[:, 1], td.failure[cal], calib_weight)
     step("anomaly")
     objects[IFOREST_FILE] = fit.fit_iforest(X[tr], hp)
     detector = "iforest"

@@ -36,6 +36,10 @@ def test_model_beats_trivial_baselines_on_held_out_batteries() -> None:
     assert m["failure_roc_auc"] > 0.8, m  # prevalence scores 0.5
     assert m["failure_brier"] < 0.8 * m["failure_baseline_brier"], m  # baseline: prevalence
     assert m["anomaly_auroc_observable"] > 0.8, m
+    # calibrated for a fleet in service: its mean probability is the rate a fleet's readings see,
+    # not the dataset's (calibrated on the dataset's rows alone it came out ~5x that rate)
+    assert m["failure_fleet_prevalence"] < 0.5 * m["failure_prevalence"], m
+    assert abs(m["failure_fleet_mean_probability"] - m["failure_fleet_prevalence"]) < 0.5 * m["failure_fleet_prevalence"], m
 
 
 def test_kaggle_file_trains_with_its_own_labels_and_a_time_split(tmp_path: Path) -> None:
@@ -122,3 +126,25 @@ def test_attach_replays_start_each_training_pack_anew_mid_life() -> None:
         # ... with a twin that has seen nothing before it, where the from-new replay has seen it all
         assert X[mine[0], history] == 0.0 and td.X[first, history] == pytest.approx(days[first] - days[own[0]])
         np.testing.assert_allclose(X[mine, history], days[index[mine]] - days[first], rtol=1e-6)
+
+
+def test_fleet_weights_stand_for_steady_reporting_and_a_repair_after_a_fault() -> None:
+    from models.physics.params import FaultParams
+
+    start = pd.Timestamp("2024-01-01", tz="UTC")
+    repair = FaultParams().repair_after_days
+    rows = [("A", d, pd.NaT) for d in (0.1, 0.6, 1.2, 1.7, 5.3, 5.8)]  # two readings a sampled day
+    onset = start + pd.Timedelta(days=10)
+    rows += [("B", d, onset) for d in (0.5, 10.5 + repair - 1, 10.5 + repair + 5)]
+    frame = pd.DataFrame({"battery_id": [r[0] for r in rows], "Service_Days": [r[1] for r in rows],
+                          "fault_onset": [r[2] for r in rows],
+                          "Timestamp": [start + pd.Timedelta(days=r[1]) for r in rows]})
+    w = data.fleet_weights(frame)
+    assert w.mean() == pytest.approx(1.0)
+    a = w[:6] / w[0]
+    # day 0 stands for 1 day (the next sampled day is day 1), day 1 for 4, the last day (5) for
+    # the gap before it (4); each day shared by its two readings
+    assert a == pytest.approx([1, 1, 4, 4, 4, 4])
+    assert w[8] == 0.0 and w[7] > 0.0  # past the repair a fleet no longer has that pack
+    # a dataset of an older generator (no service days) is not weighted
+    assert (data.fleet_weights(frame.drop(columns="Service_Days")) == 1.0).all()
