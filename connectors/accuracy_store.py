@@ -1,4 +1,4 @@
-"""The online-accuracy tables (migrations 0005/0006): joined pairs, their sums per bucket, faults.
+"""The online-accuracy tables (migrations 0005/0006/0009): joined pairs, their sums per bucket, faults.
 
 :class:`AccuracyWriter` writes a batch of pairs in one transaction, idempotently and without
 counting anything twice: the pairs go to ``ev_accuracy_pairs`` (``ON CONFLICT DO NOTHING`` on
@@ -9,7 +9,8 @@ a crash, a rebalance or a retried batch therefore changes no row. Retries while 
 down, migrations at connect and the counters come from :class:`connectors.timescale.TimescaleWriter`.
 
 Pairs are rows ``(time_ms, battery_id, event_id, rul_cycles, rul_p10, rul_p90, true_rul_cycles,
-rul_abs_error, in_band, flagged, fault, detection_delay_s)``; episodes ``(battery_id, fault,
+rul_abs_error, in_band, flagged, fault, detection_delay_s, failure_probability,
+failure_within_horizon)`` (the last two ``None`` when a half lacked them); episodes ``(battery_id, fault,
 onset_ms, detected_ms, detection_delay_s, last_truth_ms)`` (times in epoch milliseconds, UTC).
 """
 
@@ -25,9 +26,10 @@ from connectors.timescale import TimescaleWriter
 FLEET = "*"
 """``battery_id`` of the fleet-wide rows of ``ev_accuracy``."""
 PAIR_COLUMNS = ("time", "battery_id", "event_id", "rul_cycles", "rul_p10", "rul_p90", "true_rul_cycles",
-                "rul_abs_error", "in_band", "flagged", "fault", "detection_delay_s")
+                "rul_abs_error", "in_band", "flagged", "fault", "detection_delay_s", "failure_probability",
+                "failure_within_horizon")
 _PAIR_TYPES = ("int8", "text", "text", "float8", "float8", "float8", "float8", "float8", "bool", "bool",
-               "text", "float8")
+               "text", "float8", "float8", "bool")
 _MS = "TIMESTAMPTZ 'epoch' + ({}) * INTERVAL '1 millisecond'"
 
 INSERT_PAIRS = (
@@ -37,19 +39,25 @@ INSERT_PAIRS = (
     + ", ".join(f"c{i}" for i in range(1, len(PAIR_COLUMNS))) + ") "
     "ON CONFLICT (time, battery_id) DO NOTHING "
     "RETURNING (extract(epoch FROM time) * 1000)::int8, battery_id, rul_abs_error, in_band, "
-    "detection_delay_s, event_id"
+    "detection_delay_s, failure_probability, failure_within_horizon, event_id"
 )
 # The new pairs' sums per (bucket, battery) and per bucket for the fleet, added to the rows.
 ADD_TO_BUCKETS = (
     "INSERT INTO ev_accuracy AS a (bucket, battery_id, pairs, rul_abs_error_sum, rul_in_band, "
-    "fault_detections, fault_detection_delay_s_sum, rul_mae_cycles, rul_band_coverage) "
-    f"SELECT {_MS.format('b')}, k, n, e, i, d, ds, e / n, i::float8 / n FROM ("
+    "fault_detections, fault_detection_delay_s_sum, rul_mae_cycles, rul_band_coverage, failure_pairs, "
+    "failure_probability_sum, failure_observed, failure_sq_error_sum, failure_brier) "
+    f"SELECT {_MS.format('b')}, k, n, e, i, d, ds, e / n, i::float8 / n, fn, fp, fy, fs, "
+    "       CASE WHEN fn > 0 THEN fs / fn END FROM ("
     f"  SELECT b, CASE WHEN GROUPING(k) = 1 THEN '{FLEET}' ELSE k END AS k, "
     "         count(*) AS n, sum(e) AS e, count(*) FILTER (WHERE i) AS i, "
-    "         count(d)::int AS d, coalesce(sum(d), 0) AS ds "
-    "  FROM (SELECT u.t - u.t %% %(bucket_ms)s AS b, u.k, u.e, u.i, u.d FROM "
-    "        unnest(%(t)s::int8[], %(k)s::text[], %(e)s::float8[], %(i)s::bool[], %(d)s::float8[]) "
-    "        AS u(t, k, e, i, d)) x "
+    "         count(d)::int AS d, coalesce(sum(d), 0) AS ds, "
+    "         count(*) FILTER (WHERE known) AS fn, coalesce(sum(p) FILTER (WHERE known), 0) AS fp, "
+    "         count(*) FILTER (WHERE known AND y) AS fy, "
+    "         coalesce(sum((p - y::int) ^ 2) FILTER (WHERE known), 0) AS fs "
+    "  FROM (SELECT u.t - u.t %% %(bucket_ms)s AS b, u.k, u.e, u.i, u.d, u.p, u.y, "
+    "               (u.p IS NOT NULL AND u.y IS NOT NULL) AS known FROM "
+    "        unnest(%(t)s::int8[], %(k)s::text[], %(e)s::float8[], %(i)s::bool[], %(d)s::float8[], "
+    "               %(p)s::float8[], %(y)s::bool[]) AS u(t, k, e, i, d, p, y)) x "
     "  GROUP BY GROUPING SETS ((b, k), (b))) s "
     "ON CONFLICT (bucket, battery_id) DO UPDATE SET "
     "pairs = a.pairs + EXCLUDED.pairs, "
@@ -59,6 +67,12 @@ ADD_TO_BUCKETS = (
     "fault_detection_delay_s_sum = a.fault_detection_delay_s_sum + EXCLUDED.fault_detection_delay_s_sum, "
     "rul_mae_cycles = (a.rul_abs_error_sum + EXCLUDED.rul_abs_error_sum) / (a.pairs + EXCLUDED.pairs), "
     "rul_band_coverage = (a.rul_in_band + EXCLUDED.rul_in_band)::float8 / (a.pairs + EXCLUDED.pairs), "
+    "failure_pairs = a.failure_pairs + EXCLUDED.failure_pairs, "
+    "failure_probability_sum = a.failure_probability_sum + EXCLUDED.failure_probability_sum, "
+    "failure_observed = a.failure_observed + EXCLUDED.failure_observed, "
+    "failure_sq_error_sum = a.failure_sq_error_sum + EXCLUDED.failure_sq_error_sum, "
+    "failure_brier = (a.failure_sq_error_sum + EXCLUDED.failure_sq_error_sum) "
+    "                / nullif(a.failure_pairs + EXCLUDED.failure_pairs, 0), "
     "updated_at = now()"
 )
 UPSERT_EPISODE = (
@@ -76,7 +90,8 @@ SELECT_EPISODES = (
 )
 SELECT_RECENT = (
     f"SELECT {_EPOCH_MS.format('bucket')}, battery_id, pairs, rul_abs_error_sum, rul_in_band, "
-    "fault_detections, fault_detection_delay_s_sum FROM ev_accuracy "
+    "fault_detections, fault_detection_delay_s_sum, failure_pairs, failure_probability_sum, "
+    "failure_observed, failure_sq_error_sum FROM ev_accuracy "
     "WHERE bucket > (SELECT max(bucket) FROM ev_accuracy WHERE battery_id = %s) - %s * INTERVAL '1 second'"
 )
 
@@ -119,14 +134,14 @@ class AccuracyWriter(TimescaleWriter):
                     new = cur.fetchall()
                     self._count(cur, "ev_accuracy_pairs")
                 if new:
-                    t, k, e, i, d, _ = (list(c) for c in zip(*new, strict=True))
+                    t, k, e, i, d, p, y, _ = (list(c) for c in zip(*new, strict=True))
                     cur.execute(ADD_TO_BUCKETS, {"bucket_ms": self.bucket_ms, "t": t, "k": k, "e": e,
-                                                 "i": i, "d": d})
+                                                 "i": i, "d": d, "p": p, "y": y})
                     self._count(cur, "ev_accuracy")
                 if episodes:
                     cur.executemany(UPSERT_EPISODE, episodes)
                     self._count(cur, "ev_accuracy_faults")
-            return {row[5] for row in new}
+            return {row[7] for row in new}
 
         result: set[str] = self._run("write_accuracy", work)
         return result
@@ -139,7 +154,9 @@ class AccuracyWriter(TimescaleWriter):
 
     def recent(self, window_s: int) -> list[tuple[Any, ...]]:
         """The bucket rows of the last ``window_s`` before the fleet's newest bucket (inclusive):
-        ``(bucket_ms, battery_id, pairs, abs_error_sum, in_band, detections, delay_s_sum)``."""
+        ``(bucket_ms, battery_id, pairs, abs_error_sum, in_band, detections, delay_s_sum,
+        failure_pairs, failure_probability_sum, failure_observed, failure_sq_error_sum)`` (the
+        fields of :class:`streams.state.rolling.Sums`, in order)."""
         rows: list[tuple[Any, ...]] = self._run(
             "read_recent", lambda conn: conn.execute(SELECT_RECENT, (FLEET, window_s)).fetchall())
         return rows

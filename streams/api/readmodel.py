@@ -56,7 +56,11 @@ FLEET = "*"
 # %(window_s)s seconds up to the fleet's newest bucket (the accuracy job's gauges use the same).
 _SUMS_JSON = ("'pairs', coalesce(sum(a.pairs), 0), 'abs_error', sum(a.rul_abs_error_sum), "
               "'in_band', coalesce(sum(a.rul_in_band), 0), 'detections', coalesce(sum(a.fault_detections), 0), "
-              "'delay_s', coalesce(sum(a.fault_detection_delay_s_sum), 0)")
+              "'delay_s', coalesce(sum(a.fault_detection_delay_s_sum), 0), "
+              "'failure_pairs', coalesce(sum(a.failure_pairs), 0), "
+              "'failure_probability', coalesce(sum(a.failure_probability_sum), 0), "
+              "'failure_observed', coalesce(sum(a.failure_observed), 0), "
+              "'failure_sq_error', coalesce(sum(a.failure_sq_error_sum), 0)")
 _IN_WINDOW = (f"a.bucket > (SELECT max(bucket) FROM ev_accuracy WHERE battery_id = '{FLEET}') "
               "- %(window_s)s * INTERVAL '1 second'")
 
@@ -307,7 +311,11 @@ class ReadModel:
         """The fleet's buckets in ``[start, end)``, oldest first, at most ``limit``."""
         return await self._all(
             "SELECT bucket, pairs, rul_mae_cycles, rul_band_coverage, fault_detections, "
-            "fault_detection_delay_s_sum / NULLIF(fault_detections, 0) AS fault_detection_delay_s_mean "
+            "fault_detection_delay_s_sum / NULLIF(fault_detections, 0) AS fault_detection_delay_s_mean, "
+            "failure_pairs, failure_probability_sum / NULLIF(failure_pairs, 0) AS failure_mean_probability, "
+            "failure_observed::float8 / NULLIF(failure_pairs, 0) AS failure_observed_rate, "
+            "failure_brier, (failure_observed::float8 / NULLIF(failure_pairs, 0)) "
+            "* (1 - failure_observed::float8 / NULLIF(failure_pairs, 0)) AS failure_baseline_brier "
             f"FROM ev_accuracy WHERE battery_id = '{FLEET}' AND bucket >= %s AND bucket < %s "
             "ORDER BY bucket LIMIT %s", (start, end, limit))
 

@@ -24,13 +24,21 @@ SERIES_LIMIT = 2000
 
 def figures(acc: dict[str, Any] | None) -> AccuracyFigures:
     """The figures of summed ``ev_accuracy`` rows (``pairs``, ``abs_error``, ``in_band``,
-    ``detections``, ``delay_s``): a mean of the sums, never a mean of means."""
+    ``detections``, ``delay_s``, ``failure_pairs``, ``failure_probability``, ``failure_observed``,
+    ``failure_sq_error``): a mean of the sums, never a mean of means."""
     if not acc or not acc.get("pairs"):
         return AccuracyFigures()
     n, detections = int(acc["pairs"]), int(acc["detections"])
+    failure = int(acc.get("failure_pairs") or 0)
+    rate = int(acc["failure_observed"]) / failure if failure else None
     return AccuracyFigures(pairs=n, rul_mae_cycles=float(acc["abs_error"]) / n,
                            rul_band_coverage=int(acc["in_band"]) / n, fault_detections=detections,
-                           fault_detection_delay_s_mean=float(acc["delay_s"]) / detections if detections else None)
+                           fault_detection_delay_s_mean=float(acc["delay_s"]) / detections if detections else None,
+                           failure_pairs=failure,
+                           failure_mean_probability=float(acc["failure_probability"]) / failure if failure else None,
+                           failure_observed_rate=rate,
+                           failure_brier=float(acc["failure_sq_error"]) / failure if failure else None,
+                           failure_baseline_brier=None if rate is None else rate * (1.0 - rate))
 
 
 def battery_accuracy(row: dict[str, Any], window_s: int) -> BatteryAccuracy | None:

@@ -232,6 +232,17 @@ class AccuracyFigures(_Model):
     fault_detections: int = Field(0, description="Fault episodes first flagged (count).")
     fault_detection_delay_s_mean: float | None = Field(
         None, description="Mean onset-to-flag delay of those episodes, seconds of event time.")
+    failure_pairs: int = Field(0, description="Pairs with both a failure probability and a failure label (count).")
+    failure_mean_probability: float | None = Field(
+        None, description="Mean predicted probability (0-1) of failure within the horizon.")
+    failure_observed_rate: float | None = Field(
+        None, description="Share (0-1) of those readings whose truth says failure within the horizon; "
+        "a calibrated probability's mean is close to it.")
+    failure_brier: float | None = Field(
+        None, description="Brier score of the failure probability against the label (0-1, lower is better).")
+    failure_baseline_brier: float | None = Field(
+        None, description="Brier score of always predicting the observed rate, rate * (1 - rate): "
+        "an informative probability scores below it.")
 
 
 class AccuracyPoint(AccuracyFigures):

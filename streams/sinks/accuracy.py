@@ -4,7 +4,8 @@
 It consumes ``ev.predictions.v1`` and ``ev.groundtruth.v1`` in one consumer group (both keyed by
 battery, same partition count, so a battery's halves reach the same member), joins them on the
 reading's event id (:class:`streams.state.accuracy.Join`, bounded per battery) and keeps, per
-battery and fleet-wide, RUL MAE, P10-P90 band coverage, pair counts and fault-detection delays:
+battery and fleet-wide, RUL MAE, P10-P90 band coverage, pair counts, fault-detection delays and the
+failure probability's calibration (mean probability, observed rate, Brier score):
 
 * in ``ev_accuracy`` (sums per ``EVTWIN_ACCURACY_BUCKET_S`` of event time; fleet rows have
   ``battery_id = '*'``), ``ev_accuracy_pairs`` (one row per pair) and ``ev_accuracy_faults`` (each
@@ -60,6 +61,15 @@ DELAY = Histogram("evtwin_online_fault_detection_delay_seconds",
                   "Event time from a fault's onset (first truth with it) to the first flagged prediction, s",
                   buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86400, 3 * 86400, 7 * 86400,
                            30 * 86400))
+FAILURE_BRIER = Gauge("evtwin_online_failure_brier",
+                      f"Fleet Brier score of the failure probability against the truth's label {_WINDOW}, 0-1")
+FAILURE_BASELINE_BRIER = Gauge("evtwin_online_failure_baseline_brier",
+                               "Fleet Brier score of always predicting the observed failure rate, rate * (1 - "
+                               f"rate), {_WINDOW}: a useful probability scores below it")
+FAILURE_MEAN = Gauge("evtwin_online_failure_mean_probability",
+                     f"Fleet mean predicted failure probability {_WINDOW}, 0-1")
+FAILURE_RATE = Gauge("evtwin_online_failure_observed_rate",
+                     f"Fleet share of readings whose truth says failure within the horizon {_WINDOW}, 0-1")
 PAIRS = Counter("evtwin_online_pairs", "Predictions joined with their ground truth (each reading once)")
 UNMATCHED = Counter("evtwin_online_unmatched",
                     "Predictions or truths dropped without a partner (join window passed, or the "
@@ -78,8 +88,9 @@ PAIRS_KEPT_S = 14 * 86400.0
 
 def pair_row(p: Pair) -> tuple[Any, ...]:
     """``p`` as a row of :data:`connectors.accuracy_store.PAIR_COLUMNS`."""
+    failure = p.failure_probability if math.isfinite(p.failure_probability) else None
     return (p.time_ms, p.battery_id, p.event_id, p.rul_cycles, p.rul_p10, p.rul_p90, p.true_rul_cycles,
-            p.abs_error, p.in_band, p.flagged, p.fault, p.detection_delay_s)
+            p.abs_error, p.in_band, p.flagged, p.fault, p.detection_delay_s, failure, p.failure_within_horizon)
 
 
 def episode_row(battery: str, e: Episode) -> tuple[Any, ...]:
@@ -190,6 +201,10 @@ class AccuracySink(Sink):
             MAE.set(_or_nan(fleet.mae))
             COVERAGE.set(_or_nan(fleet.coverage))
             WINDOW_PAIRS.set(fleet.pairs)
+            FAILURE_BRIER.set(_or_nan(fleet.failure_brier))
+            FAILURE_BASELINE_BRIER.set(_or_nan(fleet.failure_baseline_brier))
+            FAILURE_MEAN.set(_or_nan(fleet.failure_mean_probability))
+            FAILURE_RATE.set(_or_nan(fleet.failure_observed_rate))
             for key in self.touched - {FLEET}:
                 figures = self.rolling.window(key)
                 if figures.pairs:

@@ -15,6 +15,9 @@ What a pair measures (units):
 * RUL error ``|rul_cycles - true_rul_cycles|``, equivalent full cycles (EFC); its mean is the MAE;
 * band coverage: whether ``rul_p10 <= true_rul_cycles <= rul_p90`` (the P10-P90 band should hold
   80 % of the truths);
+* failure calibration: the predicted ``failure_probability`` (0-1) beside the truth's
+  ``failure_within_horizon`` — over many pairs, their means should agree and the mean squared
+  difference (the Brier score) should stay below the label rate's ``rate * (1 - rate)``;
 * fault-detection delay: a battery's fault episode starts at its first truth with an active fault
   (its *onset*); the first pair of that episode whose prediction is *flagged* detects it, and the
   delay is the pair's event time minus the onset, seconds. A prediction is flagged by the twin's
@@ -28,6 +31,7 @@ pure: no clock, no I/O (the sink in :mod:`streams.sinks.accuracy` does those).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +59,10 @@ class Pair:
         fault: The fault active per the truth (``none`` if none).
         detection_delay_s: Set on the pair that detected its battery's fault episode: event time
             from the onset to this reading, s.
+        failure_probability: Predicted probability (0-1) of failure within the horizon; NaN when
+            the prediction carried none.
+        failure_within_horizon: The truth's failure label (end of life or a fault within the
+            horizon); ``None`` when the truth carried none.
     """
 
     battery_id: str
@@ -67,6 +75,13 @@ class Pair:
     flagged: bool
     fault: str
     detection_delay_s: float | None = None
+    failure_probability: float = float("nan")
+    failure_within_horizon: bool | None = None
+
+    @property
+    def failure_known(self) -> bool:
+        """Both halves of the failure calibration are present."""
+        return self.failure_within_horizon is not None and math.isfinite(self.failure_probability)
 
     @property
     def abs_error(self) -> float:
@@ -107,8 +122,8 @@ class Episode:
 class _Halves:
     """One battery's unmatched halves (insertion order ~ event time), recent matches, stream times."""
 
-    predictions: dict[str, tuple[int, float, float, float, bool]] = field(default_factory=dict)
-    truths: dict[str, tuple[int, float, str]] = field(default_factory=dict)
+    predictions: dict[str, tuple[int, float, float, float, bool, float]] = field(default_factory=dict)
+    truths: dict[str, tuple[int, float, str, bool | None]] = field(default_factory=dict)
     matched: dict[str, int] = field(default_factory=dict)
     prediction_ms: int = -1
     truth_ms: int = -1
@@ -158,8 +173,9 @@ class Join:
         t, h = int(record["timestamp"]), self._halves(battery)
         h.prediction_ms = max(h.prediction_ms, t)
         self.newest_ms = max(self.newest_ms, t)
+        failure = record.get("failure_probability")
         half = (t, float(record["rul_cycles"]), float(record["rul_p10"]), float(record["rul_p90"]),
-                self.flagged(record))
+                self.flagged(record), float("nan") if failure is None else float(failure))
         truth = h.truths.pop(event, None)
         if truth is not None:
             self._pending -= 1
@@ -178,7 +194,8 @@ class Join:
         self.newest_ms = max(self.newest_ms, t)
         fault = str(record.get("fault") or "none")
         self._observe_fault(battery, t, fault)
-        half = (t, float(record["true_rul_cycles"]), fault)
+        label = record.get("failure_within_horizon")
+        half = (t, float(record["true_rul_cycles"]), fault, None if label is None else bool(label))
         prediction = h.predictions.pop(event, None)
         if prediction is not None:
             self._pending -= 1
@@ -203,9 +220,9 @@ class Join:
             h = self.batteries[battery] = _Halves()
         return h
 
-    def _pair(self, battery: str, event: str, p: tuple[int, float, float, float, bool],
-              truth: tuple[int, float, str]) -> Pair:
-        t, rul, p10, p90, flagged = p
+    def _pair(self, battery: str, event: str, p: tuple[int, float, float, float, bool, float],
+              truth: tuple[int, float, str, bool | None]) -> Pair:
+        t, rul, p10, p90, flagged, failure = p
         fault = truth[2]
         self.batteries[battery].matched[event] = t
         delay = None
@@ -216,7 +233,7 @@ class Join:
             episode.detected_ms = t
             delay = episode.delay_s
             self.changed.add(battery)
-        return Pair(battery, event, t, rul, p10, p90, truth[1], flagged, fault, delay)
+        return Pair(battery, event, t, rul, p10, p90, truth[1], flagged, fault, delay, failure, truth[3])
 
     def _observe_fault(self, battery: str, t: int, fault: str) -> None:
         """A new episode starts with the first truth of a fault other than the last one's."""

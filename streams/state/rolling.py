@@ -2,7 +2,8 @@
 time per battery and fleet-wide, and the figures of the last window of buckets.
 
 The figures are sums (pairs, absolute RUL error, pairs inside the band, detections and their
-delays), so buckets add up exactly: a window's MAE is its error sum over its pair count, never a
+delays; for the failure probability the pairs with both halves, the sum of the probabilities, the
+positive labels and the squared errors), so buckets add up exactly: a window's MAE is its error sum over its pair count, never a
 mean of means. ``ev_accuracy`` stores the same sums per bucket.
 """
 
@@ -26,6 +27,10 @@ class Sums:
     in_band: int = 0
     detections: int = 0
     delay_s: float = 0.0
+    failure_pairs: int = 0
+    failure_probability: float = 0.0
+    failure_observed: int = 0
+    failure_sq_error: float = 0.0
 
     def add(self, pair: Pair) -> None:
         self.pairs += 1
@@ -34,6 +39,12 @@ class Sums:
         if pair.detection_delay_s is not None:
             self.detections += 1
             self.delay_s += pair.detection_delay_s
+        if pair.failure_known:
+            y = 1.0 if pair.failure_within_horizon else 0.0
+            self.failure_pairs += 1
+            self.failure_probability += pair.failure_probability
+            self.failure_observed += int(y)
+            self.failure_sq_error += (pair.failure_probability - y) ** 2
 
     def merge(self, other: Sums) -> None:
         self.pairs += other.pairs
@@ -41,6 +52,10 @@ class Sums:
         self.in_band += other.in_band
         self.detections += other.detections
         self.delay_s += other.delay_s
+        self.failure_pairs += other.failure_pairs
+        self.failure_probability += other.failure_probability
+        self.failure_observed += other.failure_observed
+        self.failure_sq_error += other.failure_sq_error
 
     @property
     def mae(self) -> float | None:
@@ -51,6 +66,27 @@ class Sums:
     def coverage(self) -> float | None:
         """Fraction (0-1) of true RULs inside the P10-P90 band; ``None`` without pairs."""
         return self.in_band / self.pairs if self.pairs else None
+
+    @property
+    def failure_mean_probability(self) -> float | None:
+        """Mean predicted failure probability (0-1); ``None`` without such pairs."""
+        return self.failure_probability / self.failure_pairs if self.failure_pairs else None
+
+    @property
+    def failure_observed_rate(self) -> float | None:
+        """Share (0-1) of the pairs whose truth says failure within the horizon."""
+        return self.failure_observed / self.failure_pairs if self.failure_pairs else None
+
+    @property
+    def failure_brier(self) -> float | None:
+        """Mean squared error of the failure probability against the label (0-1)."""
+        return self.failure_sq_error / self.failure_pairs if self.failure_pairs else None
+
+    @property
+    def failure_baseline_brier(self) -> float | None:
+        """The Brier score of always predicting the observed rate: ``rate * (1 - rate)``."""
+        rate = self.failure_observed_rate
+        return None if rate is None else rate * (1.0 - rate)
 
 
 def bucket_of(time_ms: int, bucket_ms: int) -> int:

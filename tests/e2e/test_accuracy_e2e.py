@@ -65,7 +65,8 @@ def _records(prefix: str, start_ms: int) -> tuple[list[dict[str, Any]], list[dic
             faulty = b == 2 and k >= 10
             p = prediction(battery, t, rul_cycles=rul, rul_p10=rul - 20, rul_p90=rul + 20,
                            anomaly_score=0.9 if b == 2 and k >= 10 else 0.1, seq=k,
-                           fault_score=0.6 if b == 2 and k >= 14 else 0.1, fault_flag=b == 2 and k >= 14)
+                           fault_score=0.6 if b == 2 and k >= 14 else 0.1, fault_flag=b == 2 and k >= 14,
+                           failure_probability=0.6 if b == 2 and k >= 12 else 0.05)
             preds.append(p)
             truths.append({"event_id": p["event_id"], "battery_id": battery, "timestamp": t, "true_soh": 90.0,
                            "true_rul_cycles": rul + rng.uniform(-40, 40), "failure_within_horizon": faulty,
@@ -184,6 +185,17 @@ def test_the_accuracy_job_measures_what_the_records_say(own_stack: tuple[Path, E
         assert m[("evtwin_online_rul_mae_cycles", ())] == pytest.approx(mae)
         assert m[("evtwin_online_rul_band_coverage", ())] == pytest.approx(coverage)
         assert m[("evtwin_online_window_pairs", ())] == n
+        # the failure probability against the truths' label, over the same window
+        by_event = {t["event_id"]: t for t in truths}
+        scored = [(p["failure_probability"], 1.0 if by_event[p["event_id"]]["failure_within_horizon"] else 0.0)
+                  for p in preds if p["timestamp"] - p["timestamp"] % (BUCKET_S * 1000) > newest - WINDOW_S * 1000]
+        rate = sum(y for _, y in scored) / len(scored)
+        assert 0.0 < rate < 1.0
+        assert m[("evtwin_online_failure_brier", ())] == pytest.approx(
+            sum((q - y) ** 2 for q, y in scored) / len(scored))
+        assert m[("evtwin_online_failure_mean_probability", ())] == pytest.approx(sum(q for q, _ in scored) / len(scored))
+        assert m[("evtwin_online_failure_observed_rate", ())] == pytest.approx(rate)
+        assert m[("evtwin_online_failure_baseline_brier", ())] == pytest.approx(rate * (1 - rate))
         for b in range(3):
             mae, coverage, n = figures(f"{prefix}{b}")
             labels = (("battery_id", f"{prefix}{b}"),)

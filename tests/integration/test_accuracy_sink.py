@@ -31,9 +31,10 @@ T0 = 1_764_720_000_000  # 2025-12-03T00:00:00Z, a bucket start (ms)
 S = 1000
 
 
-def truth(battery: str, event_id: str, ts: int, true_rul: float, fault: str = "none") -> dict[str, Any]:
+def truth(battery: str, event_id: str, ts: int, true_rul: float, fault: str = "none",
+          failure: bool = False) -> dict[str, Any]:
     return {"event_id": event_id, "battery_id": battery, "timestamp": ts, "true_soh": 90.0,
-            "true_rul_cycles": true_rul, "failure_within_horizon": False, "fault": fault,
+            "true_rul_cycles": true_rul, "failure_within_horizon": failure, "fault": fault,
             "capacity_ah": 100.0, "r0_ohm": 0.05}
 
 
@@ -128,6 +129,34 @@ def test_rows_and_gauges_equal_the_records_and_survive_a_restart_and_a_replay(db
     assert gauges() == want
     assert value("evtwin_online_pairs_total") == pairs_before + 5
     assert value("evtwin_online_fault_detection_delay_seconds_count") == delays_before + 1
+
+
+def test_the_failure_probability_is_scored_against_the_truths_label(db: str, tmp_path: Path) -> None:
+    # (t from T0 in s, predicted failure probability, the truth's label); all in the window
+    readings = [(0, 0.10, False), (20, 0.30, False), (40, 0.80, True), (65, 0.20, True), (90, 0.05, False)]
+    preds = [prediction("ACS_FAIL", T0 + t * S, failure_probability=q) for t, q, _ in readings]
+    truths = [truth("ACS_FAIL", p["event_id"], p["timestamp"], 900.0, failure=y)
+              for p, (_, _, y) in zip(preds, readings, strict=True)]
+    first = sink(db, tmp_path)
+    offer(first, PREDICTIONS, preds)
+    offer(first, GROUND_TRUTH, truths)
+    first.close()
+    n = len(readings)
+    rate = sum(y for _, _, y in readings) / n
+    want = (pytest.approx(sum((q - y) ** 2 for _, q, y in readings) / n), pytest.approx(rate * (1 - rate)),
+            pytest.approx(sum(q for _, q, _ in readings) / n), pytest.approx(rate))
+
+    def gauges() -> tuple[Any, ...]:
+        return tuple(value(f"evtwin_online_failure_{name}") for name in
+                     ("brier", "baseline_brier", "mean_probability", "observed_rate"))
+
+    assert gauges() == want
+    with psycopg.connect(db) as conn:
+        assert conn.execute("SELECT sum(failure_pairs), sum(failure_observed) FROM ev_accuracy "
+                            "WHERE battery_id = '*'").fetchone() == (n, 2)
+    second = sink(db, tmp_path)  # restored from the table at start-up
+    second.close()
+    assert gauges() == want
 
 
 def test_predictions_without_a_finite_rul_are_counted_not_joined(db: str, tmp_path: Path) -> None:

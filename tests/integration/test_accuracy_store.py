@@ -19,9 +19,9 @@ S = 1000
 
 
 def pair(battery: str, event: str, t_ms: int, rul: float, true_rul: float, p10: float, p90: float,
-         delay_s: float | None = None) -> tuple[Any, ...]:
+         delay_s: float | None = None, failure: float | None = None, label: bool | None = None) -> tuple[Any, ...]:
     return (t_ms, battery, event, rul, p10, p90, true_rul, abs(rul - true_rul), p10 <= true_rul <= p90,
-            delay_s is not None, "cooling_failure" if delay_s is not None else "none", delay_s)
+            delay_s is not None, "cooling_failure" if delay_s is not None else "none", delay_s, failure, label)
 
 
 @pytest.fixture
@@ -64,7 +64,8 @@ def test_pairs_add_to_their_buckets_once(db: str) -> None:
         assert writer.rows_written["ev_accuracy_pairs"] == 4
         # What the sink reads back at start-up: the window's buckets up to the fleet's newest.
         recent = {(r[0], r[1]): r[2:] for r in writer.recent(60)}
-        assert recent == {(T0 + 60 * S, "B2"): (1, 20.0, 1, 1, 12.0), (T0 + 60 * S, "*"): (1, 20.0, 1, 1, 12.0)}
+        assert recent == {(T0 + 60 * S, "B2"): (1, 20.0, 1, 1, 12.0, 0, 0.0, 0, 0.0),
+                          (T0 + 60 * S, "*"): (1, 20.0, 1, 1, 12.0, 0, 0.0, 0, 0.0)}
         assert len(writer.recent(120)) == 5
 
 
@@ -84,3 +85,36 @@ def test_pairs_are_pruned_on_plain_postgresql(db: str) -> None:
         with psycopg.connect(db) as conn:
             assert conn.execute("SELECT event_id FROM ev_accuracy_pairs").fetchall() == [("new",)]
         assert len(rows(db)) == 4  # the bucket rows stay
+
+
+def test_failure_sums_add_up_to_the_calibration_of_a_window(db: str) -> None:
+    def failure_rows() -> dict[tuple[int, str], tuple[Any, ...]]:
+        with psycopg.connect(db) as conn:
+            got = conn.execute(
+                "SELECT (extract(epoch FROM bucket) * 1000)::int8, battery_id, failure_pairs, "
+                "failure_probability_sum, failure_observed, failure_sq_error_sum, failure_brier "
+                "FROM ev_accuracy").fetchall()
+        return {(r[0], r[1]): tuple(r[2:]) for r in got}
+
+    batch = [pair("B1", "a", T0, 1, 1, 0, 2, failure=0.2, label=False),       # (0.2 - 0)^2 = 0.04
+             pair("B1", "b", T0 + S, 1, 1, 0, 2, failure=0.9, label=True),    # (0.9 - 1)^2 = 0.01
+             pair("B2", "c", T0 + 2 * S, 1, 1, 0, 2, failure=0.5, label=True),  # 0.25
+             pair("B2", "d", T0 + 3 * S, 1, 1, 0, 2),                         # neither half: not counted
+             pair("B2", "e", T0 + 4 * S, 1, 1, 0, 2, failure=0.3)]            # no label: not counted
+    with AccuracyWriter(db, bucket_s=60) as writer:
+        assert len(writer.write(batch)) == 5
+        assert failure_rows() == {
+            (T0, "B1"): (2, pytest.approx(1.1), 1, pytest.approx(0.05), pytest.approx(0.025)),
+            (T0, "B2"): (1, pytest.approx(0.5), 1, pytest.approx(0.25), pytest.approx(0.25)),
+            (T0, "*"): (3, pytest.approx(1.6), 2, pytest.approx(0.30), pytest.approx(0.10)),
+        }
+        with psycopg.connect(db) as conn:
+            stored = conn.execute("SELECT event_id, failure_probability, failure_within_horizon "
+                                  "FROM ev_accuracy_pairs ORDER BY event_id").fetchall()
+        assert stored[2:] == [("c", 0.5, True), ("d", None, None), ("e", 0.3, None)]
+        # a later pair in the same bucket adds to the sums; the bucket's Brier score follows
+        writer.write([pair("B1", "f", T0 + 5 * S, 1, 1, 0, 2, failure=0.0, label=False)])
+        assert failure_rows()[(T0, "*")] == (4, pytest.approx(1.6), 2, pytest.approx(0.30), pytest.approx(0.075))
+        assert writer.write(batch) == set() and failure_rows()[(T0, "*")][0] == 4  # a replay: no change
+        recent = {(r[0], r[1]): r[7:] for r in writer.recent(60)}
+        assert recent[(T0, "*")] == (4, pytest.approx(1.6), 2, pytest.approx(0.30))

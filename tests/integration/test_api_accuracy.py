@@ -29,16 +29,19 @@ DETECTED = PACKS[3]
 
 def _pairs() -> list[tuple[Any, ...]]:
     """Packs 0-3, a pair every 10 minutes over the last 3 hours; pack b's error is 10(b+1) to
-    10(b+1)+2 cycles, every fourth pair outside the band; pack 3 flags its fault 120 s after onset."""
+    10(b+1)+2 cycles, every fourth pair outside the band; pack 3 flags its fault 120 s after onset;
+    pack b predicts a failure probability of 0.1(b+1), every fifth truth says failure; pack 0's
+    first pair lacks a failure probability (a prediction of an older model: not counted)."""
     out = []
     for b, battery in enumerate(PACKS):
         for k in range(18):
             t = NOW_MS - k * 600_000 + 1000 * b
             err = 10.0 * (b + 1) + k % 3
             delay = 120.0 if battery == DETECTED and k == 2 else None
+            failure = None if (b, k) == (0, 0) else 0.1 * (b + 1)
             out.append((t, battery, f"{battery}-{k}", 500.0, 400.0, 500.0 + (200 if k % 4 == 0 else 0),
                         500.0 - err if k % 4 else 500.0 + err, err, k % 4 != 0, delay is not None,
-                        "cooling_failure" if delay else "none", delay))
+                        "cooling_failure" if delay else "none", delay, failure, k % 5 == 0))
     return out
 
 
@@ -48,10 +51,17 @@ def _expected(pairs: list[tuple[Any, ...]], key: str | None, window: bool = True
     chosen = [p for p in pairs if (key is None or p[1] == key)
               and (not window or p[0] - p[0] % BUCKET_MS > newest - WINDOW_MS)]
     n, delays = len(chosen), [p[11] for p in chosen if p[11] is not None]
+    known = [(p[12], 1.0 if p[13] else 0.0) for p in chosen if p[12] is not None]
+    rate = sum(y for _, y in known) / len(known)
     return {"pairs": n, "rul_mae_cycles": pytest.approx(sum(p[7] for p in chosen) / n),
             "rul_band_coverage": pytest.approx(sum(p[8] for p in chosen) / n),
             "fault_detections": len(delays),
-            "fault_detection_delay_s_mean": pytest.approx(sum(delays) / len(delays)) if delays else None}
+            "fault_detection_delay_s_mean": pytest.approx(sum(delays) / len(delays)) if delays else None,
+            "failure_pairs": len(known),
+            "failure_mean_probability": pytest.approx(sum(q for q, _ in known) / len(known)),
+            "failure_observed_rate": pytest.approx(rate),
+            "failure_brier": pytest.approx(sum((q - y) ** 2 for q, y in known) / len(known)),
+            "failure_baseline_brier": pytest.approx(rate * (1.0 - rate))}
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +99,10 @@ def test_fleet_figures_series_and_worst_packs_equal_the_pairs(api: tuple[str, li
     first = [p for p in pairs if p[0] - p[0] % BUCKET_MS == buckets[0]]
     assert body["series"][0]["pairs"] == len(first)
     assert body["series"][0]["rul_mae_cycles"] == pytest.approx(sum(p[7] for p in first) / len(first))
+    known = [p for p in first if p[12] is not None]
+    assert body["series"][0]["failure_pairs"] == len(known)
+    assert body["series"][0]["failure_brier"] == pytest.approx(
+        sum((p[12] - p[13]) ** 2 for p in known) / len(known))
     # Worst first: pack 3 has the largest errors.
     assert [b["battery_id"] for b in body["batteries"]] == PACKS[::-1]
     for item in body["batteries"]:

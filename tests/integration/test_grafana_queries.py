@@ -41,8 +41,9 @@ def dashboard_db(stack) -> Iterator[str]:  # type: ignore[no-untyped-def]
             alert("g-done", "BATTERY_00001", "RESOLVED", start + 600_000, start + 900_000),
         ]) == 2
     pairs = [(r["timestamp"], r["battery_id"], r["event_id"], r["rul_cycles"], r["rul_p10"], r["rul_p90"],
-              r["rul_cycles"] + 30.0, 30.0, r["rul_cycles"] + 30.0 <= r["rul_p90"], False, "none", None)
-             for r in rows]
+              r["rul_cycles"] + 30.0, 30.0, r["rul_cycles"] + 30.0 <= r["rul_p90"], False, "none", None,
+              r["failure_probability"], k % 10 == 0)
+             for k, r in enumerate(rows)]
     with AccuracyWriter(url, bucket_s=300) as accuracy:
         assert len(accuracy.write(pairs, [("BATTERY_00001", "cooling_failure", start + 600_000,
                                            start + 660_000, 60.0, start + 660_000)])) == 720

@@ -29,7 +29,9 @@ METRICS = {
     "evtwin_online_battery_window_pairs", "evtwin_online_battery_fault_detection_delay_seconds",
     "evtwin_online_fault_detection_delay_seconds", "evtwin_online_pairs_total",
     "evtwin_online_unmatched_total", "evtwin_online_fault_onsets_total", "evtwin_online_pending",
-    "evtwin_online_unusable_predictions_total",
+    "evtwin_online_unusable_predictions_total", "evtwin_online_failure_brier",
+    "evtwin_online_failure_baseline_brier", "evtwin_online_failure_mean_probability",
+    "evtwin_online_failure_observed_rate",
 }
 HISTOGRAMS = {"evtwin_batch_size", "evtwin_scoring_seconds", "evtwin_event_latency_seconds",
               "evtwin_online_fault_detection_delay_seconds"}

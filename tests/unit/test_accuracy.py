@@ -166,3 +166,34 @@ def test_a_late_or_replayed_truth_does_not_restart_an_episode() -> None:
     assert j.episodes["B"].fault == "cooling_failure" and j.episodes["B"].onset_ms == 10 * S
     assert j.add_prediction(pred("B", "b", 5, anomaly=0.9)).detection_delay_s is None  # type: ignore[union-attr]  # before the onset
     assert j.add_prediction(pred("B", "a", 10, anomaly=0.9)).detection_delay_s == 0.0  # type: ignore[union-attr]
+
+
+def test_a_pair_carries_the_failure_probability_and_the_label_when_both_halves_have_them() -> None:
+    j = join()
+    j.add_truth({**truth("B1", "e1", 0), "failure_within_horizon": True})
+    both = j.add_prediction(pred("B1", "e1", 0, failure_probability=0.7))
+    no_label = j.add_prediction(pred("B1", "e2", 1, failure_probability=0.2)) or j.add_truth(truth("B1", "e2", 1))
+    no_probability = j.add_prediction(pred("B1", "e3", 2)) or j.add_truth(
+        {**truth("B1", "e3", 2), "failure_within_horizon": False})
+    odd = j.add_prediction(pred("B1", "e4", 3, failure_probability=float("inf"))) or j.add_truth(
+        {**truth("B1", "e4", 3), "failure_within_horizon": False})
+    assert both is not None and (both.failure_probability, both.failure_within_horizon) == (0.7, True)
+    assert both.failure_known
+    assert no_label is not None and no_label.failure_within_horizon is None and not no_label.failure_known
+    assert no_probability is not None and not no_probability.failure_known
+    assert odd is not None and not odd.failure_known
+
+    r = Rolling(bucket_ms=60 * S, window_ms=3600 * S)
+    for p in (both, no_label, no_probability, odd):
+        r.add(p)
+    extra = j.add_truth({**truth("B2", "e5", 4), "failure_within_horizon": False}) or j.add_prediction(
+        pred("B2", "e5", 4, failure_probability=0.1))
+    assert extra is not None
+    r.add(extra)
+    fleet = r.window(FLEET)
+    assert fleet.pairs == 5 and fleet.failure_pairs == 2  # only the pairs with both halves
+    assert fleet.failure_mean_probability == pytest.approx(0.4)
+    assert fleet.failure_observed_rate == 0.5
+    assert fleet.failure_brier == pytest.approx(((0.7 - 1) ** 2 + 0.1 ** 2) / 2)
+    assert fleet.failure_baseline_brier == 0.25
+    assert Sums().failure_brier is None and Sums().failure_baseline_brier is None
