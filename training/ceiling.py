@@ -243,20 +243,20 @@ def pack_change_z(X: np.ndarray, frame: pd.DataFrame) -> pd.DataFrame:
 
 def _z_against_own_normal(x: np.ndarray, day: np.ndarray, sd0: float, sd_min: float) -> np.ndarray:
     out = np.full(len(x), np.nan)
-    mean, var, taken = np.nan, sd0 * sd0, 0
+    mean, var, taken, last_day = np.nan, sd0 * sd0, 0, np.nan
     for i in range(len(x)):
-        if x[i] != x[i]:
+        if x[i] != x[i]:  # no reading of this signal that day: the baseline waits
             continue
         if taken >= CHANGE_WARM_DAYS:
             out[i] = (x[i] - mean) / max(np.sqrt(var), sd_min)
         if taken == 0:
             mean = x[i]
         else:
-            alpha = 1.0 - np.exp(-max(day[i] - day[i - 1], 0.0) / CHANGE_TAU_D)
+            alpha = 1.0 - np.exp(-max(day[i] - last_day, 0.0) / CHANGE_TAU_D)
             dev = x[i] - mean
             mean += alpha * dev
             var = (1.0 - alpha) * (var + alpha * dev * dev)
-        taken += 1
+        taken, last_day = taken + 1, day[i]
     return out
 
 

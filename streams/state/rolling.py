@@ -3,8 +3,8 @@ time per battery and fleet-wide, and the figures of the last window of buckets.
 
 The figures are sums (pairs, absolute RUL error, pairs inside the band, detections and their
 delays; for the failure probability the pairs with both halves, the sum of the probabilities, the
-positive labels and the squared errors), so buckets add up exactly: a window's MAE is its error sum over its pair count, never a
-mean of means. ``ev_accuracy`` stores the same sums per bucket.
+positive labels and the squared errors), so buckets add up exactly: a window's MAE is its error
+sum over its pair count, never a mean of means. ``ev_accuracy`` stores the same sums per bucket.
 """
 
 from __future__ import annotations

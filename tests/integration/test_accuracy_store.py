@@ -31,12 +31,16 @@ def db(stack) -> Iterator[str]:  # type: ignore[no-untyped-def]
     drop_database(url)
 
 
-def rows(url: str) -> dict[tuple[int, str], tuple[Any, ...]]:
+RUL_COLUMNS = ("pairs, rul_abs_error_sum, rul_in_band, fault_detections, fault_detection_delay_s_sum, "
+               "rul_mae_cycles, rul_band_coverage")
+FAILURE_COLUMNS = "failure_pairs, failure_probability_sum, failure_observed, failure_sq_error_sum, failure_brier"
+
+
+def rows(url: str, columns: str = RUL_COLUMNS) -> dict[tuple[int, str], tuple[Any, ...]]:
+    """The ev_accuracy rows by (bucket ms, battery): ``columns``."""
     with psycopg.connect(url) as conn:
         got = conn.execute(
-            "SELECT (extract(epoch FROM bucket) * 1000)::int8, battery_id, pairs, rul_abs_error_sum, "
-            "rul_in_band, fault_detections, fault_detection_delay_s_sum, rul_mae_cycles, rul_band_coverage "
-            "FROM ev_accuracy").fetchall()
+            f"SELECT (extract(epoch FROM bucket) * 1000)::int8, battery_id, {columns} FROM ev_accuracy").fetchall()
     return {(r[0], r[1]): tuple(r[2:]) for r in got}
 
 
@@ -89,12 +93,7 @@ def test_pairs_are_pruned_on_plain_postgresql(db: str) -> None:
 
 def test_failure_sums_add_up_to_the_calibration_of_a_window(db: str) -> None:
     def failure_rows() -> dict[tuple[int, str], tuple[Any, ...]]:
-        with psycopg.connect(db) as conn:
-            got = conn.execute(
-                "SELECT (extract(epoch FROM bucket) * 1000)::int8, battery_id, failure_pairs, "
-                "failure_probability_sum, failure_observed, failure_sq_error_sum, failure_brier "
-                "FROM ev_accuracy").fetchall()
-        return {(r[0], r[1]): tuple(r[2:]) for r in got}
+        return rows(db, FAILURE_COLUMNS)
 
     batch = [pair("B1", "a", T0, 1, 1, 0, 2, failure=0.2, label=False),       # (0.2 - 0)^2 = 0.04
              pair("B1", "b", T0 + S, 1, 1, 0, 2, failure=0.9, label=True),    # (0.9 - 1)^2 = 0.01
