@@ -166,10 +166,9 @@ def fleet_weights(frame: pd.DataFrame) -> np.ndarray:
     life; 1-30 days apart), and a pack with a fault runs on to its end of life — 88 % of the failure
     label's positives of a 200-pack fleet (seed 101) are rows with a fault active, and the label's
     share of rows is 7.1 % where a fleet's readings see ~1 % (1.0 % weighted; 0.84 % in a replay
-    of the live fleet). Weighted, the rows stand for the fleet a twin
-    watches: a row's weight is the service days until its pack's next sampled day over the rows
-    of its day (its last day: the gap before it), and 0 more than ``repair_after_days`` after its
-    pack's fault began.
+    of the live fleet). Weighted, the rows stand for the fleet a twin watches: a row's weight is
+    the service days until its pack's next sampled day over the rows of its day (its last day: the
+    gap before it), and 0 more than ``repair_after_days`` after its pack's fault began.
 
     Args:
         frame: Rows of a generated dataset (``battery_id``, ``Service_Days``; ``Timestamp`` and
@@ -270,6 +269,6 @@ def split_rows(groups: np.ndarray, seed: int = 0, test_size: float = 0.2, calib_
     return Split(train, calib, test, by="battery")
 
 
-__all__ = ["ATTACH_SPAN", "fleet_weights", "QUICK_BATTERIES", "QUICK_CONFIG", "SILENT_FAULTS", "Split", "TrainingData", "attach_replays",
+__all__ = ["ATTACH_SPAN", "QUICK_BATTERIES", "QUICK_CONFIG", "SILENT_FAULTS", "Split", "TrainingData", "attach_replays", "fleet_weights",
            "from_frame", "generate", "load",
            "read_frame", "split_rows"]
