@@ -169,7 +169,7 @@ class Settings(BaseSettings):
     retrain_primary_metric: str = Field(
         "rul_mae_cycles", description="The metric a candidate must improve to be promoted.")
     retrain_gated_metrics: str = Field(
-        "rul_mae_cycles,rul_band_coverage_error,failure_brier,failure_roc_auc,anomaly_auroc",
+        "rul_mae_cycles,rul_band_coverage_error,failure_fleet_brier,failure_fleet_roc_auc,anomaly_auroc",
         description="Metrics a candidate must not be worse on, comma-separated.")
     retrain_max_regression: float = Field(
         0.02, ge=0, description="How much worse a gated metric may be and still count as not "

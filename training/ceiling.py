@@ -187,7 +187,8 @@ CHANGE_WARM_DAYS = 3
 
 
 def days_after_onset(frame: pd.DataFrame) -> np.ndarray:
-    """Days from the pack's fault onset to each reading (negative before it, NaN without a fault)."""
+    """Days from the fault's onset to each reading: NaN where the reading carries no onset (the
+    generated dataset sets ``fault_onset`` on the rows with the fault active only)."""
     onset = pd.to_datetime(frame["fault_onset"], utc=True)
     t = pd.to_datetime(frame["Timestamp"], utc=True)
     return ((t - onset).dt.total_seconds() / 86400.0).to_numpy(dtype=np.float64)
@@ -201,7 +202,9 @@ def _visible_kind(frame: pd.DataFrame) -> pd.Series:
 
 def first_readings(frame: pd.DataFrame) -> pd.Series:
     """Days from the onset to the first reading after it, per pack with a fault other than the
-    silent ones (``training.data.SILENT_FAULTS``); inf for a pack that never reports after it."""
+    silent ones (``training.data.SILENT_FAULTS``). The dataset marks a fault on its active rows
+    only, so a pack that never reported after its onset is a healthy pack here, as it is to
+    ``fault_packs_detected``; inf only for a fault row without an onset time."""
     from training.data import SILENT_FAULTS
 
     kind = _visible_kind(frame)
@@ -225,7 +228,7 @@ def pack_change_z(X: np.ndarray, frame: pd.DataFrame) -> pd.DataFrame:
     col = {name: X[:, FEATURE_NAMES.index(name)].astype(np.float64)
            for name in ("temperature", "ambient_temperature", "overpotential", "current", "cell_voltage_spread")}
     heat = col["overpotential"] * col["current"]
-    thermal = (col["temperature"] - np.minimum(col["ambient_temperature"], st.T_SET_C)
+    thermal = (col["temperature"] - np.fmin(col["ambient_temperature"], st.T_SET_C)  # no ambient: T_set
                - np.where(heat > 0.0, st.HOTSPOT_K_PER_W * heat, 0.0))
     rows = pd.DataFrame({"battery_id": frame["battery_id"].to_numpy(),
                          "day": np.floor(frame["Service_Days"].to_numpy(dtype=np.float64)),
@@ -287,4 +290,5 @@ def _fault_ahead(frame: pd.DataFrame) -> np.ndarray:
 
 
 __all__ = ["CEILING_HP", "ceiling_report", "days_after_onset", "detectable_fault_packs", "early_detection",
-           "first_readings", "future_cycles_per_day", "history_features", "pack_change_z", "traceless"]
+           "first_readings", "future_cycles_per_day", "history_features", "pack_change_z", "rul_inputs",
+           "traceless"]

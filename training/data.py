@@ -168,12 +168,14 @@ def fleet_weights(frame: pd.DataFrame) -> np.ndarray:
     share of rows is 7.1 % where a fleet's readings see ~1 % (1.0 % weighted; 0.84 % in a replay
     of the live fleet). Weighted, the rows stand for the fleet a twin watches: a row's weight is
     the service days until its pack's next sampled day over the rows of its day (its last day: the
-    gap before it), and 0 more than ``repair_after_days`` after its pack's fault began.
+    gap before it; cut at the repair, ``repair_after_days`` after its pack's fault began, and 0
+    past it). Rows without a service day (a live fleet's readings collected for retraining) weigh
+    as the median generated row.
 
     Args:
         frame: Rows of a generated dataset (``battery_id``, ``Service_Days``; ``Timestamp`` and
-            ``fault_onset`` for the repair), each battery's rows in time order; without
-            ``Service_Days`` every row weighs 1.
+            ``fault_onset`` for the repair), each battery's rows in time order; without a
+            ``Service_Days`` column every row weighs 1.
     """
     from models.physics.params import FaultParams
 
@@ -185,13 +187,19 @@ def fleet_weights(frame: pd.DataFrame) -> np.ndarray:
     per_day = days.groupby(["b", "day"], sort=False).size().rename("n").reset_index()
     span = per_day.groupby("b", sort=False)["day"].shift(-1) - per_day["day"]
     span = span.fillna(span.groupby(per_day["b"], sort=False).shift(1)).fillna(1.0)
-    per_day["w"] = np.maximum(span.to_numpy(), 1.0) / per_day["n"].to_numpy()
-    w = days.merge(per_day[["b", "day", "w"]], on=["b", "day"], how="left")["w"].to_numpy(dtype=np.float64)
-    w = np.nan_to_num(w, nan=1.0)
-    if "fault_onset" in frame and "Timestamp" in frame:
+    per_day["span"] = np.maximum(span.to_numpy(), 1.0)
+    merged = days.merge(per_day[["b", "day", "span", "n"]], on=["b", "day"], how="left")
+    span_row, n_row = merged["span"].to_numpy(dtype=np.float64), merged["n"].to_numpy(dtype=np.float64)
+    if "fault_onset" in frame and "Timestamp" in frame:  # the pack is replaced within its span
         since = (pd.to_datetime(frame["Timestamp"], utc=True)
                  - pd.to_datetime(frame["fault_onset"], utc=True)).dt.total_seconds().to_numpy() / 86400.0
-        w[np.nan_to_num(since, nan=-np.inf) > FaultParams().repair_after_days] = 0.0
+        left = FaultParams().repair_after_days - since  # NaN without a fault
+        span_row = np.where(np.isnan(left), span_row, np.clip(np.fmin(span_row, left), 0.0, None))
+    w = span_row / n_row
+    dated = ~np.isnan(w)
+    # Rows without a service day (readings a live fleet reported, collected for retraining) already
+    # are a steady sample of a fleet that replaces its faulty packs: the generated rows' median.
+    w[~dated] = float(np.median(w[dated & (w > 0)])) if (dated & (w > 0)).any() else 1.0
     total = w.sum()
     return w * (n / total) if total > 0 else np.ones(n)
 

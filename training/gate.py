@@ -7,6 +7,9 @@ collected), and decides: promote only when the candidate is not worse on any gat
 ``min_improvement``, relative). A metric either model cannot measure on these rows (NaN: one class
 only, say) is skipped and named in the reasons; an unmeasurable primary metric rejects.
 
+The failure probability is gated as a fleet in service sees it (``failure_fleet_brier``,
+``failure_fleet_roc_auc``: rows weighted by ``training.data.fleet_weights``), the distribution it is
+calibrated for; on the dataset's unweighted rows a better-calibrated model can score worse.
 Every metric has a direction (:data:`LOWER_IS_BETTER`, :data:`HIGHER_IS_BETTER`);
 ``rul_band_coverage_error`` is ``abs(rul_band_coverage - 0.8)``, since a band can be too wide as
 well as too narrow.
@@ -28,11 +31,11 @@ BAND_TARGET = 0.8
 """Coverage the P10-P90 band aims at."""
 LOWER_IS_BETTER = frozenset({
     "rul_mae_cycles", "rul_rmse_cycles", "rul_band_coverage_error", "rul_band_width_cycles",
-    "failure_brier", "anomaly_delay_days_median",
+    "failure_brier", "failure_fleet_brier", "anomaly_delay_days_median",
 })
 HIGHER_IS_BETTER = frozenset({
-    "rul_r2", "failure_roc_auc", "failure_pr_auc", "anomaly_auroc", "anomaly_auroc_observable",
-    "anomaly_detected_fraction",
+    "rul_r2", "failure_roc_auc", "failure_fleet_roc_auc", "failure_pr_auc", "anomaly_auroc",
+    "anomaly_auroc_observable", "anomaly_detected_fraction",
 })
 GATEABLE = LOWER_IS_BETTER | HIGHER_IS_BETTER
 """Metrics the gate knows the direction of."""
@@ -43,8 +46,8 @@ class Thresholds:
     """The gate's settings (``EVTWIN_RETRAIN_*``)."""
 
     primary: str = "rul_mae_cycles"
-    gated: tuple[str, ...] = ("rul_mae_cycles", "rul_band_coverage_error", "failure_brier",
-                              "failure_roc_auc", "anomaly_auroc")
+    gated: tuple[str, ...] = ("rul_mae_cycles", "rul_band_coverage_error", "failure_fleet_brier",
+                              "failure_fleet_roc_auc", "anomaly_auroc")
     max_regression: float = 0.02
     min_improvement: float = 0.0
 

@@ -136,15 +136,19 @@ def test_fleet_weights_stand_for_steady_reporting_and_a_repair_after_a_fault() -
     rows = [("A", d, pd.NaT) for d in (0.1, 0.6, 1.2, 1.7, 5.3, 5.8)]  # two readings a sampled day
     onset = start + pd.Timedelta(days=10)
     rows += [("B", d, onset) for d in (0.5, 10.5 + repair - 1, 10.5 + repair + 5)]
+    rows += [("LIVE", float("nan"), pd.NaT)]  # a live fleet's reading collected for retraining
     frame = pd.DataFrame({"battery_id": [r[0] for r in rows], "Service_Days": [r[1] for r in rows],
                           "fault_onset": [r[2] for r in rows],
-                          "Timestamp": [start + pd.Timedelta(days=r[1]) for r in rows]})
+                          "Timestamp": [start + pd.Timedelta(days=0 if r[1] != r[1] else r[1]) for r in rows]})
     w = data.fleet_weights(frame)
     assert w.mean() == pytest.approx(1.0)
-    a = w[:6] / w[0]
+    a = w / w[0]
     # day 0 stands for 1 day (the next sampled day is day 1), day 1 for 4, the last day (5) for
     # the gap before it (4); each day shared by its two readings
-    assert a == pytest.approx([1, 1, 4, 4, 4, 4])
-    assert w[8] == 0.0 and w[7] > 0.0  # past the repair a fleet no longer has that pack
+    assert a[:6] == pytest.approx([1, 1, 4, 4, 4, 4])
+    # B's second day stands for 6 days, but the pack is replaced half a day into them (its reading
+    # is 59.5 days after the onset); past that, nothing
+    assert a[7] == pytest.approx(1.0) and w[8] == 0.0
+    assert a[9] == pytest.approx(4.0)  # the live reading: the median of the dated rows' weights
     # a dataset of an older generator (no service days) is not weighted
     assert (data.fleet_weights(frame.drop(columns="Service_Days")) == 1.0).all()
