@@ -64,3 +64,20 @@ def test_the_same_batteries_are_held_out_every_run() -> None:
     rows = np.repeat(ids[:10], 3)  # every row of a battery goes the same way
     flags = held_out(rows, 0.5).reshape(10, 3)
     assert (flags == flags[:, :1]).all()
+
+
+def test_by_default_the_failure_probability_is_judged_as_a_fleet_in_service_sees_it() -> None:
+    # A candidate calibrated for the fleet: worse on the dataset's unweighted rows (their
+    # long-running faults are rows no fleet has), better on the fleet-weighted ones.
+    champion = {"rul_mae_cycles": 100.0, "rul_band_coverage": 0.80, "anomaly_auroc": 0.90,
+                "failure_brier": 0.040, "failure_roc_auc": 0.936,
+                "failure_fleet_brier": 0.0118, "failure_fleet_roc_auc": 0.875}
+    candidate = dict(champion, rul_mae_cycles=99.0, failure_brier=0.048, failure_roc_auc=0.916,
+                     failure_fleet_brier=0.0075, failure_fleet_roc_auc=0.888)
+    gate = Thresholds()
+    assert {"failure_fleet_brier", "failure_fleet_roc_auc"} <= set(gate.gated)
+    assert not {"failure_brier", "failure_roc_auc"} & set(gate.gated)
+    assert compare(candidate, champion, gate).promote
+    # the unweighted figures can still be gated on demand, and then refuse it
+    unweighted = Thresholds.parse("rul_mae_cycles", "failure_brier", 0.02, 0.0)
+    assert not compare(candidate, champion, unweighted).promote
