@@ -44,7 +44,7 @@ SLACK_S = 3.0
 WEAK = fit.HyperParams(rul_trees=2, failure_trees=2, anomaly_trees=2, iforest_trees=10,
                        rul_learning_rate=0.05, learning_rate=0.05)
 TINY = fit.HyperParams(rul_trees=60, failure_trees=60, anomaly_trees=60, iforest_trees=50)
-GATE = Thresholds.parse("rul_mae_cycles", "failure_brier", 0.02, 0.0)
+GATE = Thresholds.parse("rul_mae_cycles", "failure_fleet_brier", 0.02, 0.0)
 
 
 @pytest.fixture(scope="module")
