@@ -25,7 +25,9 @@ pack at or below the cooling set point (a healthy loop is off there too). ``anom
 is the AUROC of an oracle that ranks every other fault reading above every healthy one and ties
 these with healthy readings; ``failure_positives_traceless_fraction`` is the share of the failure
 label's positives that are such readings or a fault that has not started yet;
-``fault_packs_detectable_ceiling`` is the share of the packs with a fault other than the dropout
+``failure_positives_past_repair_fraction`` the share of them more than ``repair_after_days`` after
+their pack's fault began — rows a fleet, which replaces such a pack, never has
+(``training.data.fleet_weights``); ``fault_packs_detectable_ceiling`` is the share of the packs with a fault other than the dropout
 (the packs ``fault_packs_detected`` counts) that have any fault reading with a trace at all — a
 pack whose loop failed but which never rose above the set point afterwards is, to every
 observable, a healthy pack, so no detector can flag more packs than this without false alarms.
@@ -58,7 +60,7 @@ import pandas as pd
 from models import state as st
 from models.features import FEATURE_NAMES
 from models.physics.params import ThermalParams
-from training.data import TrainingData, load, split_rows
+from training.data import TrainingData, days_after_onset, fleet_weights, load, split_rows
 from training.fit import HyperParams, fit_rul, predict_rul
 
 SOH = FEATURE_NAMES.index("soh")
@@ -155,6 +157,7 @@ def ceiling_report(dataset: Path, hp: HyperParams | None = None, seed: int = 0,
     positive = data.failure.astype(bool)
     not_started = positive & ~fault & _fault_ahead(frame)
     metrics["failure_positives_traceless_fraction"] = float((hidden | not_started)[positive].mean())
+    metrics["failure_positives_past_repair_fraction"] = float((fleet_weights(frame) == 0)[positive].mean())
     metrics["fault_packs_detectable_ceiling"] = detectable_fault_packs(frame)
     metrics.update(early_detection(data.X, frame))
     return {"dataset": str(dataset), "train_dataset": str(train_dataset) if train_dataset else None,
@@ -184,14 +187,6 @@ daily mean (K for the thermal residual, mV for the cell-voltage spread; healthy 
 400-pack fleet, seed 0, vary 2.1 K and 1.3 mV from day to day around their own mean)."""
 CHANGE_WARM_DAYS = 3
 """Days of a pack's baseline before its z-scores count."""
-
-
-def days_after_onset(frame: pd.DataFrame) -> np.ndarray:
-    """Days from the fault's onset to each reading: NaN where the reading carries no onset (the
-    generated dataset sets ``fault_onset`` on the rows with the fault active only)."""
-    onset = pd.to_datetime(frame["fault_onset"], utc=True)
-    t = pd.to_datetime(frame["Timestamp"], utc=True)
-    return ((t - onset).dt.total_seconds() / 86400.0).to_numpy(dtype=np.float64)
 
 
 def _visible_kind(frame: pd.DataFrame) -> pd.Series:
@@ -289,6 +284,6 @@ def _fault_ahead(frame: pd.DataFrame) -> np.ndarray:
     return np.asarray(later, dtype=bool) & ~fault
 
 
-__all__ = ["CEILING_HP", "ceiling_report", "days_after_onset", "detectable_fault_packs", "early_detection",
+__all__ = ["CEILING_HP", "ceiling_report", "detectable_fault_packs", "early_detection",
            "first_readings", "future_cycles_per_day", "history_features", "pack_change_z", "rul_inputs",
            "traceless"]

@@ -157,14 +157,23 @@ class Split:
     by: str
 
 
+def days_after_onset(frame: pd.DataFrame) -> np.ndarray:
+    """Days from the fault's onset to each reading: NaN where the reading carries no onset (the
+    generated dataset sets ``fault_onset`` on the rows with the fault active only)."""
+    onset = pd.to_datetime(frame["fault_onset"], utc=True)
+    t = pd.to_datetime(frame["Timestamp"], utc=True)
+    return ((t - onset).dt.total_seconds() / 86400.0).to_numpy(dtype=np.float64)
+
+
 def fleet_weights(frame: pd.DataFrame) -> np.ndarray:
     """How much of a fleet's reporting each row of a generated dataset stands for (mean 1).
 
     A fleet in service reports at a steady rate and replaces a pack some time after a fault
     (``models.physics.params.FaultParams.repair_after_days``, as the live simulator does). The
     generated histories do neither: their sampled days lie closer where a pack ages fast (early
-    life; 1-30 days apart), and a pack with a fault runs on to its end of life — 88 % of the failure
-    label's positives of a 200-pack fleet (seed 101) are rows with a fault active, and the label's
+    life; 1-30 days apart), and a pack with a fault runs on to its end of life — 83 % of the failure
+    label's positives of a 200-pack fleet (seed 101) are rows past the repair
+    (``evtwin evaluate --ceiling``: ``failure_positives_past_repair_fraction``), and the label's
     share of rows is 7.1 % where a fleet's readings see ~1 % (1.0 % weighted; 0.84 % in a replay
     of the live fleet). Weighted, the rows stand for the fleet a twin watches: a row's weight is
     the service days until its pack's next sampled day over the rows of its day (its last day: the
@@ -191,9 +200,7 @@ def fleet_weights(frame: pd.DataFrame) -> np.ndarray:
     merged = days.merge(per_day[["b", "day", "span", "n"]], on=["b", "day"], how="left")
     span_row, n_row = merged["span"].to_numpy(dtype=np.float64), merged["n"].to_numpy(dtype=np.float64)
     if "fault_onset" in frame and "Timestamp" in frame:  # the pack is replaced within its span
-        since = (pd.to_datetime(frame["Timestamp"], utc=True)
-                 - pd.to_datetime(frame["fault_onset"], utc=True)).dt.total_seconds().to_numpy() / 86400.0
-        left = FaultParams().repair_after_days - since  # NaN without a fault
+        left = FaultParams().repair_after_days - days_after_onset(frame)  # NaN without a fault
         span_row = np.where(np.isnan(left), span_row, np.clip(np.fmin(span_row, left), 0.0, None))
     w = span_row / n_row
     dated = ~np.isnan(w)
@@ -277,6 +284,6 @@ def split_rows(groups: np.ndarray, seed: int = 0, test_size: float = 0.2, calib_
     return Split(train, calib, test, by="battery")
 
 
-__all__ = ["ATTACH_SPAN", "QUICK_BATTERIES", "QUICK_CONFIG", "SILENT_FAULTS", "Split", "TrainingData", "attach_replays", "fleet_weights",
+__all__ = ["ATTACH_SPAN", "QUICK_BATTERIES", "QUICK_CONFIG", "SILENT_FAULTS", "Split", "TrainingData", "attach_replays", "days_after_onset", "fleet_weights",
            "from_frame", "generate", "load",
            "read_frame", "split_rows"]

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from training.data import SILENT_FAULTS, TrainingData
+from training.data import SILENT_FAULTS, TrainingData, fleet_weights
 
 FALSE_ALARM_RATE = 0.01
 """Fraction of healthy readings flagged by the detection threshold (delay metric)."""
@@ -237,8 +237,6 @@ def score_metrics(out: dict[str, np.ndarray], rul: np.ndarray, failure: np.ndarr
     metrics = rul_metrics(rul[ok], q[ok], rul_train_mean)
     metrics.update(failure_metrics(failure, out["failure_probability"]))
     if frame is not None and "fault" in frame.columns:
-        from training.data import fleet_weights
-
         metrics.update(failure_metrics(failure, out["failure_probability"], fleet_weights(frame), "failure_fleet"))
         metrics.update(anomaly_metrics(out["anomaly_score"], frame))
     else:

@@ -16,6 +16,7 @@ from streams.api.schemas import (
     BatteryAccuracy,
     BatteryAccuracyItem,
 )
+from streams.state.rolling import Sums
 
 router = APIRouter(prefix="/api")
 SERIES_LIMIT = 2000
@@ -28,17 +29,14 @@ def figures(acc: dict[str, Any] | None) -> AccuracyFigures:
     ``failure_sq_error``): a mean of the sums, never a mean of means."""
     if not acc or not acc.get("pairs"):
         return AccuracyFigures()
-    n, detections = int(acc["pairs"]), int(acc["detections"])
-    failure = int(acc.get("failure_pairs") or 0)
-    rate = int(acc["failure_observed"]) / failure if failure else None
-    return AccuracyFigures(pairs=n, rul_mae_cycles=float(acc["abs_error"]) / n,
-                           rul_band_coverage=int(acc["in_band"]) / n, fault_detections=detections,
-                           fault_detection_delay_s_mean=float(acc["delay_s"]) / detections if detections else None,
-                           failure_pairs=failure,
-                           failure_mean_probability=float(acc["failure_probability"]) / failure if failure else None,
-                           failure_observed_rate=rate,
-                           failure_brier=float(acc["failure_sq_error"]) / failure if failure else None,
-                           failure_baseline_brier=None if rate is None else rate * (1.0 - rate))
+    s = Sums(int(acc["pairs"]), float(acc["abs_error"]), int(acc["in_band"]), int(acc["detections"]),
+             float(acc["delay_s"]), int(acc["failure_pairs"]), float(acc["failure_probability"]),
+             int(acc["failure_observed"]), float(acc["failure_sq_error"]))  # the accuracy job's sums
+    return AccuracyFigures(pairs=s.pairs, rul_mae_cycles=s.mae, rul_band_coverage=s.coverage,
+                           fault_detections=s.detections, fault_detection_delay_s_mean=s.delay_mean_s,
+                           failure_pairs=s.failure_pairs, failure_mean_probability=s.failure_mean_probability,
+                           failure_observed_rate=s.failure_observed_rate, failure_brier=s.failure_brier,
+                           failure_baseline_brier=s.failure_baseline_brier)
 
 
 def battery_accuracy(row: dict[str, Any], window_s: int) -> BatteryAccuracy | None:

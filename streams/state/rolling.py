@@ -60,33 +60,42 @@ class Sums:
     @property
     def mae(self) -> float | None:
         """Mean absolute RUL error, EFC; ``None`` without pairs."""
-        return self.abs_error / self.pairs if self.pairs else None
+        return _per(self.abs_error, self.pairs)
 
     @property
     def coverage(self) -> float | None:
         """Fraction (0-1) of true RULs inside the P10-P90 band; ``None`` without pairs."""
-        return self.in_band / self.pairs if self.pairs else None
+        return _per(self.in_band, self.pairs)
+
+    @property
+    def delay_mean_s(self) -> float | None:
+        """Mean onset-to-flag delay of the detections, s; ``None`` without detections."""
+        return _per(self.delay_s, self.detections)
 
     @property
     def failure_mean_probability(self) -> float | None:
         """Mean predicted failure probability (0-1); ``None`` without such pairs."""
-        return self.failure_probability / self.failure_pairs if self.failure_pairs else None
+        return _per(self.failure_probability, self.failure_pairs)
 
     @property
     def failure_observed_rate(self) -> float | None:
         """Share (0-1) of the pairs whose truth says failure within the horizon."""
-        return self.failure_observed / self.failure_pairs if self.failure_pairs else None
+        return _per(self.failure_observed, self.failure_pairs)
 
     @property
     def failure_brier(self) -> float | None:
         """Mean squared error of the failure probability against the label (0-1)."""
-        return self.failure_sq_error / self.failure_pairs if self.failure_pairs else None
+        return _per(self.failure_sq_error, self.failure_pairs)
 
     @property
     def failure_baseline_brier(self) -> float | None:
         """The Brier score of always predicting the observed rate: ``rate * (1 - rate)``."""
         rate = self.failure_observed_rate
         return None if rate is None else rate * (1.0 - rate)
+
+
+def _per(total: float, count: int) -> float | None:
+    return total / count if count else None
 
 
 def bucket_of(time_ms: int, bucket_ms: int) -> int:

@@ -6,8 +6,9 @@ of ``evtwin up``: one reading per pack per tick, a day of aging per tick at 24 h
 ``models.state.update`` on every reading (the score worker's twin state), the model's features and
 scores, and the simulator's ground truth of the same reading. It reports what the online accuracy
 job would — RUL MAE and band coverage — and the failure probability's calibration on the live
-fleet: mean probability against the observed rate of the label, Brier score against the
-prevalence's, ROC-AUC, and the observed rate per probability bin. The first ``--warmup`` ticks
+fleet: ``training.evaluate``'s RUL and failure figures (``failure_mean_probability`` against the
+label's rate ``failure_prevalence``, ``failure_brier`` against ``failure_baseline_brier``, ROC-AUC),
+and the observed rate per probability bin. The first ``--warmup`` ticks
 (twins that have just met their packs) are left out. Seconds on 500 packs.
 """
 
@@ -28,12 +29,11 @@ BINS: tuple[float, ...] = (0.0, 0.05, 0.2, 0.5, 1.0)
 def run(model_dir: Path, batteries: int = 500, ticks: int = 600, warmup: int = 100, speedup: float = 24.0,
         seed: int = 42) -> dict[str, Any]:
     """Replay and score (see the module docstring); the figures as a dict."""
-    from sklearn.metrics import roc_auc_score
-
     from models import features as F
     from models.physics.fleet import Fleet
     from models.scorer import Scorer
     from streams.sources.simulator import telemetry_records
+    from training.evaluate import failure_metrics, rul_metrics
 
     scorer = Scorer.load(model_dir)
     fleet = Fleet(batteries, seed, start_time_s=time.time())
@@ -63,7 +63,6 @@ def run(model_dir: Path, batteries: int = 500, ticks: int = 600, warmup: int = 1
         kept["true_rul"].append(truth["true_rul_cycles"][index])
     v = {k: np.concatenate(parts) if parts else np.zeros(0) for k, parts in kept.items()}
     p, y = v["p"], v["y"]
-    rate = float(y.mean()) if len(y) else float("nan")
     ok = np.isfinite(v["true_rul"])
     bins = []
     for lo, hi in zip(BINS[:-1], BINS[1:], strict=True):
@@ -71,19 +70,16 @@ def run(model_dir: Path, batteries: int = 500, ticks: int = 600, warmup: int = 1
         if inside.any():
             bins.append({"from": lo, "to": hi, "readings": int(inside.sum()),
                          "mean_probability": float(p[inside].mean()), "observed_rate": float(y[inside].mean())})
-    return {
-        "model_version": scorer.version, "batteries": batteries, "ticks": ticks, "warmup_ticks": warmup,
-        "readings": int(len(p)),
-        "rul_mae_cycles": float(np.mean(np.abs(v["rul"][ok] - v["true_rul"][ok]))) if ok.any() else float("nan"),
-        "rul_band_coverage": float(np.mean((v["p10"][ok] <= v["true_rul"][ok]) & (v["true_rul"][ok] <= v["p90"][ok])))
-        if ok.any() else float("nan"),
-        "failure_mean_probability": float(p.mean()) if len(p) else float("nan"),
-        "failure_observed_rate": rate,
-        "failure_brier": float(np.mean((p - y) ** 2)) if len(p) else float("nan"),
-        "failure_baseline_brier": rate * (1.0 - rate),
-        "failure_roc_auc": float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan"),
-        "failure_bins": bins,
-    }
+    report: dict[str, Any] = {"model_version": scorer.version, "batteries": batteries, "ticks": ticks,
+                              "warmup_ticks": warmup, "readings": int(len(p))}
+    if ok.any():  # the figures of training and evaluate, on the live fleet
+        q = np.column_stack([v["p10"][ok], v["rul"][ok], v["p90"][ok]])
+        mean = float(scorer.card.get("rul_train_mean", np.mean(v["true_rul"][ok])))
+        report.update(rul_metrics(v["true_rul"][ok], q, mean))
+    if len(p):
+        report.update(failure_metrics(y, p))
+    report["failure_bins"] = bins
+    return report
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,9 +19,10 @@ def test_the_replay_scores_every_reading_after_the_warmup_against_its_truth(
     # 20 ticks of 40 packs are scored (a pack whose link is down sends nothing)
     assert 0.9 * 40 * 20 <= report["readings"] <= 40 * 20
     assert sum(b["readings"] for b in report["failure_bins"]) == report["readings"]
-    assert 0.0 <= report["failure_mean_probability"] <= 1.0 and 0.0 <= report["failure_observed_rate"] <= 1.0
-    assert report["failure_baseline_brier"] == pytest.approx(
-        report["failure_observed_rate"] * (1.0 - report["failure_observed_rate"]))
+    assert 0.0 <= report["failure_mean_probability"] <= 1.0 and 0.0 <= report["failure_prevalence"] <= 1.0
+    # the bins split the same readings: their counts weigh their rates up to the whole rate
+    weighted = sum(b["readings"] * b["observed_rate"] for b in report["failure_bins"]) / report["readings"]
+    assert weighted == pytest.approx(report["failure_prevalence"])
     assert 0.0 <= report["failure_brier"] <= 1.0
     assert 0.0 <= report["rul_band_coverage"] <= 1.0 and report["rul_mae_cycles"] >= 0.0
 

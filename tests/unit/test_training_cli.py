@@ -102,6 +102,7 @@ def test_evaluate_ceiling_reports_what_the_data_allows(dataset: Path, capsys: py
     assert 0.0 <= metrics["failure_positives_traceless_fraction"] < 1.0
     assert 0.0 < metrics["fault_packs_detectable_ceiling"] <= 1.0
     assert 0.0 <= metrics["fault_packs_read_within_7d"] <= 1.0
+    assert 0.0 <= metrics["failure_positives_past_repair_fraction"] < 1.0
     assert metrics["fault_first_reading_delay_days_median"] >= 0.0
     assert metrics["thermal_z_healthy_pack_max_p99"] > 0.0 and metrics["spread_z_healthy_pack_max_p99"] > 0.0
     assert any(key.startswith("thermal_z_first_week_median_") for key in metrics)
