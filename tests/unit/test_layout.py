@@ -31,8 +31,10 @@ STREAMS_LAYERS = {
 }
 # Only these may start an embedded stack; everything else gets URLs from connectors.endpoints.
 MAY_IMPORT_EMBEDDED = ("connectors.embedded", "streams.cli", "streams.tools")
-# Only the CLI may import training (the stream apps never train).
-MAY_IMPORT_TRAINING = ("streams.cli",)
+# Only the CLI may import training (the stream apps never train) — and the offline replay of the
+# live fleet, which scores it with training.evaluate's metrics so that its figures mean what
+# `evtwin evaluate`'s do (it runs no stream app).
+MAY_IMPORT_TRAINING = ("streams.cli", "streams.tools.replay_live")
 
 
 def _module_name(path: Path) -> str:
